@@ -1,0 +1,49 @@
+"""What a datacenter publishes at each step (mailbox ``state``): its typed data contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DatacenterState:
+    """One datacenter sample. Arrays are indexed like `models` (sorted labels) and phases a, b, c.
+
+    Arrays are owned by the state (never mutated after publishing), so a consumer may keep it.
+    """
+
+    site: str
+    time_s: float
+    models: tuple[str, ...]
+    power_w: np.ndarray  # (3,) site power per phase, W
+    model_power_w: np.ndarray  # (n_models,) inference power per model, W
+    batch: np.ndarray  # (n_models,) effective batch size per model
+    replicas: np.ndarray  # (n_models,) active replicas per model
+    itl_s: np.ndarray  # (n_models,) observed fleet-average ITL, s (NaN when unknown)
+    phase_share: np.ndarray  # (n_models, 3) fraction of each model's servers on each phase
+
+    @property
+    def total_power_w(self) -> float:
+        """Three-phase total power, W."""
+        return float(self.power_w.sum())
+
+    def index(self, model: str) -> int:
+        """Position of a model label, with an error naming the known labels."""
+        try:
+            return self.models.index(model)
+        except ValueError:
+            raise KeyError(f"site {self.site!r} runs no model {model!r}; models: {list(self.models)}") from None
+
+    def batch_of(self, model: str) -> int:
+        """Current batch size of a model."""
+        return int(self.batch[self.index(model)])
+
+    def replicas_of(self, model: str) -> int:
+        """Active replicas of a model."""
+        return int(self.replicas[self.index(model)])
+
+    def itl_of(self, model: str) -> float:
+        """Observed ITL of a model, s."""
+        return float(self.itl_s[self.index(model)])

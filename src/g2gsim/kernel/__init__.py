@@ -1,0 +1,41 @@
+"""The SimPy co-simulation kernel: exact time, phases, mailboxes, links, components, runs.
+
+The kernel knows nothing about datacenters or grids; components depend on it, never the
+other way round.
+"""
+
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.component import Component, Controller, DatacenterComponent, GridComponent
+from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.links import INSTANT, Link, LinkSpec, Seconds
+from g2gsim.kernel.mailbox import Mailbox, QueueMailbox, wait_until
+from g2gsim.kernel.phases import Phase, priority
+from g2gsim.kernel.results import RunResult
+from g2gsim.kernel.simulation import AssemblyError, Simulation
+from g2gsim.kernel.time import Clock, as_delay, as_period, as_seconds, fraction_gcd
+
+__all__ = [
+    "INSTANT",
+    "AssemblyError",
+    "Clock",
+    "Command",
+    "Component",
+    "Controller",
+    "DatacenterComponent",
+    "GridComponent",
+    "Link",
+    "LinkSpec",
+    "Mailbox",
+    "Phase",
+    "QueueMailbox",
+    "RunContext",
+    "RunResult",
+    "Seconds",
+    "Simulation",
+    "as_delay",
+    "as_period",
+    "as_seconds",
+    "fraction_gcd",
+    "priority",
+    "wait_until",
+]

@@ -1,0 +1,37 @@
+"""The base of every command a controller sends through a link to a component."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """A typed instruction for one component.
+
+    `target` names the component; None means "the only component that accepts this type",
+    resolved when the command is sent (ambiguity is an error).
+    """
+
+    target: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The command's fields except the target, for logs and result tables."""
+        fields = dataclasses.asdict(self)
+        fields.pop("target", None)
+        return fields
+
+    def payload_json(self) -> str:
+        """Payload as canonical JSON."""
+        return json.dumps(self.payload(), sort_keys=True, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)

@@ -1,0 +1,164 @@
+"""The component contract: what a datacenter, a grid and a controller promise the kernel.
+
+A component has a name, an optional native period, a lifecycle (reset -> start -> steps ->
+stop), mailboxes it publishes, mailboxes it reads, and the command types it accepts. The
+kernel turns each component into one SimPy process; the default process steps at 0, dt,
+2dt, ... strictly before the horizon, at the component's phase. Event-driven components
+override :meth:`Component.run` and wait on mailboxes instead.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Generator, Iterable, Mapping
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+from simpy.events import Event
+
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.phases import Phase
+from g2gsim.kernel.time import TimeLike, as_period
+
+if TYPE_CHECKING:
+    from g2gsim.kernel.context import RunContext
+
+
+class Component(ABC):
+    """Base of every simulated process. Subclasses set `role` and implement :meth:`step`."""
+
+    role: ClassVar[Phase]
+    #: Command types this component accepts through links.
+    accepts: ClassVar[tuple[type[Command], ...]] = ()
+
+    def __init__(self, name: str, period: TimeLike | None, *, seed: int | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a component needs a non-empty name, got {name!r}")
+        self.name = name
+        self.period: Fraction | None = None if period is None else as_period(period, name=f"{name}.period")
+        self.seed = seed
+        self._ctx: RunContext | None = None
+        self._inbox: list[Command] = []
+
+    # -- declarations -------------------------------------------------------------------
+    def times(self) -> list[Fraction]:
+        """Every period, latency and event time of this component (the base tick divides them)."""
+        return [] if self.period is None else [self.period]
+
+    def dependencies(self) -> Mapping[str, type]:
+        """Other components this one reads or commands, by name, with the type each must be."""
+        return {}
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def ctx(self) -> RunContext:
+        """The current run's context (only valid between reset and the end of the run)."""
+        if self._ctx is None:
+            raise RuntimeError(f"component {self.name!r} is not part of a running simulation")
+        return self._ctx
+
+    def reset(self, ctx: RunContext) -> None:
+        """Forget all state of a previous run and bind to a new run; create published mailboxes."""
+        self._ctx = ctx
+        self._inbox = []
+
+    def start(self) -> None:
+        """Called once every component is reset: subscribe to other components' mailboxes."""
+
+    def run(self) -> Generator[Event, Any, None]:
+        """The SimPy process: by default, :meth:`step` at every multiple of the period."""
+        if self.period is None:
+            return
+        ctx = self.ctx
+        period = ctx.clock.ticks(self.period)
+        for k in range(ctx.step_count(self.period)):
+            yield ctx.at_tick(k * period)
+            self.step(k * period)
+
+    @abstractmethod
+    def step(self, tick: int) -> None:
+        """One native step at `tick` (seconds = ``self.ctx.seconds(tick)``)."""
+
+    def stop(self) -> None:
+        """Called once after the horizon: finish buffers, release resources."""
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Recorded outputs of the finished run, by table name."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Scalar facts about the finished run (e.g. number of power-flow solves)."""
+        return {}
+
+    # -- commands -----------------------------------------------------------------------
+    def deliver(self, command: Command) -> None:
+        """A link hands over a command; it takes effect at this component's next step."""
+        self._inbox.append(command)
+
+    def take_commands(self) -> list[Command]:
+        """Commands delivered since the last call, in arrival order."""
+        if not self._inbox:
+            return []
+        inbox, self._inbox = self._inbox, []
+        return inbox
+
+    def reject(self, command: Command) -> TypeError:
+        """The error for a command type this component does not accept."""
+        accepted = ", ".join(c.__name__ for c in self.accepts) or "none"
+        return TypeError(
+            f"{type(self).__name__} {self.name!r} cannot handle {type(command).__name__} "
+            f"({command!r}); it accepts: {accepted}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, period={self.period})"
+
+
+class DatacenterComponent(Component, ABC):
+    """Role base of datacenters: publishes its state in mailbox ``state`` at phase 1."""
+
+    role = Phase.DATACENTER
+
+
+class GridComponent(Component, ABC):
+    """Role base of grids: publishes voltages in mailbox ``state`` at phase 2."""
+
+    role = Phase.GRID
+
+
+class Controller(Component, ABC):
+    """Role base of controllers: plain Python that returns commands at phase 3.
+
+    A controller observes other components through a measurement link and commands them
+    through a command link; both default to instant. It never needs SimPy unless it wants to
+    (an event-driven controller overrides :meth:`run`).
+    """
+
+    role = Phase.CONTROL
+
+    def __init__(
+        self,
+        name: str,
+        period: TimeLike | None,
+        *,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(name, period, seed=seed)
+        self.command_link = command_link
+        self.measurement_link = measurement_link
+
+    def times(self) -> list[Fraction]:
+        return super().times() + self.command_link.times() + self.measurement_link.times()
+
+    def step(self, tick: int) -> None:
+        """Run one control step and send what it returns."""
+        for command in self.control(tick):
+            self.ctx.send(command)
+
+    @abstractmethod
+    def control(self, tick: int) -> Iterable[Command]:
+        """Decide commands from the latest observations (read through mailboxes)."""

@@ -1,0 +1,141 @@
+"""Mailboxes: how components share state without calling each other.
+
+A :class:`Mailbox` keeps the newest published value and its tick; reading it is free.
+Waiting on it (``yield box.changed()``) wakes a process at the next publish. The wake-up
+event is created only when somebody waits and dropped after it fires, so a mailbox nobody
+waits on costs one attribute write per publish. A :class:`QueueMailbox` is a consumer's
+private queue of every value published since it last drained it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import simpy
+from simpy.events import NORMAL, Event
+
+T = TypeVar("T")
+
+_UNSET = object()
+
+
+class _Waitable:
+    """Wake-up events keyed by SimPy priority, armed on demand and fired on publish."""
+
+    __slots__ = ("_env", "_waiters")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self._env = env
+        self._waiters: dict[int, Event] | None = None
+
+    def changed(self, priority: int = NORMAL) -> Event:
+        """Event that fires at the next publish, processed at `priority` within its tick."""
+        if self._waiters is None:
+            self._waiters = {}
+        event = self._waiters.get(priority)
+        if event is None:
+            event = self._waiters[priority] = Event(self._env)
+        return event
+
+    def _wake(self, value: object) -> None:
+        waiters = self._waiters
+        if waiters is None:
+            return
+        self._waiters = None
+        schedule = self._env.schedule
+        for event_priority, event in waiters.items():
+            event._ok = True
+            event._value = value
+            schedule(event, event_priority)
+
+
+class QueueMailbox(_Waitable, Generic[T]):
+    """Every value published since the last :meth:`drain`, oldest first, with its tick."""
+
+    __slots__ = ("name", "_items")
+
+    def __init__(self, env: simpy.Environment, name: str) -> None:
+        super().__init__(env)
+        self.name = name
+        self._items: list[tuple[int, T]] = []
+
+    def put(self, tick: int, value: T) -> None:
+        """Append one value (called by the mailbox it subscribes to)."""
+        self._items.append((tick, value))
+        self._wake(value)
+
+    def drain(self) -> list[tuple[int, T]]:
+        """Return and forget every queued (tick, value)."""
+        items, self._items = self._items, []
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Mailbox(_Waitable, Generic[T]):
+    """Latest-value mailbox: the newest value and the tick it was published at."""
+
+    __slots__ = ("name", "_value", "_tick", "_queues", "_listeners")
+
+    def __init__(self, env: simpy.Environment, name: str) -> None:
+        super().__init__(env)
+        self.name = name
+        self._value: object = _UNSET
+        self._tick = -1
+        self._queues: list[QueueMailbox[T]] = []
+        self._listeners: list[Callable[[int, T], None]] = []
+
+    @property
+    def has_value(self) -> bool:
+        """Whether anything was published yet."""
+        return self._value is not _UNSET
+
+    @property
+    def value(self) -> T:
+        """The newest value; an error naming the mailbox if nothing was published yet."""
+        if self._value is _UNSET:
+            raise LookupError(f"mailbox {self.name!r} has no value yet (nothing was published)")
+        return self._value  # type: ignore[return-value]
+
+    def get(self, default: T | None = None) -> T | None:
+        """The newest value, or `default` before the first publish."""
+        return default if self._value is _UNSET else self._value  # type: ignore[return-value]
+
+    @property
+    def tick(self) -> int:
+        """Tick of the newest value (-1 before the first publish)."""
+        return self._tick
+
+    def publish(self, tick: int, value: T) -> None:
+        """Store a new value, feed subscribed queues and listeners, wake waiters."""
+        self._value = value
+        self._tick = tick
+        for queue in self._queues:
+            queue.put(tick, value)
+        for listener in self._listeners:
+            listener(tick, value)
+        self._wake(value)
+
+    def subscribe_queue(self) -> QueueMailbox[T]:
+        """A new private queue that receives every value published from now on."""
+        queue: QueueMailbox[T] = QueueMailbox(self._env, f"{self.name}[queue]")
+        self._queues.append(queue)
+        return queue
+
+    def add_listener(self, listener: Callable[[int, T], None]) -> None:
+        """Call `listener(tick, value)` synchronously at every publish (used by links)."""
+        self._listeners.append(listener)
+
+
+def wait_until(box: Mailbox[T], predicate: Callable[[T], bool], priority: int = NORMAL):
+    """Process helper: ``value = yield from wait_until(box, pred)`` returns the first match.
+
+    This is how a threshold-triggered process waits: it sleeps until a publish whose value
+    satisfies the predicate, with no polling clock.
+    """
+    while True:
+        value = yield box.changed(priority)
+        if predicate(value):
+            return value

@@ -1,0 +1,78 @@
+"""The result of one run: columnar tables as pandas DataFrames, the event and command logs.
+
+Tables are keyed ``"<component>/<table>"`` (for example ``"site/state"`` or
+``"grid/voltages"``). Everything round-trips exactly through a folder of Parquet files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+_META_FILE = "meta.json"
+_EVENTS_FILE = "events.parquet"
+_COMMANDS_FILE = "commands.parquet"
+
+
+def _table_file(key: str) -> str:
+    component, table = key.split("/", 1)
+    return f"{component}__{table}.parquet"
+
+
+@dataclass
+class RunResult:
+    """Tables, events, commands and metadata of a finished run."""
+
+    tables: dict[str, pd.DataFrame]
+    events: pd.DataFrame
+    commands: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, key: str) -> pd.DataFrame:
+        """One table by key, with an error listing the available ones."""
+        try:
+            return self.tables[key]
+        except KeyError:
+            raise KeyError(f"no table {key!r}; tables: {sorted(self.tables)}") from None
+
+    def tables_of(self, table: str) -> dict[str, pd.DataFrame]:
+        """All tables of one kind (e.g. ``"state"``) keyed by component name."""
+        suffix = f"/{table}"
+        return {k[: -len(suffix)]: v for k, v in self.tables.items() if k.endswith(suffix)}
+
+    def events_of(self, topic: str) -> pd.DataFrame:
+        """Events of one topic."""
+        return self.events[self.events["topic"] == topic].reset_index(drop=True)
+
+    # -- files --------------------------------------------------------------------------
+    def to_parquet(self, directory: str | Path) -> Path:
+        """Write every table, the logs and the metadata into a folder; returns the folder."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, frame in self.tables.items():
+            frame.to_parquet(folder / _table_file(key), index=False)
+        self.events.to_parquet(folder / _EVENTS_FILE, index=False)
+        self.commands.to_parquet(folder / _COMMANDS_FILE, index=False)
+        meta = {"tables": sorted(self.tables), "meta": self.meta}
+        (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        return folder
+
+    @classmethod
+    def from_parquet(cls, directory: str | Path) -> RunResult:
+        """Read a folder written by :meth:`to_parquet`."""
+        folder = Path(directory)
+        meta_path = folder / _META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{folder} holds no g2gsim results ({_META_FILE} is missing)")
+        meta = json.loads(meta_path.read_text())
+        tables = {key: pd.read_parquet(folder / _table_file(key)) for key in meta["tables"]}
+        return cls(
+            tables=tables,
+            events=pd.read_parquet(folder / _EVENTS_FILE),
+            commands=pd.read_parquet(folder / _COMMANDS_FILE),
+            meta=meta["meta"],
+        )
