@@ -11,13 +11,15 @@ from g2gsim.kernel.links import INSTANT, Link, LinkSpec, Seconds
 from g2gsim.kernel.mailbox import Mailbox, QueueMailbox, wait_until
 from g2gsim.kernel.phases import Phase, priority
 from g2gsim.kernel.results import RunResult
-from g2gsim.kernel.simulation import AssemblyError, Simulation
+from g2gsim.kernel.simulation import AssemblyError, ComponentError, Simulation
+from g2gsim.kernel.streaming import read_chunks
 from g2gsim.kernel.time import Clock, as_delay, as_period, as_seconds, fraction_gcd
 
 __all__ = [
     "INSTANT",
     "AssemblyError",
     "Clock",
+    "ComponentError",
     "Command",
     "Component",
     "Controller",
@@ -37,5 +39,6 @@ __all__ = [
     "as_seconds",
     "fraction_gcd",
     "priority",
+    "read_chunks",
     "wait_until",
 ]

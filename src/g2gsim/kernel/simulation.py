@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import simpy
@@ -13,6 +15,7 @@ from g2gsim.kernel.component import Component
 from g2gsim.kernel.context import RunContext, RunShared
 from g2gsim.kernel.phases import Phase, priority
 from g2gsim.kernel.results import RunResult
+from g2gsim.kernel.streaming import ChunkWriter
 from g2gsim.kernel.time import Clock, TimeLike, as_period, as_seconds
 
 ProgressCallback = Callable[[float], None]
@@ -20,6 +23,29 @@ ProgressCallback = Callable[[float], None]
 
 class AssemblyError(ValueError):
     """The components cannot run together (duplicate names, missing or incompatible peers)."""
+
+
+class ComponentError(RuntimeError):
+    """A component failed during a run; names the component, the simulated time and the cause."""
+
+    def __init__(self, component: Component, time_s: float, cause: BaseException) -> None:
+        self.component = component.name
+        self.time_s = time_s
+        self.cause = cause
+        super().__init__(
+            f"{type(component).__name__} {component.name!r} failed at t = {time_s:g} s: "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
+def _guarded(component: Component):
+    """Run a component's process, turning any failure into a ComponentError."""
+    try:
+        yield from component.run()
+    except ComponentError:
+        raise
+    except Exception as exc:
+        raise ComponentError(component, component.ctx.now_s, exc) from exc
 
 
 class Simulation:
@@ -84,8 +110,19 @@ class Simulation:
                 return component
         raise KeyError(f"no component {name!r}; components: {[c.name for c in self.components]}")
 
-    def run(self, *, progress: ProgressCallback | None = None) -> RunResult:
-        """Run from a fresh environment and freshly reset components; return the results."""
+    def run(
+        self,
+        *,
+        progress: ProgressCallback | None = None,
+        stream_to: str | Path | None = None,
+        chunk_s: TimeLike = 300,
+    ) -> RunResult:
+        """Run from a fresh environment and freshly reset components; return the results.
+
+        With `stream_to`, tables are also appended to Parquet chunks in that folder every
+        `chunk_s` simulated seconds; if a component fails, what was recorded up to the failure
+        is flushed before the :class:`ComponentError` propagates.
+        """
         wall_start = time.perf_counter()
         env = simpy.Environment()
         shared = RunShared(
@@ -102,12 +139,24 @@ class Simulation:
         for component in self.components:
             component.start()
         for component in self.components:
-            env.process(component.run())
+            env.process(_guarded(component))
         if progress is not None:
             env.process(_progress_process(env, shared, progress))
-        env.run(until=shared.horizon_ticks)
+        writer = None
+        if stream_to is not None:
+            writer = ChunkWriter(Path(stream_to), self.components)
+            chunk_ticks = max(1, math.ceil(as_period(chunk_s, name="chunk_s") / self.clock.tick))
+            env.process(_chunk_process(env, shared, writer, chunk_ticks))
+        try:
+            env.run(until=shared.horizon_ticks)
+        except ComponentError:
+            if writer is not None:
+                writer.flush()
+            raise
         for component in self.components:
             component.stop()
+        if writer is not None:
+            writer.flush()
         return self._collect(shared, time.perf_counter() - wall_start)
 
     def _collect(self, shared: RunShared, wall_s: float) -> RunResult:
@@ -134,6 +183,18 @@ class Simulation:
             commands=shared.commands.to_frame(),
             meta=meta,
         )
+
+
+def _chunk_process(env: simpy.Environment, shared: RunShared, writer: ChunkWriter, every: int):
+    """Flush new rows to Parquet chunks every `every` ticks, in the record phase."""
+    record_priority = priority(Phase.RECORD)
+    for tick in range(every, shared.horizon_ticks, every):
+        event = simpy.Event(env)
+        event._ok = True
+        event._value = None
+        env.schedule(event, record_priority, tick - env.now)
+        yield event
+        writer.flush()
 
 
 def _progress_process(env: simpy.Environment, shared: RunShared, report: ProgressCallback):

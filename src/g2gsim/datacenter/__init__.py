@@ -1,0 +1,1 @@
+"""Datacenters: configuration, server pool, power and latency, trace-driven and live processes."""
