@@ -1,0 +1,352 @@
+"""The scenario: everything one run needs, as validated pydantic objects that serialise to TOML.
+
+A scenario file is only the serialised form of these objects: build one in Python, or load
+a file from ``processes/``; :meth:`Scenario.from_toml` and :meth:`Scenario.to_toml` round-trip.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
+from g2gsim.kernel.time import as_period
+
+TAP_STEP_PU = 0.00625
+
+
+def tap_pu(step: int) -> float:
+    """Tap ratio of a step of a 32-step +-10 % regulator: 1 + 0.00625 n."""
+    return 1.0 + step * TAP_STEP_PU
+
+
+def _period(value: Any) -> Fraction:
+    return as_period(value, name="period_s")
+
+
+Period = Annotated[Seconds, Field(description="a positive number of seconds")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- sites ------------------------------------------------------------------------------
+class RampEntry(_Section):
+    """Linear replica ramp to `target` between t_start_s and t_end_s."""
+
+    target: int = Field(ge=0)
+    t_start_s: float = Field(ge=0)
+    t_end_s: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RampEntry:
+        if self.t_end_s < self.t_start_s:
+            raise ValueError(f"t_end_s ({self.t_end_s}) must be >= t_start_s ({self.t_start_s})")
+        return self
+
+
+class ModelEntry(_Section):
+    """One model served at a site: which model, how many replicas, the starting batch."""
+
+    model: str = Field(description="a label of the model catalogue or of the scenario's [models]")
+    replicas: int = Field(ge=0)
+    initial_batch: int = Field(default=128, gt=0)
+    ramps: tuple[RampEntry, ...] = ()
+
+
+class TrainingEntry(_Section):
+    """A training job overlaid on the site's power."""
+
+    n_gpus: int = Field(gt=0)
+    t_start_s: float = Field(ge=0)
+    t_end_s: float = Field(ge=0)
+    target_peak_w_per_gpu: float = Field(default=400.0, gt=0)
+    trace: str = Field(default="synthetic", description='"synthetic" or a CSV path (t_s, power_W)')
+    trace_seed: int = 2
+
+
+class SiteSection(_Section):
+    """A datacenter site and where it connects to the grid."""
+
+    name: str = Field(min_length=1)
+    bus: str = Field(min_length=1)
+    period_s: Period = Fraction(1, 10)
+    capacity_gpus: int = Field(gt=0)
+    gpus_per_server: int = Field(default=8, gt=0)
+    base_kw_per_phase: float = Field(default=0.0, ge=0)
+    power_factor: float = Field(default=0.95, gt=0, le=1)
+    connection: Literal["wye", "delta"] = "wye"
+    amplitude_scale_range: tuple[float, float] = (1.0, 1.0)
+    noise_fraction: float = Field(default=0.0, ge=0)
+    seed: int | None = None
+    models: tuple[ModelEntry, ...] = Field(min_length=1)
+    training: tuple[TrainingEntry, ...] = ()
+
+    @field_validator("period_s", mode="before")
+    @classmethod
+    def _positive_period(cls, value: Any) -> Fraction:
+        return _period(value)
+
+
+# -- grid -------------------------------------------------------------------------------
+class ProfileSpec(_Section):
+    """A power profile in TOTAL three-phase kW: constant, CSV, synthetic PV or synthetic load."""
+
+    kind: Literal["constant", "csv", "synthetic_pv", "synthetic_load"]
+    kw: float | None = Field(default=None, description="constant kW, or the peak for synthetic profiles")
+    profile: int = Field(default=0, ge=0, description="synthetic profile index")
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProfileSpec:
+        if self.kind == "csv" and not self.path:
+            raise ValueError("a csv profile needs `path` (a CSV with columns t_s, kW)")
+        if self.kind != "csv" and self.kw is None:
+            raise ValueError(f"a {self.kind} profile needs `kw`")
+        return self
+
+
+class InjectionSection(_Section):
+    """A generator (PV) or an external load at a bus."""
+
+    name: str = Field(min_length=1)
+    bus: str = Field(min_length=1)
+    profile: ProfileSpec
+    power_factor: float = Field(default=1.0, gt=0, le=1)
+
+
+class StorageSection(_Section):
+    """A battery (OpenDSS Storage element) at a three-phase bus."""
+
+    name: str = Field(min_length=1)
+    bus: str = Field(min_length=1)
+    rated_kw: float = Field(gt=0)
+    rated_kva: float = Field(gt=0)
+    rated_kwh: float = Field(gt=0)
+    initial_soc: float = Field(default=0.5, ge=0, le=1)
+    reserve_soc: float = Field(default=0.2, ge=0, le=1)
+
+
+class GridSection(_Section):
+    """The feeder and how it is solved."""
+
+    name: str = "grid"
+    feeder: str = Field(description='a bundled feeder ("ieee13", "ieee34", "ieee123") or a .dss path')
+    period_s: Period = Fraction(1, 10)
+    source_pu: float | None = Field(default=None, gt=0)
+    initial_tap_steps: dict[str, int] = Field(default_factory=dict)
+    initial_taps: dict[str, float] = Field(default_factory=dict)
+    excluded_buses: tuple[str, ...] | None = None
+    coupling: Literal["latest", "mean"] = "latest"
+    regulator_self_control: bool = False
+    generators: tuple[InjectionSection, ...] = ()
+    loads: tuple[InjectionSection, ...] = ()
+    storage: tuple[StorageSection, ...] = ()
+
+    @field_validator("period_s", mode="before")
+    @classmethod
+    def _positive_period(cls, value: Any) -> Fraction:
+        return _period(value)
+
+    def taps_pu(self) -> dict[str, float]:
+        """Initial taps in pu, from steps and explicit ratios (ratios win)."""
+        return {**{k: tap_pu(v) for k, v in self.initial_tap_steps.items()}, **self.initial_taps}
+
+
+# -- controllers ------------------------------------------------------------------------
+class _ControllerBase(_Section):
+    name: str = Field(min_length=1)
+    period_s: Period | None = Fraction(1)
+    command_link: LinkSpec = INSTANT
+    measurement_link: LinkSpec = INSTANT
+
+    @field_validator("period_s", mode="before")
+    @classmethod
+    def _positive_period(cls, value: Any) -> Fraction | None:
+        return None if value is None else _period(value)
+
+
+class TapEvent(_Section):
+    t_s: float = Field(ge=0)
+    taps: dict[str, float] = Field(default_factory=dict)
+    tap_steps: dict[str, int] = Field(default_factory=dict)
+
+    def taps_pu(self) -> dict[str, float]:
+        return {**{k: tap_pu(v) for k, v in self.tap_steps.items()}, **self.taps}
+
+
+class BatchEvent(_Section):
+    t_s: float = Field(ge=0)
+    model: str
+    batch: int = Field(gt=0)
+    ramp_up_rate: float = Field(default=0.0, ge=0)
+
+
+class NoopSection(_ControllerBase):
+    type: Literal["noop"] = "noop"
+
+
+class TapScheduleSection(_ControllerBase):
+    type: Literal["tap_schedule"] = "tap_schedule"
+    period_s: Period | None = None
+    grid: str = "grid"
+    events: tuple[TapEvent, ...] = Field(min_length=1)
+
+
+class BatchScheduleSection(_ControllerBase):
+    type: Literal["batch_schedule"] = "batch_schedule"
+    period_s: Period | None = None
+    site: str
+    events: tuple[BatchEvent, ...] = Field(min_length=1)
+
+
+class OFOSection(_ControllerBase):
+    type: Literal["ofo"] = "ofo"
+    site: str
+    grid: str = "grid"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleBasedSection(_ControllerBase):
+    type: Literal["rule_based"] = "rule_based"
+    site: str
+    grid: str = "grid"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoadShiftSection(_ControllerBase):
+    type: Literal["load_shift"] = "load_shift"
+    sites: tuple[str, ...] = Field(min_length=2)
+    grid: str = "grid"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StorageDroopSection(_ControllerBase):
+    type: Literal["storage_droop"] = "storage_droop"
+    grid: str = "grid"
+    storage: tuple[str, ...] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+ControllerSection = Annotated[
+    NoopSection
+    | TapScheduleSection
+    | BatchScheduleSection
+    | OFOSection
+    | RuleBasedSection
+    | LoadShiftSection
+    | StorageDroopSection,
+    Field(discriminator="type"),
+]
+
+
+# -- scenario ---------------------------------------------------------------------------
+class ScenarioError(ValueError):
+    """A scenario file or object is invalid; the message names the file, the key and the problem."""
+
+
+class Scenario(_Section):
+    """One co-simulation: grid, sites, controllers, horizon, seed and data source."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    horizon_s: Period = Fraction(3600)
+    seed: int = 0
+    data: str | None = Field(default=None, description="None: bundled synthetic data; else a data folder")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="extra model specs by label (fields of ModelSpec)"
+    )
+    v_min: float = Field(default=0.95, gt=0)
+    v_max: float = Field(default=1.05, gt=0)
+    grid: GridSection
+    sites: tuple[SiteSection, ...] = Field(min_length=1)
+    controllers: tuple[ControllerSection, ...] = ()
+
+    @field_validator("horizon_s", mode="before")
+    @classmethod
+    def _positive_horizon(cls, value: Any) -> Fraction:
+        return as_period(value, name="horizon_s")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        names = [self.grid.name, *(s.name for s in self.sites), *(c.name for c in self.controllers)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"component names must be unique; repeated: {duplicates}")
+        site_names = {s.name for s in self.sites}
+        for controller in self.controllers:
+            for site in _controller_sites(controller):
+                if site not in site_names:
+                    raise ValueError(
+                        f"controller {controller.name!r} refers to site {site!r}; sites: {sorted(site_names)}"
+                    )
+        if self.v_min >= self.v_max:
+            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
+        return self
+
+    # -- files --------------------------------------------------------------------------
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Load and validate a scenario file; errors name the file, the key and the problem."""
+        file = Path(path)
+        try:
+            raw = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise ScenarioError(f"scenario file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(f"{file}: not valid TOML: {exc}") from None
+        return cls.from_dict(raw, source=str(file))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "<scenario>") -> Scenario:
+        """Validate a parsed scenario mapping."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ScenarioError(_format_validation_error(source, exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping (TOML-compatible: no None values, exact fractions as floats or 'n/d')."""
+        return _drop_none(self.model_dump(mode="json"))
+
+    def to_toml(self, path: str | Path | None = None) -> str:
+        """Serialise to TOML; also write it to `path` when given."""
+        text = tomli_w.dumps(self.to_dict())
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def with_overrides(self, **changes: Any) -> Scenario:
+        """A validated copy with top-level fields replaced (horizon_s, seed, data, ...)."""
+        return Scenario.from_dict({**self.to_dict(), **changes}, source=f"{self.name} (overrides)")
+
+
+def _controller_sites(controller: Any) -> tuple[str, ...]:
+    if hasattr(controller, "sites"):
+        return tuple(controller.sites)
+    site = getattr(controller, "site", None)
+    return () if site is None else (site,)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s) in the scenario"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "<top level>"
+        given = error.get("input")
+        shown = "" if isinstance(given, dict | list) or repr(given) in error["msg"] else f" (got {given!r})"
+        lines.append(f"  - {key}: {error['msg']}{shown}")
+    return "\n".join(lines)
