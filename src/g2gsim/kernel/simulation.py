@@ -32,10 +32,16 @@ class ComponentError(RuntimeError):
         self.component = component.name
         self.time_s = time_s
         self.cause = cause
-        super().__init__(
+        self.message = (
             f"{type(component).__name__} {component.name!r} failed at t = {time_s:g} s: "
             f"{type(cause).__name__}: {cause}"
         )
+        # SimPy re-raises a failed process as ``type(exc)(*exc.args)``: keep the constructor's
+        # arguments in `args` so that copy is a faithful ComponentError.
+        super().__init__(component, time_s, cause)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _guarded(component: Component):

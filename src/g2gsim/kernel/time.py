@@ -28,7 +28,8 @@ def as_seconds(value: TimeLike, *, name: str = "time") -> Fraction:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
-        return Fraction(repr(value))
+        # repr of the builtin float: numpy 2 spells np.float64 as "np.float64(0.1)".
+        return Fraction(repr(float(value)))
     if isinstance(value, Decimal | str):
         try:
             return Fraction(str(value).strip())

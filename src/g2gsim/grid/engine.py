@@ -1,0 +1,147 @@
+"""One private OpenDSS engine: compile a feeder, run setup commands, solve, read voltages.
+
+OpenDSSDirect's module-level ``dss`` object is one engine shared by the whole process. A
+:class:`DSSEngine` instead owns its own context (``dss.NewContext()``), so several grids
+can live in one process, each with its own circuit, without seeing each other's state.
+The context may never change the process working directory (``Basic.AllowChangeDir``
+off): files are compiled by absolute path.
+
+Text commands (:meth:`DSSEngine.run`) are for setup only: each one makes OpenDSS parse and
+often rebuild its system matrix. Per-step changes go through the element API
+(:meth:`DSSEngine.set_load_kw_kvar`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from opendssdirect import dss as _dss_module
+
+from g2gsim.grid.errors import GridError
+
+if TYPE_CHECKING:
+    from g2gsim.grid.feeders import Feeder
+
+
+
+class DSSEngine:
+    """A private OpenDSS context holding at most one compiled feeder at a time."""
+
+    def __init__(self) -> None:
+        self._dss: Any = _dss_module.NewContext()
+        self._dss.Basic.AllowChangeDir(False)
+        self._feeder_name: str | None = None
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def dss(self) -> Any:
+        """The OpenDSSDirect context (for calls beyond this class; never share it)."""
+        return self._dss
+
+    @property
+    def feeder_name(self) -> str | None:
+        """Name of the compiled feeder, or None before the first compile."""
+        return self._feeder_name
+
+    def __repr__(self) -> str:
+        return f"DSSEngine(feeder={self._feeder_name!r})"
+
+    # -- text commands (setup time) ---------------------------------------------------------------
+    def run(self, command: str) -> str:
+        """Run one OpenDSS text command and return its result text; errors become GridError."""
+        try:
+            self._dss.Text.Command(command)
+        except self._dss.DSSException as exc:
+            raise GridError(f"{self._where()}: OpenDSS rejected {_short(command)!r}: {exc}") from exc
+        self._raise_pending_error(f"{self._where()}: OpenDSS rejected {_short(command)!r}")
+        return str(self._dss.Text.Result())
+
+    def _raise_pending_error(self, context: str) -> None:
+        """Raise a GridError if OpenDSS recorded an error without raising (exceptions off)."""
+        number = int(self._dss.Error.Number())
+        if number:
+            raise GridError(f"{context}: (#{number}) {self._dss.Error.Description()}")
+
+    def compile_feeder(self, feeder: Feeder) -> None:
+        """Clear this engine and build `feeder`'s circuit; the working directory never moves."""
+        cwd = os.getcwd()
+        self._feeder_name = feeder.name
+        try:
+            self.run("Clear")
+            for command in feeder.commands:
+                self.run(command)
+        finally:
+            if os.getcwd() != cwd:  # defensive: AllowChangeDir(False) should make this impossible
+                os.chdir(cwd)
+        if int(self._dss.Basic.NumCircuits()) == 0:
+            raise GridError(f"feeder {feeder.name!r}: its commands defined no circuit")
+
+    # -- solving ----------------------------------------------------------------------------------
+    def solve(self, time_s: float, *, controls: bool = False) -> None:
+        """Solve the power flow once: ``SolveNoControl`` (taps move only by command) or, with
+        `controls`, ``Solve`` (OpenDSS's own regulator control). Non-convergence is a GridError
+        naming the feeder and the simulation time `time_s`.
+        """
+        solution = self._dss.Solution
+        try:
+            if controls:
+                solution.Solve()
+            else:
+                solution.SolveNoControl()
+        except self._dss.DSSException as exc:
+            raise GridError(f"{self._where()}: the power flow at t = {time_s:g} s failed: {exc}") from exc
+        self._raise_pending_error(f"{self._where()}: the power flow at t = {time_s:g} s failed")
+        if not solution.Converged():
+            raise GridError(
+                f"{self._where()}: the power flow at t = {time_s:g} s did not converge "
+                f"(OpenDSS: solution not converged after {solution.Iterations()} iterations, "
+                f"MaxIterations = {solution.MaxIterations()})"
+            )
+
+    def _where(self) -> str:
+        """How error messages name this engine: by its feeder."""
+        return f"feeder {self._feeder_name!r}" if self._feeder_name else "OpenDSS engine (no feeder compiled)"
+
+    # -- reading results ----------------------------------------------------------------------------
+    def node_names(self) -> list[str]:
+        """Every node as ``bus.phase``, lower-case, in OpenDSS's node order."""
+        return [str(name).lower() for name in self._dss.Circuit.AllNodeNames()]
+
+    def bus_names(self) -> list[str]:
+        """Every bus, lower-case, in OpenDSS's bus order."""
+        return [str(name).lower() for name in self._dss.Circuit.AllBusNames()]
+
+    def all_bus_mag_pu(self) -> np.ndarray:
+        """Voltage magnitude (pu of each bus's base) of every node, in :meth:`node_names` order."""
+        return np.asarray(self._dss.Circuit.AllBusMagPu(), dtype=float)
+
+    def regcontrol_names(self) -> list[str]:
+        """Names of the compiled circuit's regulator controls, lower-case."""
+        return [str(n).lower() for n in self._dss.RegControls.AllNames() if str(n).lower() != "none"]
+
+    # -- fast element-API path (per step) --------------------------------------------------------
+    def load_index(self, name: str) -> int:
+        """1-based index of Load `name`, for :meth:`set_load_kw_kvar`."""
+        loads = self._dss.Loads
+        wanted = name.lower()
+        try:
+            loads.Name(wanted)
+        except self._dss.DSSException as exc:
+            raise GridError(f"{self._where()} has no load {name!r}: {exc}") from exc
+        if str(loads.Name()).lower() != wanted:
+            raise GridError(f"{self._where()} has no load {name!r}")
+        return int(loads.Idx())
+
+    def set_load_kw_kvar(self, idx: int, kw: float, kvar: float) -> None:
+        """Set a load's kW and kvar through the Loads interface (no text parsing, no Y rebuild)."""
+        loads = self._dss.Loads
+        loads.Idx(idx)
+        loads.kW(kw)
+        loads.kvar(kvar)
+
+
+def _short(command: str, limit: int = 200) -> str:
+    """A command shortened for an error message."""
+    return command if len(command) <= limit else command[: limit - 3] + "..."
