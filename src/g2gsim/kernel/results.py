@@ -32,6 +32,11 @@ class RunResult:
     commands: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per-component end-of-run facts (e.g. the grid's solve count), keyed by component."""
+        return self.meta.get("summary", {})
+
     def table(self, key: str) -> pd.DataFrame:
         """One table by key, with an error listing the available ones."""
         try:

@@ -1,0 +1,242 @@
+"""Load shift across sites (SPEC 5.4): move replicas when batch-size control is exhausted.
+
+For each site s (in declared order) with a violation at its bus, and every model at its
+batch limit (all at the minimum feasible batch under undervoltage, all at the maximum
+under overvoltage):
+
+- undervoltage (min over the bus phases < v_min): move n replicas out of s, to the site
+  sharing a model whose bus minimum voltage is highest;
+- overvoltage (max > v_max): pull n replicas into s from the sharing site whose bus maximum
+  voltage is lowest;
+
+where the model is the shared one with most GPUs per replica that fits, and
+n = max(1, gpus_per_shift // gpus_per_replica), never more than the source runs. The
+receiving site must have n * gpus_per_replica free GPUs (capacity minus GPUs of the replicas
+its latest state reports). A shift is two ShiftReplicas commands, -n at the source and +n
+at the destination; several shifts in one step see each other's effect on free GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from g2gsim.commands import ShiftReplicas
+from g2gsim.controllers.batching import FeasibleBatches
+from g2gsim.datacenter.base import Datacenter
+from g2gsim.grid.base import Grid
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.component import Controller
+from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.time import TimeLike
+
+
+class LoadShiftConfig(BaseModel):
+    """Load-shift settings (SPEC 5.4)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    gpus_per_shift: int = Field(default=8, gt=0, description="GPUs moved per shift (at least one replica)")
+    v_min: float = Field(default=0.95, gt=0)
+    v_max: float = Field(default=1.05, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadShiftConfig:
+        if not (math.isfinite(self.v_min) and math.isfinite(self.v_max)) or self.v_min >= self.v_max:
+            raise ValueError(f"need finite v_min < v_max, got {self.v_min} and {self.v_max}")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """One planned move: n replicas of `model` from `source` to `destination`."""
+
+    model: str
+    n: int
+    source: str
+    destination: str
+    reason: str  # "undervoltage" at the source or "overvoltage" at the destination
+
+
+@dataclass(slots=True)
+class SiteView:
+    """What the planner knows of one site at one step (mutated as shifts are planned)."""
+
+    name: str
+    v_low: float  # min over the bus's finite phases, pu (NaN when unknown)
+    v_high: float  # max over the bus's finite phases, pu
+    replicas: dict[str, int]
+    gpus_per_replica: dict[str, int]
+    batch: dict[str, int]
+    free_gpus: int
+
+
+def plan_shifts(
+    sites: Sequence[SiteView], feasible: Mapping[str, FeasibleBatches], config: LoadShiftConfig
+) -> list[Shift]:
+    """The shifts of one step, in site order (pure: the views are updated in place)."""
+    shifts: list[Shift] = []
+    for site in sites:
+        under = site.v_low < config.v_min
+        over = not under and site.v_high > config.v_max
+        if not (under or over):
+            continue
+        batches = feasible[site.name]
+        saturated = all(
+            (batches.at_min if under else batches.at_max)(label, batch) for label, batch in site.batch.items()
+        )
+        if not saturated:
+            continue
+        best: tuple[float, int, SiteView, str, int] | None = None
+        for order, other in enumerate(sites):
+            if other is site:
+                continue
+            source, destination = (site, other) if under else (other, site)
+            choice = _pick_model(source, destination, config.gpus_per_shift)
+            if choice is None:
+                continue
+            # undervoltage: highest bus minimum wins; overvoltage: lowest bus maximum wins
+            score = other.v_low if under else -other.v_high
+            if not math.isfinite(score):
+                continue
+            if best is None or score > best[0]:
+                best = (score, order, other, *choice)
+        if best is None:
+            continue
+        _, _, other, model, n = best
+        source, destination = (site, other) if under else (other, site)
+        source.replicas[model] -= n
+        source.free_gpus += n * source.gpus_per_replica[model]
+        destination.replicas[model] += n
+        destination.free_gpus -= n * destination.gpus_per_replica[model]
+        shifts.append(Shift(model, n, source.name, destination.name, "undervoltage" if under else "overvoltage"))
+    return shifts
+
+
+def _pick_model(source: SiteView, destination: SiteView, gpus_per_shift: int) -> tuple[str, int] | None:
+    """The shared model with most GPUs per replica that the source runs and the destination fits."""
+    shared = [
+        m
+        for m in source.replicas
+        if m in destination.replicas and source.gpus_per_replica[m] == destination.gpus_per_replica[m]
+    ]
+    for model in sorted(shared, key=lambda m: (-source.gpus_per_replica[m], m)):
+        gpr = source.gpus_per_replica[model]
+        n = min(max(1, gpus_per_shift // gpr), source.replicas[model])
+        if n >= 1 and destination.free_gpus >= n * gpr:
+            return model, n
+    return None
+
+
+class LoadShiftController(Controller):
+    """Shifts replicas between sites to relieve voltage violations batch control cannot fix.
+
+    Args:
+        name: Component name.
+        datacenters: Names of the :class:`Datacenter` sites (two or more), in priority order.
+        grid: Name of the :class:`Grid` they are attached to (gives each site's bus).
+        config: Settings; disabled by default, as in OpenG2G.
+        period: Control period, s.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        datacenters: Sequence[str],
+        grid: str,
+        config: LoadShiftConfig | None = None,
+        period: TimeLike | None = Fraction(1),
+        *,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
+        if period is None:
+            raise ValueError(f"load-shift controller {name!r} needs a control period")
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        if isinstance(datacenters, str):
+            raise TypeError(f"{name!r}: datacenters must be a list of site names, not one string")
+        sites = tuple(datacenters)
+        if len(sites) < 2 or len(set(sites)) != len(sites):
+            raise ValueError(f"{name!r}: load shift needs two or more distinct sites, got {list(sites)}")
+        if config is not None and not isinstance(config, LoadShiftConfig):
+            raise TypeError(f"{name!r}: config must be a LoadShiftConfig, got {type(config).__name__}")
+        self.config = config or LoadShiftConfig()
+        self.datacenters = sites
+        self.grid = grid
+        self._boxes: dict[str, Any] = {}
+        self._shifts = 0
+
+    def dependencies(self) -> Mapping[str, type]:
+        return {**{site: Datacenter for site in self.datacenters}, self.grid: Grid}
+
+    def reset(self, ctx: RunContext) -> None:
+        """Forget subscriptions and the shift count of a previous run."""
+        super().reset(ctx)
+        self._boxes = {}
+        self._shifts = 0
+
+    def start(self) -> None:
+        """Subscribe; look up each site's bus, capacity, GPUs per replica and feasible sets."""
+        ctx = self.ctx
+        grid = ctx.lookup(self.grid)
+        assert isinstance(grid, Grid)
+        self._bus: dict[str, str] = {}
+        self._capacity: dict[str, int] = {}
+        self._gpr: dict[str, dict[str, int]] = {}
+        self._feasible: dict[str, FeasibleBatches] = {}
+        for name in self.datacenters:
+            site = ctx.lookup(name)
+            assert isinstance(site, Datacenter)
+            self._bus[name] = grid.site_bus(name)
+            self._capacity[name] = int(site.capacity_gpus)
+            specs = dict(site.specs)
+            self._gpr[name] = {label: int(spec.gpus_per_replica) for label, spec in specs.items()}
+            self._feasible[name] = FeasibleBatches.from_specs(specs)
+            self._boxes[name] = ctx.subscribe(name)
+        self._grid_box = ctx.subscribe(self.grid)
+
+    def control(self, tick: int) -> Iterable[Command]:
+        if not self.config.enabled:
+            return ()
+        if not self._grid_box.has_value or not all(box.has_value for box in self._boxes.values()):
+            return ()
+        grid_state = self._grid_box.value
+        views = [self._view(name, grid_state) for name in self.datacenters]
+        commands: list[Command] = []
+        for shift in plan_shifts(views, self._feasible, self.config):
+            self._shifts += 1
+            commands.append(ShiftReplicas(model=shift.model, delta=-shift.n, target=shift.source))
+            commands.append(ShiftReplicas(model=shift.model, delta=shift.n, target=shift.destination))
+            self.ctx.event(
+                "load_shift",
+                {"model": shift.model, "replicas": shift.n, "source": shift.source,
+                 "destination": shift.destination, "reason": shift.reason},
+            )
+        return commands
+
+    def _view(self, name: str, grid_state: Any) -> SiteView:
+        state = self._boxes[name].value
+        phases = np.asarray(grid_state.bus_voltages(self._bus[name]), dtype=float)
+        finite = phases[np.isfinite(phases)]
+        v_low = float(finite.min()) if finite.size else math.nan
+        v_high = float(finite.max()) if finite.size else math.nan
+        gpr = self._gpr[name]
+        replicas: dict[str, int] = {}
+        batch: dict[str, int] = {}
+        for i, label in enumerate(state.models):
+            if label in gpr:
+                replicas[label] = max(int(state.replicas[i]), 0)
+                batch[label] = int(state.batch[i])
+        used = sum(replicas[m] * gpr[m] for m in replicas)
+        return SiteView(name, v_low, v_high, replicas, dict(gpr), batch, self._capacity[name] - used)
+
+    def summary(self) -> dict[str, Any]:
+        return {"shifts": self._shifts}

@@ -1,0 +1,33 @@
+"""The controller that does nothing (SPEC 5.1): the "no control" baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fractions import Fraction
+
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.component import Controller
+from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.time import TimeLike
+
+
+class Noop(Controller):
+    """Steps at its period and never sends a command.
+
+    Args:
+        name: Component name.
+        period: Control period, s (None: never steps).
+    """
+
+    def __init__(
+        self,
+        name: str = "noop",
+        period: TimeLike | None = Fraction(1),
+        *,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+
+    def control(self, tick: int) -> Iterable[Command]:
+        return ()

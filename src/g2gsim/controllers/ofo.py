@@ -1,0 +1,423 @@
+"""Primal-dual Online Feedback Optimization of LLM batch sizes (SPEC 5.2).
+
+One controller per datacenter. Symbols, as in SPEC 5.2:
+
+- v        voltage vector (pu), one entry per (bus, phase) of the grid's v_index (SPEC 4.4)
+- H        dv/dp (n_v x 3, pu per kW) of the site's three phase loads (SPEC 4.5)
+- lambda_under, lambda_over   voltage duals, one per v entry; eta = lambda_over - lambda_under
+- mu_i     latency dual of model i; l_i its observed ITL (s); deadline_i its ITL deadline
+- x_i      log2(batch_i), continuous; x_prev_i its previous value
+- w_i      active replicas; e_i phase share (sums to 1)
+- P_i, L_i, R_i   logistic fits of power (W per replica), ITL (s), throughput (tokens/s per
+           replica) against x, from ``mlenergy.data.modeling.LogisticModel``
+           (y = b0 + L sigmoid(k (x - x0)))
+
+Each step:
+
+1. estimate H once (or every `sensitivity_update_interval` steps) through the grid's service;
+2. lambda_under <- max(lambda_under + rho_v (v_min - v), 0),
+   lambda_over  <- max(lambda_over + rho_v (v - v_max), 0);
+3. mu_i <- max(mu_i + rho_l (l_i - deadline_i), 0) where w_i > 0 and l_i is finite;
+4. grad_i = -w_T dR_i + k_v g_v,i dP_i + mu_i L_i'(x_i) + w_switch (x_i - x_prev_i), with
+   g_v,i = eta . (H e_i), dP_i = w_i P_i'(x_i) / 1000, dR_i = w_i R_i'(x_i) / R_i(x_max,i);
+   x_i <- clip(x_i - rho_x grad_i, log2 min B_i, log2 max B_i); batch_i = feasible batch
+   nearest 2^x_i;
+5. one SetBatchSize to the datacenter and an ``ofo_step`` event with batches and duals.
+
+Models are vectorised: every per-model quantity above is an array in the datacenter's model
+order (sorted labels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from g2gsim.commands import SetBatchSize
+from g2gsim.controllers.batching import FeasibleBatches, state_columns
+from g2gsim.datacenter.base import Datacenter
+from g2gsim.grid.base import Grid
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.component import Controller
+from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.time import TimeLike
+
+_METRICS = ("power", "latency", "throughput")
+
+
+class OFOConfig(BaseModel):
+    """OFO tuning (SPEC 5.2; defaults are OpenG2G's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    primal_step_size: float = Field(default=0.05, gt=0, description="rho_x")
+    w_throughput: float = Field(default=0.1, ge=0, description="w_T, weight of normalised throughput")
+    w_switch: float = Field(default=0.0, ge=0, description="weight of the switching term (x - x_prev)")
+    voltage_gradient_scale: float = Field(default=1e6, ge=0, description="k_v")
+    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu")
+    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu")
+    voltage_dual_step_size: float = Field(default=0.5, ge=0, description="rho_v")
+    latency_dual_step_size: float = Field(default=1.0, ge=0, description="rho_l")
+    sensitivity_update_interval: int = Field(default=0, ge=0, description="0: estimate H once; N: every N steps")
+    sensitivity_perturbation_kw: float = Field(default=100.0, gt=0, description="Delta of SPEC 4.5, kW")
+    union_feasible_sets: bool = Field(
+        default=False, description="OpenG2G compatibility: every model uses the union of all feasible sets"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OFOConfig:
+        for name, value in self.model_dump().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        if self.v_min >= self.v_max:
+            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
+        return self
+
+
+class FitTriple(Protocol):
+    """The three logistic fits of one model (the data layer's ``LogisticFits``)."""
+
+    power: Any
+    latency: Any
+    throughput: Any
+
+
+def _parameter(fit: Any, name: str) -> float:
+    value = fit[name] if isinstance(fit, Mapping) else getattr(fit, name)
+    return float(value)
+
+
+class LogisticCurves:
+    """``LogisticModel`` y = b0 + L sigmoid(k (x - x0)) for several models at once.
+
+    Evaluates and differentiates with the same arithmetic as ``LogisticModel.eval_x`` and
+    ``deriv_wrt_x``, element-wise over models.
+    """
+
+    __slots__ = ("L", "x0", "k", "b0")
+
+    def __init__(self, fits: Sequence[Any]) -> None:
+        self.L = np.array([_parameter(f, "L") for f in fits], dtype=float)
+        self.x0 = np.array([_parameter(f, "x0") for f in fits], dtype=float)
+        self.k = np.array([_parameter(f, "k") for f in fits], dtype=float)
+        self.b0 = np.array([_parameter(f, "b0") for f in fits], dtype=float)
+
+    def _sigmoid(self, x: np.ndarray) -> np.ndarray:
+        a = self.k * (np.asarray(x, dtype=float) - self.x0)
+        ea = np.exp(-np.abs(a))
+        return np.where(a >= 0, 1.0 / (1.0 + ea), ea / (1.0 + ea))
+
+    def value(self, x: np.ndarray) -> np.ndarray:
+        """y(x) per model."""
+        return self.b0 + self.L * self._sigmoid(x)
+
+    def slope(self, x: np.ndarray) -> np.ndarray:
+        """dy/dx per model."""
+        s = self._sigmoid(x)
+        return self.L * (self.k * s * (1.0 - s))
+
+    def finite(self) -> np.ndarray:
+        """Per model: all four parameters finite."""
+        return np.isfinite(self.L) & np.isfinite(self.x0) & np.isfinite(self.k) & np.isfinite(self.b0)
+
+
+def _fit_part(fit: Any, metric: str, label: str, owner: str) -> Any:
+    part = fit.get(metric) if isinstance(fit, Mapping) else getattr(fit, metric, None)
+    if part is None:
+        raise KeyError(f"{owner}: the logistic fits of model {label!r} have no {metric} fit")
+    return part
+
+
+class OFOBatchController(Controller):
+    """Primal-dual OFO of one datacenter's batch sizes against the grid's voltages (SPEC 5.2).
+
+    Args:
+        name: Component name.
+        datacenter: Name of the :class:`Datacenter` it controls (reads its ``state``).
+        grid: Name of the :class:`Grid` it observes (reads ``state``, estimates H).
+        config: Tuning; defaults are OpenG2G's.
+        period: Control period, s.
+        fits: Logistic fits per model label (objects with ``power``, ``latency``,
+            ``throughput`` LogisticModel-like members, or mappings with those keys). None:
+            ``datacenter.data.logistic_fits(spec)`` per model.
+
+    Lifecycle: :meth:`reset` clears duals, x and H; :meth:`start` subscribes and builds the
+    model tables; the first step initialises x from the observed batch sizes.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        datacenter: str,
+        grid: str,
+        config: OFOConfig | None = None,
+        period: TimeLike | None = Fraction(1),
+        *,
+        fits: Mapping[str, FitTriple] | None = None,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
+        if period is None:
+            raise ValueError(f"OFO controller {name!r} needs a control period")
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        if config is not None and not isinstance(config, OFOConfig):
+            raise TypeError(f"{name!r}: config must be an OFOConfig, got {type(config).__name__}")
+        self.config = config or OFOConfig()
+        self.datacenter = datacenter
+        self.grid = grid
+        self.fits = None if fits is None else dict(fits)
+        self._clear()
+
+    # -- declarations ---------------------------------------------------------------------
+    def dependencies(self) -> Mapping[str, type]:
+        return {self.datacenter: Datacenter, self.grid: Grid}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def _clear(self) -> None:
+        self._labels: tuple[str, ...] = ()
+        self._batches: FeasibleBatches | None = None
+        self._deadline = np.zeros(0)
+        self._power: LogisticCurves | None = None
+        self._latency: LogisticCurves | None = None
+        self._throughput: LogisticCurves | None = None
+        self._r_max = np.zeros(0)  # R_i(x_max,i), the throughput normaliser
+        self._h: np.ndarray | None = None  # H, (n_v, 3) pu/kW
+        self._lambda_under: np.ndarray | None = None
+        self._lambda_over: np.ndarray | None = None
+        self._mu = np.zeros(0)
+        self._x: np.ndarray | None = None
+        self._x_prev: np.ndarray | None = None
+        self._steps = 0
+        # records, one row per step (preallocated in start)
+        self._rec_time = np.zeros(0)
+        self._rec_batch = np.zeros((0, 0), dtype=np.int64)
+        self._rec_x = np.zeros((0, 0))
+        self._rec_mu = np.zeros((0, 0))
+        self._rec_lambda = np.zeros((0, 2))  # max lambda_under, max lambda_over
+
+    def reset(self, ctx: RunContext) -> None:
+        """Forget duals, x, H and records of a previous run."""
+        super().reset(ctx)
+        self._clear()
+
+    def start(self) -> None:
+        """Subscribe to the site and the grid; build feasible sets, deadlines and fits."""
+        ctx = self.ctx
+        site = ctx.lookup(self.datacenter)
+        grid = ctx.lookup(self.grid)
+        assert isinstance(site, Datacenter) and isinstance(grid, Grid)
+        if self.datacenter not in grid.sites:
+            raise LookupError(
+                f"OFO {self.name!r}: site {self.datacenter!r} is not attached to grid {self.grid!r}; "
+                f"attached: {sorted(grid.sites)}"
+            )
+        self._site, self._grid = site, grid
+        specs = dict(site.specs)
+        self._labels = tuple(specs)
+        self._batches = FeasibleBatches.from_specs(specs, union=self.config.union_feasible_sets)
+        self._deadline = np.array([float(specs[m].itl_deadline_s) for m in self._labels])
+        self._power, self._latency, self._throughput = self._curves(specs)
+        # R_i(x_max,i); <= 0 or non-finite -> 1 (SPEC 5.2)
+        r_max = self._throughput.value(self._batches.x_max)
+        self._r_max = np.where(np.isfinite(r_max) & (r_max > 0), r_max, 1.0)
+        self._mu = np.zeros(len(self._labels))
+        assert self.period is not None
+        n, m = ctx.step_count(self.period), len(self._labels)
+        self._rec_time = np.zeros(n)
+        self._rec_batch = np.zeros((n, m), dtype=np.int64)
+        self._rec_x = np.zeros((n, m))
+        self._rec_mu = np.zeros((n, m))
+        self._rec_lambda = np.zeros((n, 2))
+        self._dc_box = ctx.subscribe(self.datacenter)
+        self._grid_box = ctx.subscribe(self.grid)
+
+    def _curves(self, specs: Mapping[str, Any]) -> tuple[LogisticCurves, LogisticCurves, LogisticCurves]:
+        """P_i, L_i, R_i for every model, from the given fits or the site's data source."""
+        owner = f"OFO {self.name!r}"
+        triples = []
+        for label, spec in specs.items():
+            if self.fits is not None:
+                if label not in self.fits:
+                    raise KeyError(f"{owner}: no logistic fits for model {label!r}; fits given for {sorted(self.fits)}")
+                triples.append(self.fits[label])
+            else:
+                triples.append(self._site.data.logistic_fits(spec))
+        curves = tuple(
+            LogisticCurves([_fit_part(t, metric, label, owner) for t, label in zip(triples, specs, strict=True)])
+            for metric in _METRICS
+        )
+        for metric, curve in zip(_METRICS, curves, strict=True):
+            bad = [label for label, ok in zip(specs, curve.finite(), strict=True) if not ok]
+            if bad:
+                raise ValueError(f"{owner}: the {metric} fit of model(s) {bad} has non-finite parameters")
+        return curves  # type: ignore[return-value]
+
+    # -- inspection -----------------------------------------------------------------------
+    @property
+    def latency_duals(self) -> dict[str, float]:
+        """mu_i per model."""
+        return {m: float(v) for m, v in zip(self._labels, self._mu, strict=True)}
+
+    @property
+    def voltage_duals(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lambda_under, lambda_over) copies, or None before the first step."""
+        if self._lambda_under is None or self._lambda_over is None:
+            return None
+        return self._lambda_under.copy(), self._lambda_over.copy()
+
+    @property
+    def log_batch(self) -> dict[str, float]:
+        """x_i = log2(batch_i) per model (empty before the first step)."""
+        if self._x is None:
+            return {}
+        return {m: float(v) for m, v in zip(self._labels, self._x, strict=True)}
+
+    @property
+    def sensitivity(self) -> np.ndarray | None:
+        """The H in use (copy), or None before the first estimate."""
+        return None if self._h is None else self._h.copy()
+
+    # -- one step -------------------------------------------------------------------------
+    def control(self, tick: int) -> Iterable[Command]:
+        if not (self._dc_box.has_value and self._grid_box.has_value):
+            return ()  # nothing observed yet (e.g. behind a delayed measurement link)
+        cfg = self.config
+        batches = self._batches
+        assert batches is not None and self._power is not None
+        assert self._latency is not None and self._throughput is not None
+        state = self._dc_box.value
+        voltages = np.asarray(self._grid_box.value.voltages, dtype=float)
+        cols = state_columns(state, self._labels, owner=f"OFO {self.name!r}")
+        replicas = np.asarray(state.replicas, dtype=float)[cols]
+        itl = np.asarray(state.itl_s, dtype=float)[cols]
+        if self._x is None:
+            observed = np.maximum(np.asarray(state.batch, dtype=float)[cols], 1.0)
+            self._x = batches.clip(np.log2(observed))
+            self._x_prev = self._x.copy()
+        assert self._x_prev is not None
+
+        # 1. H, once or every `interval` steps
+        interval = cfg.sensitivity_update_interval
+        estimated = self._h is None or (interval > 0 and self._steps % interval == 0)
+        if estimated:
+            self._h = self._estimate_h(len(voltages))
+        h = self._h
+        assert h is not None
+        if h.shape[0] != voltages.shape[0]:
+            raise ValueError(
+                f"OFO {self.name!r}: H has {h.shape[0]} rows but the voltage vector has {voltages.shape[0]} entries"
+            )
+
+        # 2. voltage duals (an entry with no finite voltage leaves its duals unchanged)
+        if self._lambda_under is None or self._lambda_over is None:
+            self._lambda_under = np.zeros(len(voltages))
+            self._lambda_over = np.zeros(len(voltages))
+        seen = np.isfinite(voltages)
+        under_gap = np.where(seen, cfg.v_min - voltages, 0.0)  # v_min - v
+        over_gap = np.where(seen, voltages - cfg.v_max, 0.0)  # v - v_max
+        self._lambda_under = np.maximum(self._lambda_under + cfg.voltage_dual_step_size * under_gap, 0.0)
+        self._lambda_over = np.maximum(self._lambda_over + cfg.voltage_dual_step_size * over_gap, 0.0)
+        eta = self._lambda_over - self._lambda_under
+
+        # 3. latency duals, where the model runs and its ITL is observed
+        measured = (replicas > 0) & np.isfinite(itl)
+        self._mu = np.where(
+            measured,
+            np.maximum(self._mu + cfg.latency_dual_step_size * (np.where(measured, itl, 0.0) - self._deadline), 0.0),
+            self._mu,
+        )
+
+        # 4. primal step in x = log2(batch)
+        x, x_prev = self._x, self._x_prev
+        w = np.where(np.isfinite(replicas) & (replicas > 0), replicas, 0.0)  # w_i
+        e = _phase_shares(getattr(state, "phase_share", None), cols)  # e_i, rows sum to 1
+        g_v = eta @ (h @ e.T)  # g_v,i = eta . (H e_i)
+        d_p = w * self._power.slope(x) / 1000.0  # dP_i, kW per unit x
+        d_r = w * self._throughput.slope(x) / self._r_max  # dR_i, normalised
+        grad = (
+            -cfg.w_throughput * d_r
+            + cfg.voltage_gradient_scale * g_v * d_p
+            + self._mu * self._latency.slope(x)
+            + cfg.w_switch * (x - x_prev)
+        )
+        if not np.all(np.isfinite(grad)):
+            bad = [m for m, ok in zip(self._labels, np.isfinite(grad), strict=True) if not ok]
+            raise FloatingPointError(
+                f"OFO {self.name!r}: non-finite gradient for model(s) {bad} (check H, the fits and the voltages)"
+            )
+        x_new = batches.clip(x - cfg.primal_step_size * grad)
+        self._x_prev, self._x = x, x_new
+        chosen = batches.nearest(x_new)
+
+        # 5. one command, one event, one record row
+        row = self._steps
+        self._steps += 1
+        batch = dict(zip(self._labels, chosen, strict=True))
+        under_max = float(self._lambda_under.max(initial=0.0))
+        over_max = float(self._lambda_over.max(initial=0.0))
+        self._rec_time[row] = self.ctx.seconds(tick)
+        self._rec_batch[row] = chosen
+        self._rec_x[row] = x_new
+        self._rec_mu[row] = self._mu
+        self._rec_lambda[row] = (under_max, over_max)
+        self.ctx.event(
+            "ofo_step",
+            {
+                "batch": batch,
+                "latency_dual": self.latency_duals,
+                "voltage_dual_under_max": under_max,
+                "voltage_dual_over_max": over_max,
+                "voltage_dual_under_sum": float(self._lambda_under.sum()),
+                "voltage_dual_over_sum": float(self._lambda_over.sum()),
+                "sensitivity_estimated": bool(estimated),
+            },
+        )
+        return (SetBatchSize(batch=batch, target=self.datacenter),)
+
+    def _estimate_h(self, n_v: int) -> np.ndarray:
+        h = np.asarray(
+            self._grid.estimate_sensitivity(self.datacenter, self.config.sensitivity_perturbation_kw), dtype=float
+        )
+        if h.ndim != 2 or h.shape != (n_v, 3):
+            raise ValueError(f"OFO {self.name!r}: grid {self.grid!r} returned H of shape {h.shape}, expected ({n_v}, 3)")
+        self.ctx.event("ofo_sensitivity", {"min": float(h.min()), "max": float(h.max())})
+        return h
+
+    # -- results --------------------------------------------------------------------------
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``ofo``: time_s, then batch/x/mu per model, and the largest voltage duals."""
+        n = self._steps
+        if n == 0:
+            return {}
+        columns: dict[str, Any] = {"time_s": self._rec_time[:n].copy()}
+        for i, label in enumerate(self._labels):
+            columns[f"batch.{label}"] = self._rec_batch[:n, i].copy()
+            columns[f"x.{label}"] = self._rec_x[:n, i].copy()
+            columns[f"mu.{label}"] = self._rec_mu[:n, i].copy()
+        columns["lambda_under_max"] = self._rec_lambda[:n, 0].copy()
+        columns["lambda_over_max"] = self._rec_lambda[:n, 1].copy()
+        return {"ofo": pd.DataFrame(columns)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"steps": self._steps}
+
+
+def _phase_shares(share: Any, cols: np.ndarray) -> np.ndarray:
+    """e_i per model (n_models, 3), each row normalised to sum 1; uniform where unknown."""
+    uniform = np.full((len(cols), 3), 1.0 / 3.0)
+    if share is None:
+        return uniform
+    share = np.asarray(share, dtype=float)
+    if share.ndim != 2 or share.shape[1] != 3 or share.shape[0] <= int(cols.max(initial=-1)):
+        return uniform
+    rows = share[cols]
+    total = rows.sum(axis=1)
+    ok = np.isfinite(total) & (total > 0) & np.all(np.isfinite(rows), axis=1)
+    return np.where(ok[:, None], rows / np.where(ok, total, 1.0)[:, None], uniform)

@@ -1,0 +1,218 @@
+"""Rule-based batch-size controller (SPEC 5.3): the simple proportional baseline.
+
+No sensitivity, no fits, no duals. Over the observed bus-phases (all non-excluded ones, or
+those of a zone):
+
+    u = max(v_min - min v, 0)          worst undervoltage
+    o = max(max v - v_max, 0)          worst overvoltage
+    pressure = u if u > deadband, else -o if o > deadband, else 0 (no action)
+
+and for each model i, in log2 space,
+
+    x_i <- clip(x_i - step_size * pressure, log2 min B_i, log2 max B_i)
+
+except that with the latency guard a model whose observed ITL exceeds its deadline keeps
+x_i instead of raising it. The command is the feasible batch nearest 2^x_i, sent only when
+some batch differs from the observed one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from g2gsim.commands import SetBatchSize
+from g2gsim.controllers.batching import FeasibleBatches, state_columns
+from g2gsim.datacenter.base import Datacenter
+from g2gsim.grid.base import Grid
+from g2gsim.grid.state import VoltageIndex
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.component import Controller
+from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.time import TimeLike
+
+
+def _lower_buses(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ValueError("give buses as a list of names, not a single string")
+    return [str(b).lower() for b in value]
+
+
+class RuleBasedConfig(BaseModel):
+    """Rule-based tuning (SPEC 5.3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step_size: float = Field(default=10.0, gt=0, description="log2 units of batch per pu of violation")
+    v_min: float = Field(default=0.95, gt=0)
+    v_max: float = Field(default=1.05, gt=0)
+    deadband: float = Field(default=1e-4, ge=0, description="violations up to this (pu) are ignored")
+    latency_guard: bool = Field(default=True, description="never raise a batch whose ITL exceeds its deadline")
+    excluded_buses: frozenset[str] = Field(default=frozenset(), description="buses never observed")
+    zone: frozenset[str] | None = Field(default=None, description="observe only these buses (None: all)")
+
+    @field_validator("excluded_buses", "zone", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return _lower_buses(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleBasedConfig:
+        for name in ("step_size", "v_min", "v_max", "deadband"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite")
+        if self.v_min >= self.v_max:
+            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
+        if self.zone is not None and not self.zone:
+            raise ValueError("zone must name at least one bus (or be None to observe every bus)")
+        return self
+
+
+def regulator_zone(topology: Any, regulator: str) -> frozenset[str]:
+    """Buses of one regulator's zone, from a feeder topology's ``regulator_zones()``.
+
+    `topology` is a :class:`~g2gsim.grid.topology.FeederTopology` or a grid with a
+    ``topology()`` method; the regulator name is matched case-insensitively.
+    """
+    if not hasattr(topology, "regulator_zones") and hasattr(topology, "topology"):
+        topology = topology.topology()
+    zones: Mapping[str, Iterable[str]] = topology.regulator_zones()
+    by_lower = {str(name).lower(): name for name in zones}
+    key = by_lower.get(regulator.lower())
+    if key is None:
+        raise KeyError(f"no regulator zone {regulator!r}; zones: {sorted(zones)}")
+    return frozenset(str(bus).lower() for bus in zones[key])
+
+
+class RuleBasedController(Controller):
+    """Proportional batch-size control from the worst observed voltage violation (SPEC 5.3).
+
+    Args:
+        name: Component name.
+        datacenter: Name of the :class:`Datacenter` it commands.
+        grid: Name of the :class:`Grid` it observes.
+        config: Tuning, excluded buses and zone.
+        period: Control period, s.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        datacenter: str,
+        grid: str,
+        config: RuleBasedConfig | None = None,
+        period: TimeLike | None = Fraction(1),
+        *,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
+        if period is None:
+            raise ValueError(f"rule-based controller {name!r} needs a control period")
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        if config is not None and not isinstance(config, RuleBasedConfig):
+            raise TypeError(f"{name!r}: config must be a RuleBasedConfig, got {type(config).__name__}")
+        self.config = config or RuleBasedConfig()
+        self.datacenter = datacenter
+        self.grid = grid
+        self._clear()
+
+    def dependencies(self) -> Mapping[str, type]:
+        return {self.datacenter: Datacenter, self.grid: Grid}
+
+    def _clear(self) -> None:
+        self._labels: tuple[str, ...] = ()
+        self._batches: FeasibleBatches | None = None
+        self._deadline = np.zeros(0)
+        self._x: np.ndarray | None = None
+        self._mask_for: VoltageIndex | None = None
+        self._mask = np.zeros(0, dtype=bool)
+
+    def reset(self, ctx: RunContext) -> None:
+        """Forget x and the observation mask of a previous run."""
+        super().reset(ctx)
+        self._clear()
+
+    def start(self) -> None:
+        """Subscribe to the site and the grid; build feasible sets and deadlines."""
+        ctx = self.ctx
+        site = ctx.lookup(self.datacenter)
+        assert isinstance(site, Datacenter)
+        specs = dict(site.specs)
+        self._labels = tuple(specs)
+        self._batches = FeasibleBatches.from_specs(specs)
+        self._deadline = np.array([float(specs[m].itl_deadline_s) for m in self._labels])
+        self._dc_box = ctx.subscribe(self.datacenter)
+        self._grid_box = ctx.subscribe(self.grid)
+
+    @property
+    def log_batch(self) -> dict[str, float]:
+        """x_i per model (empty before the first step)."""
+        return {} if self._x is None else {m: float(v) for m, v in zip(self._labels, self._x, strict=True)}
+
+    def observed(self, index: VoltageIndex) -> np.ndarray:
+        """Boolean mask of the voltage-vector entries this controller observes."""
+        if index is not self._mask_for:
+            excluded, zone = self.config.excluded_buses, self.config.zone
+            mask = np.array(
+                [bus.lower() not in excluded and (zone is None or bus.lower() in zone) for bus, _ in index.entries],
+                dtype=bool,
+            )
+            if not mask.any():
+                raise ValueError(
+                    f"rule-based {self.name!r} observes no bus of grid {self.grid!r} "
+                    f"(zone {sorted(zone) if zone is not None else 'all'}, excluded {sorted(excluded)})"
+                )
+            self._mask_for, self._mask = index, mask
+        return self._mask
+
+    @staticmethod
+    def pressure(voltages: np.ndarray, v_min: float, v_max: float, deadband: float) -> float:
+        """u if u > deadband, else -o if o > deadband, else 0 (finite voltages only)."""
+        v = voltages[np.isfinite(voltages)]
+        if v.size == 0:
+            return 0.0
+        u = max(v_min - float(v.min()), 0.0)  # worst undervoltage
+        o = max(float(v.max()) - v_max, 0.0)  # worst overvoltage
+        if u > deadband:
+            return u
+        if o > deadband:
+            return -o
+        return 0.0
+
+    def control(self, tick: int) -> Iterable[Command]:
+        if not (self._dc_box.has_value and self._grid_box.has_value):
+            return ()
+        cfg = self.config
+        batches = self._batches
+        assert batches is not None
+        grid_state = self._grid_box.value
+        voltages = np.asarray(grid_state.voltages, dtype=float)[self.observed(grid_state.index)]
+        pressure = self.pressure(voltages, cfg.v_min, cfg.v_max, cfg.deadband)
+        state = self._dc_box.value
+        cols = state_columns(state, self._labels, owner=f"rule-based {self.name!r}")
+        current = np.asarray(state.batch)[cols].astype(np.int64)
+        if self._x is None:
+            self._x = batches.clip(np.log2(np.maximum(current, 1).astype(float)))
+        if pressure == 0.0:
+            return ()
+        x = self._x
+        x_new = batches.clip(x - cfg.step_size * pressure)
+        if cfg.latency_guard:
+            itl = np.asarray(state.itl_s, dtype=float)[cols]
+            late = np.isfinite(itl) & (itl > self._deadline)
+            x_new = np.where(late & (x_new > x), x, x_new)  # never raise a late model
+        self._x = x_new
+        chosen = batches.nearest(x_new)
+        if all(int(b) == int(c) for b, c in zip(chosen, current, strict=True)):
+            return ()
+        batch = dict(zip(self._labels, chosen, strict=True))
+        self.ctx.event("rule_step", {"pressure": pressure, "batch": batch})
+        return (SetBatchSize(batch=batch, target=self.datacenter),)
