@@ -1,0 +1,136 @@
+"""Observed fleet-average inter-token latency (SPEC 2.4), with the ML.ENERGY library's semantics.
+
+Per (model, batch) the ITL of one replica follows `mlenergy.data.modeling.ITLMixtureModel`.
+With n active replicas the observed fleet average is, as in ``ITLMixtureModel.sample_avg``,
+the mean of n draws for n <= 30, else Normal(mean, sqrt(var / n)) clipped at 0; NaN when
+the model has no replicas or no fit.
+
+Speed without changing the numbers: the mixture moments are computed when an operating
+point changes, not per step, and when every model is in the normal regime all models draw
+in one vectorised ``rng.normal`` call, which consumes the stream exactly as the library's
+per-model calls in label order would. Small fleets (n <= 30) call the library itself.
+
+During a batch ramp a model's effective batch lies between two measured batches lo < hi
+with weight w; its replicas then follow the blend (1 - w) ITL_lo + w ITL_hi (a draw comes
+from hi with probability w), the same blend as its power.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from mlenergy.data.modeling import ITLMixtureModel
+
+from g2gsim.datacenter.pool import OperatingPoint
+
+__all__ = ["EXACT_THRESHOLD", "FleetLatency", "blend_moments", "sample_fleet_itl"]
+
+#: Fleets up to this size average exact draws; larger fleets use the normal approximation.
+EXACT_THRESHOLD = 30
+
+
+def blend_moments(lo: ITLMixtureModel, hi: ITLMixtureModel, weight: float) -> tuple[float, float]:
+    """Mean and variance of one replica's ITL under the blend (1 - w) lo + w hi, s and s^2."""
+    mean_lo, var_lo = lo.mean_var()
+    if weight <= 0.0:
+        return mean_lo, var_lo
+    mean_hi, var_hi = hi.mean_var()
+    mean = (1.0 - weight) * mean_lo + weight * mean_hi
+    second = (1.0 - weight) * (var_lo + mean_lo * mean_lo) + weight * (var_hi + mean_hi * mean_hi)
+    return mean, max(second - mean * mean, 0.0)
+
+
+def sample_fleet_itl(
+    lo: ITLMixtureModel | None,
+    hi: ITLMixtureModel | None,
+    weight: float,
+    n_replicas: int,
+    rng: np.random.Generator,
+) -> float:
+    """One observed fleet-average ITL, s (exactly ``lo.sample_avg`` when weight is 0)."""
+    n = int(n_replicas)
+    if n <= 0 or lo is None or (weight > 0.0 and hi is None):
+        return math.nan
+    if weight <= 0.0:
+        return lo.sample_avg(n_replicas=n, rng=rng, exact_threshold=EXACT_THRESHOLD)
+    if n <= EXACT_THRESHOLD:
+        draws = [(hi if rng.random() < weight else lo).sample_one(rng) for _ in range(n)]
+        return float(np.mean(draws))
+    mean, var = blend_moments(lo, hi, weight)  # type: ignore[arg-type]
+    return float(max(float(rng.normal(mean, math.sqrt(max(var / float(n), 0.0)))), 0.0))
+
+
+class FleetLatency:
+    """Per-step observed ITL of every model of a site (sorted label order).
+
+    Call :meth:`set_points` when a batch changes, :meth:`set_replicas` when active replicas
+    change, and :meth:`sample` at every step.
+    """
+
+    def __init__(self, fits: Sequence[Mapping[int, ITLMixtureModel | None]]) -> None:
+        self._fits = [dict(f) for f in fits]
+        n_models = len(self._fits)
+        self._points: list[OperatingPoint] = []
+        self._lo: list[ITLMixtureModel | None] = [None] * n_models
+        self._hi: list[ITLMixtureModel | None] = [None] * n_models
+        self._mean = np.full(n_models, math.nan)
+        self._var = np.full(n_models, math.nan)
+        self._replicas = np.zeros(n_models, dtype=np.int64)
+        self._vector = True
+        self._valid = np.zeros(n_models, dtype=bool)
+        self._all_valid = False
+        self._mu = np.zeros(0)
+        self._sd = np.zeros(0)
+
+    def set_points(self, points: Sequence[OperatingPoint]) -> None:
+        """Use these operating points (one per model) from now on."""
+        self._points = list(points)
+        for m, point in enumerate(self._points):
+            lo = self._fits[m].get(point.lo)
+            hi = self._fits[m].get(point.hi)
+            self._lo[m], self._hi[m] = lo, hi
+            if lo is None or (point.weight > 0.0 and hi is None):
+                self._mean[m] = self._var[m] = math.nan
+            else:
+                self._mean[m], self._var[m] = blend_moments(lo, hi, point.weight)  # type: ignore[arg-type]
+        self._refresh()
+
+    def set_replicas(self, replicas: np.ndarray) -> None:
+        """Active replicas per model from now on."""
+        self._replicas = np.asarray(replicas, dtype=np.int64).copy()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Precompute what the vectorised normal-regime draw needs."""
+        n = self._replicas
+        valid = (n > 0) & np.isfinite(self._mean)
+        self._valid = valid
+        self._all_valid = bool(valid.all())
+        self._vector = bool(np.all(n[valid] > EXACT_THRESHOLD))
+        self._mu = self._mean[valid]
+        self._sd = np.sqrt(np.maximum(self._var[valid] / n[valid].astype(float), 0.0))
+
+    def _normal(self, rng: np.random.Generator) -> np.ndarray:
+        """max(Normal(mu, sd), 0) per valid model: the same draws and arithmetic as
+        ``rng.normal(mu, sd)`` (loc + scale * z), without its per-call argument checks."""
+        draws = rng.standard_normal(self._mu.size)
+        draws *= self._sd
+        draws += self._mu
+        return np.maximum(draws, 0.0, out=draws)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """Observed ITL per model, s (NaN for no replicas or no fit)."""
+        if self._vector:
+            if self._all_valid:
+                return self._normal(rng)
+            out = np.full(self._valid.size, math.nan)
+            if self._mu.size:
+                out[self._valid] = self._normal(rng)
+            return out
+        out = np.full(self._valid.size, math.nan)
+        for m in np.flatnonzero(self._valid):
+            point = self._points[m]
+            out[m] = sample_fleet_itl(self._lo[m], self._hi[m], point.weight, int(self._replicas[m]), rng)
+        return out

@@ -1,0 +1,463 @@
+"""The trace-driven ("offline") datacenter process (SPEC 2.2-2.5).
+
+At each step the site applies the commands delivered since its last step, updates replica
+counts from the schedules and accepted shifts, computes the power of every allocated server
+from per-GPU templates (vectorised, see :mod:`g2gsim.datacenter.pool`), samples the observed
+ITL of every model, publishes a :class:`DatacenterState` in mailbox ``state`` and records the
+step into preallocated column buffers.
+
+Everything that depends on time only (scheduled replicas, training power, step times) is
+evaluated once per run as arrays over all steps; the allocation is recomputed only when a
+replica count changes; the per-step path is a few NumPy calls.
+
+A batch ramp-up (SetBatchSize with a rate R > 0 requests/s) is evaluated from exact times
+at every step: the effective batch is min(target, b0 + floor(R (t - t0))), where t0 is the
+time of the step that applied the command and b0 the batch then. A batch between two
+measured sizes blends their operating points (power and ITL alike). Lowering a batch is
+immediate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from g2gsim.commands import SetBatchSize, ShiftReplicas
+from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.config import DatacenterConfig, replica_table
+from g2gsim.datacenter.latency import FleetLatency
+from g2gsim.datacenter.pool import (
+    PHASES,
+    Allocation,
+    AllocationCache,
+    FleetPower,
+    OperatingPoint,
+    OversubscribedError,
+    ServerPool,
+    TemplateBank,
+)
+from g2gsim.datacenter.state import DatacenterState
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.time import TimeLike, as_seconds
+
+if TYPE_CHECKING:
+    from mlenergy.data.modeling import ITLMixtureModel
+
+    from g2gsim.data.source import DataSource
+    from g2gsim.datacenter.spec import ModelSpec
+    from g2gsim.kernel.context import RunContext
+
+__all__ = ["OfflineDatacenter"]
+
+
+@dataclass(frozen=True)
+class _BatchRamp:
+    """A batch rising from `start` at t0 toward `target` at `rate` requests/s (exact times)."""
+
+    start: int
+    target: int
+    rate: Fraction
+    t0: Fraction
+
+    def batch_at(self, t: Fraction) -> int:
+        """Effective batch at time t >= t0."""
+        return min(self.target, self.start + math.floor(self.rate * (t - self.t0)))
+
+
+@dataclass(frozen=True, eq=False)
+class _RunData:
+    """Products of the data source for one horizon: templates and ITL fits (immutable)."""
+
+    horizon: Fraction
+    bank: TemplateBank
+    known: tuple[tuple[int, ...], ...]  # per model, sorted batches with a template
+    fits: tuple[dict[int, ITLMixtureModel | None], ...]
+
+
+class OfflineDatacenter(Datacenter):
+    """A site whose power and latency replay measured (or synthetic) traces.
+
+    Args:
+        name: Component name (also the ``site`` of its states).
+        config: The site (deployments, facility, augmentation, capacity, training).
+        data: Where templates and ITL fits come from.
+        period: Step, s (exact; ``0.1`` means 1/10).
+        seed: Seed of the layout, noise and latency streams; None uses ``config.seed``,
+            and if that is None too, the scenario's seed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: DatacenterConfig,
+        data: DataSource,
+        period: TimeLike = Fraction(1, 10),
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(name, period, seed=config.seed if seed is None else seed)
+        self.config = config
+        self._data = data
+        self._labels = config.labels
+        self._per_replica = {d.label: d.spec.gpus_per_replica for d in config.deployments}
+        self._gpr = np.array([self._per_replica[label] for label in self._labels], dtype=np.int64)
+        self._run_data: _RunData | None = None
+        self._rows = 0
+
+    # -- the Datacenter contract --------------------------------------------------------------
+    @property
+    def specs(self) -> Mapping[str, ModelSpec]:
+        return self.config.specs
+
+    @property
+    def data(self) -> DataSource:
+        return self._data
+
+    @property
+    def capacity_gpus(self) -> int:
+        return self.config.capacity_gpus
+
+    @property
+    def power_factor(self) -> float:
+        return self.config.facility.power_factor
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Served model labels, sorted (the order of every state array)."""
+        return self._labels
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def reset(self, ctx: RunContext) -> None:
+        """Fresh run: data products for the horizon, new pool and streams, time arrays, buffers."""
+        super().reset(ctx)
+        assert self.period is not None
+        config = self.config
+        self._box = ctx.mailbox("state")
+        self._period_ticks = ctx.clock.ticks(self.period)
+        n = ctx.step_count(self.period)
+        tick = ctx.clock.tick
+        self._times = (np.arange(n, dtype=np.int64) * self._period_ticks * tick.numerator) / tick.denominator
+        run_data = self._load_data(ctx.horizon, n)
+        self._known = run_data.known
+        self._bank = run_data.bank
+
+        self._pool = ServerPool.build(
+            num_servers=config.num_servers,
+            gpus_per_server=config.facility.gpus_per_server,
+            labels=self._labels,
+            template_length=run_data.bank.max_length,
+            amplitude_range=config.augmentation.amplitude_scale_range,
+            rng=ctx.rng("layout"),
+        )
+        self._allocations = AllocationCache(self._pool, self._labels, self._per_replica)
+        self._noise_rng = ctx.rng("noise") if config.augmentation.noise_fraction > 0 else None
+        self._latency_rng = ctx.rng("latency")
+        self._latency = FleetLatency(run_data.fits)
+
+        self._scheduled = replica_table(config, n, self.period)
+        self._check_schedule_fits()
+        changes = np.ones(n, dtype=bool)
+        if n > 1:
+            changes[1:] = np.any(np.diff(self._scheduled, axis=0) != 0, axis=1)
+        self._schedule_changes: list[bool] = changes.tolist()
+        overlay = config.facility.base_kw_per_phase * 1000.0 + config.training.power(self._times) / PHASES
+        self._overlay: list[float] = overlay.tolist()
+
+        n_models = len(self._labels)
+        self._offset = np.zeros(n_models, dtype=np.int64)
+        self._replicas_stale = True
+        self._replica_key: tuple[int, ...] | None = None
+        self._allocation: Allocation | None = None
+        self._fleet: FleetPower | None = None
+        self._ramps: dict[int, _BatchRamp] = {}
+        self._batch = self._frozen(np.array([d.initial_batch for d in config.deployments], dtype=np.int64))
+        self._points = [OperatingPoint.of(int(b), k) for b, k in zip(self._batch, self._known)]
+        self._latency.set_points(self._points)
+        self._refused = 0
+
+        self._rows = 0
+        self._rec_power = np.zeros((n, PHASES + n_models))  # phases a, b, c, then models
+        self._rec_itl = np.full((n, n_models), math.nan)
+        # batch and replicas change rarely: (first step, values) whenever they change
+        self._batch_log: list[tuple[int, np.ndarray]] = []
+        self._replica_log: list[tuple[int, np.ndarray]] = []
+
+    def _load_data(self, horizon: Fraction, n_steps: int) -> _RunData:
+        """Templates and fits for this horizon (kept across runs: they are immutable)."""
+        cached = self._run_data
+        if cached is not None and cached.horizon == horizon:
+            return cached
+        assert self.period is not None
+        templates: dict[tuple[str, int], np.ndarray] = {}
+        known: list[tuple[int, ...]] = []
+        fits: list[dict[int, ITLMixtureModel | None]] = []
+        for deployment in self.config.deployments:
+            spec = deployment.spec
+            batches = tuple(sorted(set(spec.feasible_batch_sizes) | {deployment.initial_batch}))
+            model_fits: dict[int, ITLMixtureModel | None] = {}
+            for batch in batches:
+                template = self._data.power_template(spec, batch, self.period, float(horizon))
+                template.check_dt(self.period)
+                templates[(spec.model_label, batch)] = _template_values(template)
+                model_fits[batch] = self._data.itl_fit(spec, batch)
+            known.append(batches)
+            fits.append(model_fits)
+        self._run_data = _RunData(horizon, TemplateBank(templates, n_steps), tuple(known), tuple(fits))
+        return self._run_data
+
+    def _check_schedule_fits(self) -> None:
+        """Every step's scheduled replicas must fit the pool (GPUs and whole servers)."""
+        bad = self._misfits(self._scheduled)
+        if bad.size:
+            k = int(bad[0])
+            replicas = dict(zip(self._labels, self._scheduled[k].tolist()))
+            raise ValueError(
+                f"site {self.name!r}: at t = {self._times[k]:g} s the scheduled replicas {replicas} need "
+                f"{int(self._scheduled[k] @ self._gpr)} GPUs / {int(self._servers(self._scheduled[k:k+1])[0])} "
+                f"servers but capacity_gpus = {self.config.capacity_gpus} ({self.config.num_servers} servers)"
+            )
+
+    def _servers(self, replicas: np.ndarray) -> np.ndarray:
+        """Servers needed per row of a (steps, models) replica table."""
+        per_server = self.config.facility.gpus_per_server
+        return (-(-(replicas * self._gpr) // per_server)).sum(axis=1)
+
+    def _misfits(self, replicas: np.ndarray) -> np.ndarray:
+        """Rows of a replica table that exceed the site's GPUs or servers."""
+        over = (replicas @ self._gpr > self.config.capacity_gpus) | (self._servers(replicas) > self.config.num_servers)
+        return np.flatnonzero(over)
+
+    # -- one step -------------------------------------------------------------------------------
+    def step(self, tick: int) -> None:
+        """Apply commands, update replicas and operating points, compute, publish, record."""
+        k = tick // self._period_ticks
+        if self._inbox:
+            self._apply(self.take_commands(), tick, k)
+        if self._ramps:
+            self._advance_ramps(tick)
+        if self._replicas_stale or self._schedule_changes[k]:
+            self._update_replicas(k)
+        fleet = self._fleet
+        if fleet is None:
+            assert self._allocation is not None
+            fleet = self._fleet = FleetPower(
+                self._pool, self._allocation, self._bank, self._points, self.config.augmentation.noise_fraction
+            )
+        power = fleet.step(k, self._noise_rng, self._overlay[k])
+        itl = self._latency.sample(self._latency_rng)
+        allocation = fleet.allocation
+        batch = self._batch
+        replicas = allocation.active_replicas
+
+        self._rec_power[k] = power
+        self._rec_itl[k] = itl
+        if not self._batch_log or self._batch_log[-1][1] is not batch:
+            self._batch_log.append((k, batch))
+        if not self._replica_log or self._replica_log[-1][1] is not replicas:
+            self._replica_log.append((k, replicas))
+        self._rows = k + 1
+        self._box.publish(
+            tick,
+            DatacenterState(
+                site=self.name,
+                time_s=float(self._times[k]),
+                models=self._labels,
+                power_w=power[:PHASES],
+                model_power_w=power[PHASES:],
+                batch=batch,
+                replicas=replicas,
+                itl_s=itl,
+                phase_share=allocation.phase_share,
+            ),
+        )
+
+    def _update_replicas(self, k: int) -> None:
+        """Requested replicas from schedule + offsets; a new allocation when they changed."""
+        self._replicas_stale = False
+        requested = np.maximum(self._scheduled[k] + self._offset, 0)
+        key = tuple(requested.tolist())
+        if key == self._replica_key:
+            return
+        try:
+            allocation = self._allocations.get(key)
+        except OversubscribedError as exc:
+            raise ValueError(f"site {self.name!r} at t = {self._times[k]:g} s: {exc}") from exc
+        self._replica_key = key
+        if allocation is not self._allocation:
+            self._allocation = allocation
+            self._fleet = None
+            self._latency.set_replicas(allocation.active_replicas)
+
+    # -- commands -------------------------------------------------------------------------------
+    def _apply(self, commands: Sequence[Command], tick: int, k: int) -> None:
+        for command in commands:
+            if isinstance(command, SetBatchSize):
+                self._set_batch(command, tick)
+            elif isinstance(command, ShiftReplicas):
+                self._shift(command, k)
+            else:
+                raise self.reject(command)
+
+    def _index(self, label: str, command: Command) -> int:
+        """Position of a model label; a KeyError naming the served labels otherwise."""
+        try:
+            return self._labels.index(label)
+        except ValueError:
+            raise KeyError(
+                f"{type(command).__name__} for site {self.name!r} names model {label!r}; "
+                f"models here: {list(self._labels)}"
+            ) from None
+
+    def _set_batch(self, command: SetBatchSize, tick: int) -> None:
+        """Validate the whole command, then set batches (at once, or as a ramp-up)."""
+        targets: dict[int, tuple[int, Fraction]] = {}
+        for label, batch in command.batch.items():
+            m = self._index(label, command)
+            if batch not in self._known[m]:
+                raise ValueError(
+                    f"SetBatchSize for site {self.name!r}: batch {batch} of {label!r} is not a known "
+                    f"batch size; allowed: {list(self._known[m])}"
+                )
+            rate = command.ramp_up_rate.get(label, 0.0)
+            targets[m] = (int(batch), as_seconds(rate, name=f"ramp_up_rate[{label!r}]"))
+        for label in command.ramp_up_rate:
+            self._index(label, command)
+        t_now = self.ctx.clock.seconds(tick)
+        batch = self._batch.copy()
+        for m, (target, rate) in targets.items():
+            self._ramps.pop(m, None)
+            if rate > 0 and target > batch[m]:
+                self._ramps[m] = _BatchRamp(int(batch[m]), target, rate, t_now)
+            else:
+                batch[m] = target
+        self._set_batches(batch)
+
+    def _advance_ramps(self, tick: int) -> None:
+        """Move ramping batches to their value at this step's exact time."""
+        t_now = self.ctx.clock.seconds(tick)
+        batch = self._batch.copy()
+        for m, ramp in list(self._ramps.items()):
+            batch[m] = ramp.batch_at(t_now)
+            if batch[m] >= ramp.target:
+                del self._ramps[m]
+                self.ctx.event("batch_ramp_done", {"model": self._labels[m], "batch": ramp.target})
+        self._set_batches(batch)
+
+    def _set_batches(self, batch: np.ndarray) -> None:
+        """Publish new effective batches and refresh the operating points that changed."""
+        if np.array_equal(batch, self._batch):
+            return
+        for m in np.flatnonzero(batch != self._batch):
+            self._points[m] = OperatingPoint.of(int(batch[m]), self._known[m])
+        self._batch = self._frozen(batch)
+        self._latency.set_points(self._points)
+        self._fleet = None
+
+    def _shift(self, command: ShiftReplicas, k: int) -> None:
+        """Add a replica offset if it keeps the model >= 0 now and the site within capacity
+        for the rest of the run; otherwise record a ``shift_refused`` event."""
+        m = self._index(command.model, command)
+        offset = self._offset.copy()
+        offset[m] += int(command.delta)
+        now = int(self._scheduled[k, m] + offset[m])
+        payload: dict[str, Any] = {"model": command.model, "delta": int(command.delta)}
+        if now < 0:
+            self._refuse(payload, f"the model would have {now} replicas")
+            return
+        future = np.maximum(self._scheduled[k:] + offset, 0)
+        bad = self._misfits(future)
+        if bad.size:
+            j = int(bad[0])
+            self._refuse(
+                payload,
+                f"at t = {self._times[k + j]:g} s the site would need {int(future[j] @ self._gpr)} GPUs / "
+                f"{int(self._servers(future[j:j+1])[0])} servers (capacity {self.config.capacity_gpus} GPUs, "
+                f"{self.config.num_servers} servers)",
+            )
+            return
+        self._offset = offset
+        self._replicas_stale = True
+        self.ctx.event("replicas_shifted", {**payload, "replicas": now})
+
+    def _refuse(self, payload: dict[str, Any], reason: str) -> None:
+        self._refused += 1
+        self.ctx.event("shift_refused", {**payload, "reason": reason})
+
+    @staticmethod
+    def _frozen(array: np.ndarray) -> np.ndarray:
+        array.setflags(write=False)
+        return array
+
+    # -- results --------------------------------------------------------------------------------
+    def server_power(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Last step's allocated servers, their phases and their power, W (for diagnostics)."""
+        if self._fleet is None:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0)
+        servers = self._fleet.allocation.flat_servers
+        return servers, self._pool.phase[servers], self._fleet.last_server_power
+
+    @property
+    def pool(self) -> ServerPool:
+        """This run's server pool."""
+        return self._pool
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``state``: one row per step; time, power per phase, and per model batch, replicas, ITL, power."""
+        rows = self._rows
+        if not hasattr(self, "_rec_power"):
+            return {}
+        columns: dict[str, np.ndarray] = {
+            "time_s": self._times[:rows].copy(),
+            "power_a_w": self._rec_power[:rows, 0].copy(),
+            "power_b_w": self._rec_power[:rows, 1].copy(),
+            "power_c_w": self._rec_power[:rows, 2].copy(),
+        }
+        batch = _forward_fill(self._batch_log, rows, len(self._labels))
+        replicas = _forward_fill(self._replica_log, rows, len(self._labels))
+        for m, label in enumerate(self._labels):
+            columns[f"{label}.batch"] = batch[:, m].copy()
+            columns[f"{label}.replicas"] = replicas[:, m].copy()
+            columns[f"{label}.itl_s"] = self._rec_itl[:rows, m].copy()
+            columns[f"{label}.power_w"] = self._rec_power[:rows, PHASES + m].copy()
+        return {"state": pd.DataFrame(columns)}
+
+    def summary(self) -> dict[str, Any]:
+        """Data provenance and pool facts of the finished run."""
+        facts: dict[str, Any] = {
+            "data_source": self._data.description,
+            "synthetic": bool(self._data.is_synthetic),
+            "models": list(self._labels),
+            "capacity_gpus": self.config.capacity_gpus,
+            "steps": self._rows,
+        }
+        if hasattr(self, "_allocations"):
+            facts.update(
+                num_servers=self._pool.num_servers,
+                allocations_computed=self._allocations.computed,
+                allocation_cache_hits=self._allocations.hits,
+                shifts_refused=self._refused,
+            )
+        return facts
+
+
+def _forward_fill(log: Sequence[tuple[int, np.ndarray]], rows: int, width: int) -> np.ndarray:
+    """Expand a change log [(first step, values), ...] into one row per step."""
+    if rows == 0 or not log:
+        return np.zeros((rows, width), dtype=np.int64)
+    starts = np.array([k for k, _ in log] + [rows])
+    values = np.stack([v for _, v in log]).astype(np.int64)
+    return np.repeat(values, np.diff(starts), axis=0)[:rows]
+
+
+def _template_values(template: Any) -> np.ndarray:
+    """The per-GPU power array (W) of a data-source template."""
+    values = getattr(template, "power_w", None)
+    if values is None:
+        values = getattr(template, "values", template)
+    return np.asarray(values, dtype=float)
