@@ -35,14 +35,15 @@ def voltage_metrics(voltages: pd.DataFrame, v_min: float = 0.95, v_max: float = 
     v = voltages.drop(columns="time_s").to_numpy(dtype=float)
     if v.shape[1] == 0:
         raise ValueError("the voltage table has no voltage columns")
-    dt = float(np.median(np.diff(times)))
+    # Recorded times are float images of exact ticks: round away their representation noise.
+    dt = float(np.round(np.median(np.diff(times)), 9))
     valid = ~np.isnan(v)
     if not valid.any():
         raise ValueError("every voltage in the table is NaN")
     violation = np.where(valid, np.maximum(v_min - v, 0.0) + np.maximum(v - v_max, 0.0), 0.0)
     per_state = violation.sum(axis=1)
     return {
-        "violation_time_s": float(np.count_nonzero(per_state > 0.0) * dt),
+        "violation_time_s": float(np.round(np.count_nonzero(per_state > 0.0) * dt, 9)),
         "integral_violation_pu_s": float(np.sum(per_state * dt)),
         "worst_vmin": float(np.min(np.where(valid, v, np.inf))),
         "worst_vmax": float(np.max(np.where(valid, v, -np.inf))),

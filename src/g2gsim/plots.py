@@ -150,3 +150,18 @@ def write_figure(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_feeder_map(grid, site_buses: Mapping[str, str]) -> Figure | None:
+    """The feeder drawn with its bus coordinates, sites highlighted (None without coordinates)."""
+    from g2gsim.grid.topology import FeederTopology
+
+    topology = FeederTopology.from_grid(grid)
+    if not topology.has_coordinates():
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 8))
+    topology.plot(ax=ax, highlight={bus: site for site, bus in site_buses.items()})
+    ax.set_title(f"{grid.feeder.name}: feeder and datacenter sites")
+    fig.tight_layout()
+    return fig

@@ -12,12 +12,15 @@ result made with it is labelled synthetic.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import warnings
 from functools import cache
+from importlib import resources
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+import pandas as pd
 from mlenergy.data.modeling import ITLMixtureModel
 from scipy.ndimage import uniform_filter1d
 
@@ -55,60 +58,24 @@ class CurvePoint(NamedTuple):
     throughput_tps: float  # logistic throughput fit, tokens/s per replica
 
 
-def _points(rows: str) -> tuple[CurvePoint, ...]:
-    out = []
-    for line in rows.strip().splitlines():
-        b, p, p5, p95, pf, itl, itlf, tput = line.split()
-        out.append(CurvePoint(int(b), float(p), float(p5), float(p95), float(pf), float(itl), float(itlf), float(tput)))
-    return tuple(out)
+def _read_curves() -> dict[str, tuple[CurvePoint, ...]]:
+    """The compact parameter file ``bundled_curves.csv`` shipped inside the package."""
+    text = resources.files("g2gsim.data").joinpath(CURVES_FILE).read_text()
+    frame = pd.read_csv(io.StringIO(text), comment="#")
+    curves: dict[str, list[CurvePoint]] = {}
+    for row in frame.itertuples(index=False):
+        point = CurvePoint(
+            int(row.batch), float(row.power_w), float(row.p5_w), float(row.p95_w), float(row.power_fit_w),
+            float(row.itl_ms), float(row.itl_fit_ms), float(row.throughput_tps),
+        )
+        curves.setdefault(str(row.model_label), []).append(point)
+    return {label: tuple(sorted(points)) for label, points in curves.items()}
 
 
-#: batch, P W/GPU, p5, p95, P_fit, ITL_mix ms, ITL_fit ms, throughput tok/s per replica.
-CURVES: dict[str, tuple[CurvePoint, ...]] = {
-    "Llama-3.1-8B": _points("""
-        8 487 462 517 489 7.4 8.6 1253
-        16 513 481 566 509 8.2 8.9 1898
-        32 560 516 659 556 9.3 9.5 3173
-        64 609 565 695 620 12.0 11.3 5130
-        128 667 609 755 665 17.2 16.3 7211
-        256 689 612 775 683 27.4 28.0 8715
-        512 691 586 782 689 49.0 48.6 9525
-        1024 688 554 791 691 70.8 71.0 9895"""),
-    "Llama-3.1-70B": _points("""
-        8 442 422 469 433 16.8 17.1 392
-        16 451 428 508 447 18.4 18.3 822
-        32 449 426 533 470 21.6 20.7 1530
-        64 500 470 583 501 24.9 25.2 2554
-        128 546 519 608 540 31.2 33.8 3790
-        256 589 555 647 581 53.9 49.5 4992
-        512 623 568 687 619 87.1 76.2 5938
-        1024 636 584 688 648 127.2 116.9 6568
-        2048 669 585 739 669 132.0 169.7 6940"""),
-    "Llama-3.1-405B": _points("""
-        8 408 397 444 405 34.5 35.1 285
-        16 423 406 504 425 35.6 35.8 408
-        32 468 440 594 467 39.3 38.2 747
-        64 520 484 638 526 47.2 45.9 1359
-        128 576 536 673 577 65.5 66.0 1928
-        256 610 575 676 604 106.5 99.2 2211
-        512 610 554 686 615 162.2 127.0 2308"""),
-    "Qwen3-30B-A3B": _points("""
-        8 355 338 372 355 9.4 11.9 868
-        16 394 375 411 393 12.0 12.7 1393
-        32 422 398 436 425 16.2 14.5 2050
-        64 455 415 480 449 20.8 19.2 2853
-        128 463 417 495 464 27.8 30.0 3805
-        256 465 326 558 473 45.6 53.1 4893
-        512 486 366 581 478 51.6 93.3 6087"""),
-    "Qwen3-235B-A22B": _points("""
-        8 355 343 366 355 20.2 26.4 390
-        16 398 384 412 396 24.8 27.9 655
-        32 431 412 443 434 32.9 31.9 973
-        64 455 429 474 452 38.7 41.6 1231
-        128 458 436 481 458 40.3 64.8 1381
-        256 460 440 492 460 40.7 116.7 1452
-        512 459 437 489 460 41.1 216.2 1482"""),
-}
+CURVES_FILE = "bundled_curves.csv"
+
+#: Per (model, batch) figures, by model label (read once from the package's parameter file).
+CURVES: dict[str, tuple[CurvePoint, ...]] = _read_curves()
 
 # 1.645 standard deviations each side of the mean span the 5-95th percentiles of a normal.
 _P5_P95_IN_SIGMAS = 2 * 1.645

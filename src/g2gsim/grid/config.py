@@ -364,6 +364,11 @@ class GridConfig(_Frozen):
     excluded_buses: tuple[str, ...] | None = None
     coupling: Literal["latest", "mean"] = "latest"
     regulator_self_control: bool = False
+    tap_limits: Literal["enforce", "allow"] = Field(
+        default="enforce",
+        description='"enforce": a tap outside the regulator\'s [MinTap, MaxTap] is an error; "allow": '
+        "it is applied as OpenDSS would (and recorded as an event), as the reference's presets require",
+    )
     sites: tuple[SiteAttachment, ...] = ()
     generators: tuple[GeneratorAttachment, ...] = ()
     loads: tuple[LoadAttachment, ...] = ()

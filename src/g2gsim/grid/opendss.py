@@ -450,10 +450,14 @@ class OpenDSSGrid(Grid):
         for control, ratio in resolved.items():
             reg = self._regulators[control]
             if not reg.min_tap - _RATING_TOLERANCE <= ratio <= reg.max_tap + _RATING_TOLERANCE:
-                raise ValueError(
-                    f"feeder {self.feeder.name!r}, {when}: tap {ratio} pu for {control!r} is outside "
-                    f"[{reg.min_tap}, {reg.max_tap}]"
-                )
+                if self.config.tap_limits == "enforce":
+                    raise ValueError(
+                        f"feeder {self.feeder.name!r}, {when}: tap {ratio} pu for {control!r} is outside "
+                        f"[{reg.min_tap}, {reg.max_tap}] (set tap_limits = \"allow\" to apply it as OpenDSS would)"
+                    )
+                if self._ctx is not None:
+                    self.ctx.event("tap_outside_rating", {"regulator": control, "tap_pu": ratio,
+                                                         "min_tap": reg.min_tap, "max_tap": reg.max_tap})
         for control, ratio in resolved.items():
             reg = self._regulators[control]
             self.circuit.set_tap(reg.transformer, reg.winding, ratio)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from g2gsim.resources import processes_dir
-from g2gsim.scenarios.model import ScenarioError
+from g2gsim.scenarios.model import Scenario, ScenarioError
 
 
 def bundled_scenarios() -> dict[str, Path]:
@@ -26,3 +26,8 @@ def resolve_scenario(name_or_path: str | Path) -> Path:
         f"no scenario file {str(name_or_path)!r} and no bundled scenario of that name; "
         f"bundled: {', '.join(bundled) or '(none)'}"
     )
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A validated scenario from a path or a bundled name (e.g. ``"ieee13_ofo_notap"``)."""
+    return Scenario.from_toml(resolve_scenario(name_or_path))

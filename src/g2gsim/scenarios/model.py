@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from g2gsim.grid.config import GeneratorAttachment, LoadAttachment, StorageSpec
 from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
 from g2gsim.kernel.time import as_period
 
@@ -95,44 +96,6 @@ class SiteSection(_Section):
 
 
 # -- grid -------------------------------------------------------------------------------
-class ProfileSpec(_Section):
-    """A power profile in TOTAL three-phase kW: constant, CSV, synthetic PV or synthetic load."""
-
-    kind: Literal["constant", "csv", "synthetic_pv", "synthetic_load"]
-    kw: float | None = Field(default=None, description="constant kW, or the peak for synthetic profiles")
-    profile: int = Field(default=0, ge=0, description="synthetic profile index")
-    path: str | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> ProfileSpec:
-        if self.kind == "csv" and not self.path:
-            raise ValueError("a csv profile needs `path` (a CSV with columns t_s, kW)")
-        if self.kind != "csv" and self.kw is None:
-            raise ValueError(f"a {self.kind} profile needs `kw`")
-        return self
-
-
-class InjectionSection(_Section):
-    """A generator (PV) or an external load at a bus."""
-
-    name: str = Field(min_length=1)
-    bus: str = Field(min_length=1)
-    profile: ProfileSpec
-    power_factor: float = Field(default=1.0, gt=0, le=1)
-
-
-class StorageSection(_Section):
-    """A battery (OpenDSS Storage element) at a three-phase bus."""
-
-    name: str = Field(min_length=1)
-    bus: str = Field(min_length=1)
-    rated_kw: float = Field(gt=0)
-    rated_kva: float = Field(gt=0)
-    rated_kwh: float = Field(gt=0)
-    initial_soc: float = Field(default=0.5, ge=0, le=1)
-    reserve_soc: float = Field(default=0.2, ge=0, le=1)
-
-
 class GridSection(_Section):
     """The feeder and how it is solved."""
 
@@ -145,9 +108,10 @@ class GridSection(_Section):
     excluded_buses: tuple[str, ...] | None = None
     coupling: Literal["latest", "mean"] = "latest"
     regulator_self_control: bool = False
-    generators: tuple[InjectionSection, ...] = ()
-    loads: tuple[InjectionSection, ...] = ()
-    storage: tuple[StorageSection, ...] = ()
+    tap_limits: Literal["enforce", "allow"] = "enforce"
+    generators: tuple[GeneratorAttachment, ...] = ()
+    loads: tuple[LoadAttachment, ...] = ()
+    storage: tuple[StorageSpec, ...] = ()
 
     @field_validator("period_s", mode="before")
     @classmethod

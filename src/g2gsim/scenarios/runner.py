@@ -1,0 +1,129 @@
+"""Run a scenario end to end: build, simulate (streaming chunks), summarise, write files."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from g2gsim.grid.errors import GridError
+from g2gsim.kernel.results import RunResult
+from g2gsim.kernel.simulation import ComponentError
+from g2gsim.scenarios.build import BuiltScenario, build_simulation
+from g2gsim.scenarios.model import Scenario
+
+
+class RunFailed(RuntimeError):
+    """A scenario run failed; says which component, when, why, and where partial results are."""
+
+
+@dataclass
+class ScenarioRun:
+    """The outcome of :func:`run_scenario`: results, headline metrics and written files."""
+
+    scenario: Scenario
+    result: RunResult
+    metrics: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    out: str | Path | None = None,
+    plots: bool = True,
+    progress: bool = False,
+    chunk_s: float = 300.0,
+) -> ScenarioRun:
+    """Build and run a scenario; with `out`, write Parquet results, metrics.json and plots there."""
+    built = build_simulation(scenario)
+    folder = None if out is None else Path(out)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "scenario.toml").write_text(scenario.to_toml())
+    wall_start = time.perf_counter()
+    try:
+        result = _simulate(built, folder, progress, chunk_s)
+    except ComponentError as exc:
+        where = f"; partial results are in {folder / 'chunks'}" if folder is not None else ""
+        raise RunFailed(f"scenario {scenario.name!r}: {exc}{where}") from exc
+    except (GridError, ValueError, LookupError, OSError) as exc:
+        # Raised while components reset or start (unknown bus, unknown regulator, bad data
+        # folder, ...), before any process runs, so not wrapped in a ComponentError.
+        raise RunFailed(f"scenario {scenario.name!r}: the run failed: {type(exc).__name__}: {exc}") from exc
+    wall_s = time.perf_counter() - wall_start
+    metrics = summarize(built, result, wall_s)
+    run = ScenarioRun(scenario, result, metrics)
+    if folder is not None:
+        run.files.append(result.to_parquet(folder / "results"))
+        metrics_file = folder / "metrics.json"
+        metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        run.files.append(metrics_file)
+        if plots:
+            from g2gsim.scenarios.figures import write_scenario_plots
+
+            run.files.extend(write_scenario_plots(built, result, folder / "plots"))
+    return run
+
+
+def _simulate(built: BuiltScenario, folder: Path | None, progress: bool, chunk_s: float) -> RunResult:
+    stream_to = None if folder is None else folder
+    if not progress:
+        return built.simulation.run(stream_to=stream_to, chunk_s=chunk_s)
+    from tqdm import tqdm
+
+    horizon = float(built.simulation.horizon)
+    with tqdm(total=horizon, unit="sim s", desc=built.scenario.name, leave=False, dynamic_ncols=True) as bar:
+
+        def report(fraction: float) -> None:
+            bar.update(fraction * horizon - bar.n)
+
+        return built.simulation.run(progress=report, stream_to=stream_to, chunk_s=chunk_s)
+
+
+def summarize(built: BuiltScenario, result: RunResult, wall_s: float) -> dict[str, Any]:
+    """Headline metrics of a run (the keys of ``g2gsim run --json``)."""
+    from g2gsim.metrics import combined_performance_metrics, voltage_metrics
+
+    scenario = built.scenario
+    voltages = result.table(f"{scenario.grid.name}/voltages")
+    metrics: dict[str, Any] = dict(voltage_metrics(voltages, v_min=scenario.v_min, v_max=scenario.v_max))
+    states = {site.name: result.table(f"{site.name}/state") for site in scenario.sites}
+    metrics.update(combined_performance_metrics(states, built.deadlines))
+    total_kw = site_power_total_kw(states)
+    metrics["mean_dc_power_kw"] = float(total_kw.mean())
+    metrics["peak_dc_power_kw"] = float(total_kw.max())
+    grid_summary = result.meta.get("summary", {}).get(scenario.grid.name, {})
+    metrics["n_solves"] = int(grid_summary.get("n_solves", 0))
+    metrics["wall_s"] = wall_s
+    metrics["data_source"] = built.data.description
+    metrics["seed"] = scenario.seed
+    metrics["scenario"] = scenario.name
+    metrics["horizon_s"] = float(scenario.horizon_s)
+    return _plain(metrics)
+
+
+def site_power_total_kw(states: dict[str, pd.DataFrame]) -> pd.Series:
+    """All sites' three-phase power (kW) on the union of their time grids (latest value held)."""
+    per_site = [
+        frame.set_index("time_s")[["power_a_w", "power_b_w", "power_c_w"]].sum(axis=1).rename(name)
+        for name, frame in states.items()
+    ]
+    return pd.concat(per_site, axis=1).sort_index().ffill().sum(axis=1) / 1e3
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe scalars (numpy numbers to Python, NaN kept as None)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not np.isfinite(value):
+            value = None
+        out[key] = value
+    return out
