@@ -291,3 +291,22 @@ def test_training_csv_round_trip(tmp_path) -> None:
         load_training_trace(tmp_path / "bad.csv")
     with pytest.raises(FileNotFoundError):
         load_training_trace(tmp_path / "none.csv")
+
+
+def test_logistic_fits_save_and_load_per_spec(tmp_path) -> None:
+    from g2gsim.data.caches import load_logistic_fits, save_logistic_fits
+
+    fits = BundledSyntheticSource().logistic_fits(EIGHT_B)
+    path = save_logistic_fits(fits, EIGHT_B, tmp_path)
+    assert path.parent.name == EIGHT_B.cache_hash()
+    assert json.loads(path.read_text())["schema"] == "logistic_v1"
+    assert load_logistic_fits(EIGHT_B, tmp_path) == fits
+    with pytest.raises(FileNotFoundError, match="Llama-3.1-70B"):
+        load_logistic_fits(PAPER_MODELS["Llama-3.1-70B"], tmp_path)
+
+
+def test_suspicious_fits_warn() -> None:
+    from g2gsim.data.fits import FitWarning, fit_logistic
+
+    with pytest.warns(FitWarning, match="not monotone"):
+        fit_logistic([8, 16, 32, 64, 128], [100, 300, 150, 400, 200], what="zigzag")

@@ -35,7 +35,17 @@ from g2gsim.data.traces import PowerTrace
 if TYPE_CHECKING:
     from g2gsim.datacenter.spec import ModelSpec
 
-__all__ = ["TableSource", "V01CacheSource", "V02CacheSource", "write_v02_cache", "is_v02_cache", "ITL_SCHEMA", "LOGISTIC_SCHEMA"]
+__all__ = [
+    "ITL_SCHEMA",
+    "LOGISTIC_SCHEMA",
+    "TableSource",
+    "V01CacheSource",
+    "V02CacheSource",
+    "is_v02_cache",
+    "load_logistic_fits",
+    "save_logistic_fits",
+    "write_v02_cache",
+]
 
 ITL_SCHEMA = "itl_fit.lognormal_mixture_2"
 LOGISTIC_SCHEMA = "logistic_v1"
@@ -222,6 +232,26 @@ class V02CacheSource(TableSource):
         return LogisticFits.from_dict(payload, where=str(self._spec_dir(spec) / "logistic_fit.json"))
 
 
+def save_logistic_fits(fits: LogisticFits, spec: ModelSpec, folder: str | Path) -> Path:
+    """Write one model's fits as ``<folder>/<cache_hash>/logistic_fit.json`` (OpenG2G schema)."""
+    path = Path(folder).resolve() / spec.cache_hash() / "logistic_fit.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"schema": LOGISTIC_SCHEMA, "model_label": spec.model_label, **fits.to_dict()}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return path
+
+
+def load_logistic_fits(spec: ModelSpec, folder: str | Path) -> LogisticFits:
+    """Read fits saved by :func:`save_logistic_fits` (or by OpenG2G) for this spec."""
+    path = Path(folder).resolve() / spec.cache_hash() / "logistic_fit.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no logistic fits for model {spec.model_label!r}: {path} does not exist")
+    payload = json.loads(path.read_text())
+    if payload.get("schema") != LOGISTIC_SCHEMA:
+        raise ValueError(f"{path}: schema {payload.get('schema')!r}, expected {LOGISTIC_SCHEMA!r}")
+    return LogisticFits.from_dict(payload, where=str(path))
+
+
 def _package_version(name: str) -> str | None:
     try:
         return version(name)
@@ -255,8 +285,7 @@ def write_v02_cache(source: DataSource, specs: Iterable[ModelSpec], folder: str 
         except LookupError:
             fits = None
         if fits is not None:
-            logistic = {"schema": LOGISTIC_SCHEMA, "model_label": spec.model_label, **fits.to_dict()}
-            (spec_dir / "logistic_fit.json").write_text(json.dumps(logistic, indent=2, sort_keys=True))
+            save_logistic_fits(fits, spec, root)
         manifest = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "spec_hash": spec.cache_hash(),
