@@ -143,10 +143,12 @@ def plot_taps(result: RunResult, grid: str) -> Figure | None:
     return fig
 
 
-def write_figure(fig: Figure, path: Path) -> Path:
-    """Save a figure as PNG and release its memory."""
+def write_figure(fig: Figure, path: Path, note: str | None = None) -> Path:
+    """Save a figure as PNG (with an optional footnote, e.g. the data source) and free it."""
     plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if note:
+        fig.text(0.005, 0.005, note, fontsize=7, color="0.35", ha="left", va="bottom")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -13,23 +13,25 @@ def write_scenario_plots(built: BuiltScenario, result: RunResult, folder: Path) 
     """Voltage envelope, site voltages, power, batch, latency, taps and the feeder map."""
     scenario = built.scenario
     grid = scenario.grid.name
+    note = f"{scenario.name}, seed {scenario.seed}; data: {built.data.description}"
     written = [
         plots.write_figure(
-            plots.plot_voltage_envelope(result, grid, scenario.v_min, scenario.v_max), folder / "voltage_envelope.png"
+            plots.plot_voltage_envelope(result, grid, scenario.v_min, scenario.v_max), folder / "voltage_envelope.png", note
         ),
         plots.write_figure(
             plots.plot_site_voltages(result, grid, built.site_buses, scenario.v_min, scenario.v_max),
             folder / "site_voltages.png",
+            note,
         ),
     ]
     for site, deadlines in built.deadlines.items():
-        written.append(plots.write_figure(plots.plot_site_power(result, site), folder / f"power_{site}.png"))
-        written.append(plots.write_figure(plots.plot_batch_sizes(result, site), folder / f"batch_{site}.png"))
-        written.append(plots.write_figure(plots.plot_latency(result, site, deadlines), folder / f"itl_{site}.png"))
+        written.append(plots.write_figure(plots.plot_site_power(result, site), folder / f"power_{site}.png", note))
+        written.append(plots.write_figure(plots.plot_batch_sizes(result, site), folder / f"batch_{site}.png", note))
+        written.append(plots.write_figure(plots.plot_latency(result, site, deadlines), folder / f"itl_{site}.png", note))
     taps = plots.plot_taps(result, grid)
     if taps is not None:
-        written.append(plots.write_figure(taps, folder / "taps.png"))
+        written.append(plots.write_figure(taps, folder / "taps.png", note))
     feeder_map = plots.plot_feeder_map(built.grid, built.site_buses)
     if feeder_map is not None:
-        written.append(plots.write_figure(feeder_map, folder / "feeder_map.png"))
+        written.append(plots.write_figure(feeder_map, folder / "feeder_map.png", note))
     return written
