@@ -61,7 +61,13 @@ def _apply_overrides(
         changes["seed"] = seed
     if data is not None:
         changes["data"] = str(data.resolve())
-    return scenario.with_overrides(**changes) if changes else scenario
+    if not changes:
+        return scenario
+    try:
+        return scenario.with_overrides(**changes)
+    except ScenarioError as exc:
+        _fail(str(exc))
+        raise  # unreachable; keeps type checkers happy
 
 
 def _metrics_table(rows: dict[str, dict[str, Any]]) -> Table:

@@ -25,6 +25,7 @@ from g2gsim.datacenter.config import (
 from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.datacenter.spec import PAPER_MODELS, ModelSpec
 from g2gsim.grid.config import GridConfig, SiteAttachment
+from g2gsim.grid.errors import GridError
 from g2gsim.grid.opendss import OpenDSSGrid
 from g2gsim.kernel.component import Component
 from g2gsim.kernel.simulation import Simulation
@@ -201,7 +202,10 @@ def build_controller(section: Any, scenario: Scenario) -> Component:
 
 def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltScenario:
     """Components for every section, assembled in declared order into a Simulation."""
-    data = open_data_source(None if scenario.data in (None, "bundled") else Path(scenario.data))
+    try:
+        data = open_data_source(None if scenario.data in (None, "bundled") else Path(scenario.data))
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"scenario {scenario.name!r}: {exc}") from None
     catalogue = model_catalogue(scenario)
     try:
         sites = {
@@ -209,8 +213,16 @@ def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltSc
             for site in scenario.sites
         }
         grid = OpenDSSGrid(scenario.grid.name, grid_config(scenario.grid, scenario.sites))
-        controllers = [build_controller(section, scenario) for section in scenario.controllers]
+        controllers = []
+        for section in scenario.controllers:
+            try:
+                controllers.append(build_controller(section, scenario))
+            except ValidationError as exc:
+                raise ScenarioError(f"scenario {scenario.name!r}: controller {section.name!r}: {exc}") from None
     except ValidationError as exc:
+        raise ScenarioError(f"scenario {scenario.name!r}: {exc}") from None
+    except (GridError, OSError) as exc:
+        # An unknown feeder, an unreadable .dss or training-trace file.
         raise ScenarioError(f"scenario {scenario.name!r}: {exc}") from None
     simulation = Simulation(
         [*sites.values(), grid, *controllers],

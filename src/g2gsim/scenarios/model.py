@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from g2gsim.datacenter.spec import PAPER_MODELS
 from g2gsim.grid.config import GeneratorAttachment, LoadAttachment, StorageSpec
 from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
 from g2gsim.kernel.time import as_period
@@ -252,6 +253,14 @@ class Scenario(_Section):
                     )
         if self.v_min >= self.v_max:
             raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
+        known = set(PAPER_MODELS) | set(self.models)
+        for i, site in enumerate(self.sites):
+            for j, entry in enumerate(site.models):
+                if entry.model not in known:
+                    raise ValueError(
+                        f"sites.{i}.models.{j}.model: unknown model {entry.model!r} (site {site.name!r}); "
+                        f"known: {sorted(known)}"
+                    )
         return self
 
     # -- files --------------------------------------------------------------------------
@@ -307,8 +316,19 @@ def _drop_none(value: Any) -> Any:
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s) in the scenario"]
-    for error in exc.errors():
+    errors = exc.errors()
+    # pydantic also reports a min_length tuple (e.g. `sites`) as "too short" when one of its
+    # items is invalid (the count is of valid items): drop that echo of the item's own error.
+    errors = [
+        e
+        for e in errors
+        if not (
+            e["type"] == "too_short"
+            and any(len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"] for o in errors)
+        )
+    ]
+    lines = [f"{source}: {len(errors)} problem(s) in the scenario"]
+    for error in errors:
         key = ".".join(str(part) for part in error["loc"]) or "<top level>"
         given = error.get("input")
         shown = "" if isinstance(given, dict | list) or repr(given) in error["msg"] else f" (got {given!r})"
