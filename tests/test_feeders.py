@@ -403,3 +403,13 @@ def test_ieee34_line_lengths_are_half_the_ieee_values() -> None:
     assert lengths["l2"] * 1000 == pytest.approx(1730 / 2)
     assert lengths["l29"] * 1000 == pytest.approx(5830 / 2)
     assert lengths["l17"] * 1000 == pytest.approx(2020 / 2)
+
+
+def test_creating_an_engine_never_moves_the_working_directory(tmp_path, monkeypatch) -> None:
+    from g2gsim.grid.engine import DSSEngine
+
+    monkeypatch.chdir(tmp_path)
+    engine = DSSEngine()
+    assert Path.cwd() == tmp_path
+    engine.compile_feeder(load_feeder("ieee13"))
+    assert Path.cwd() == tmp_path

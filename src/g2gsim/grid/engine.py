@@ -30,8 +30,15 @@ class DSSEngine:
     """A private OpenDSS context holding at most one compiled feeder at a time."""
 
     def __init__(self) -> None:
-        self._dss: Any = _dss_module.NewContext()
-        self._dss.Basic.AllowChangeDir(False)
+        # Creating a context makes DSS C-API chdir to the directory of its first import;
+        # undo that so the caller's relative paths keep working.
+        cwd = os.getcwd()
+        try:
+            self._dss: Any = _dss_module.NewContext()
+            self._dss.Basic.AllowChangeDir(False)
+        finally:
+            if os.getcwd() != cwd:
+                os.chdir(cwd)
         self._feeder_name: str | None = None
 
     # -- identity -------------------------------------------------------------------------------

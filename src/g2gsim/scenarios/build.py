@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from g2gsim.data.source import DataSource, open_data_source
@@ -200,6 +201,14 @@ def build_controller(section: Any, scenario: Scenario) -> Component:
     raise ScenarioError(f"controller {section.name!r}: unsupported type {type(section).__name__}")
 
 
+def site_seed(scenario_seed: int, site_key: int | None) -> int | None:
+    """The seed of a site's random streams: None (the scenario seed) without a key, else a
+    64-bit value drawn from both, so ``--seed`` varies every site and keys keep them apart."""
+    if site_key is None:
+        return None
+    return int(np.random.SeedSequence([int(scenario_seed), int(site_key)]).generate_state(2, np.uint64)[0] >> 1)
+
+
 def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltScenario:
     """Components for every section, assembled in declared order into a Simulation."""
     try:
@@ -209,7 +218,13 @@ def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltSc
     catalogue = model_catalogue(scenario)
     try:
         sites = {
-            site.name: OfflineDatacenter(site.name, datacenter_config(site, catalogue), data, period=site.period_s)
+            site.name: OfflineDatacenter(
+                site.name,
+                datacenter_config(site, catalogue),
+                data,
+                period=site.period_s,
+                seed=site_seed(scenario.seed, site.seed),
+            )
             for site in scenario.sites
         }
         grid = OpenDSSGrid(scenario.grid.name, grid_config(scenario.grid, scenario.sites))

@@ -86,7 +86,11 @@ class SiteSection(_Section):
     connection: Literal["wye", "delta"] = "wye"
     amplitude_scale_range: tuple[float, float] = (1.0, 1.0)
     noise_fraction: float = Field(default=0.0, ge=0)
-    seed: int | None = None
+    seed: int | None = Field(
+        default=None,
+        description="the site's own stream key; combined with the scenario seed, so changing the "
+        "scenario seed (e.g. --seed) changes every site while sites with different keys stay independent",
+    )
     models: tuple[ModelEntry, ...] = Field(min_length=1)
     training: tuple[TrainingEntry, ...] = ()
 
