@@ -122,13 +122,36 @@ class Simulation:
         progress: ProgressCallback | None = None,
         stream_to: str | Path | None = None,
         chunk_s: TimeLike = 300,
+        timing: bool = False,
     ) -> RunResult:
         """Run from a fresh environment and freshly reset components; return the results.
 
         With `stream_to`, tables are also appended to Parquet chunks in that folder every
         `chunk_s` simulated seconds; if a component fails, what was recorded up to the failure
         is flushed before the :class:`ComponentError` propagates.
+
+        With `timing` (for benchmarks; off by default and then free), each component's
+        :meth:`~Component.step` and :meth:`~Component.deliver` are timed with
+        ``time.perf_counter``: ``result.meta["timing_s"]`` holds each component's own time in
+        seconds by name (exclusive: a command delivered to the grid inside a controller's step
+        counts for the grid, not the controller), and ``result.meta["timing_phases_s"]`` the
+        time spent setting up (reset, start), simulating and collecting the tables.
         """
+        if not timing:
+            return self._run(progress, stream_to, chunk_s, None)
+        timer = _StepTimer(self.components)
+        try:
+            return self._run(progress, stream_to, chunk_s, timer)
+        finally:
+            timer.restore()
+
+    def _run(
+        self,
+        progress: ProgressCallback | None,
+        stream_to: str | Path | None,
+        chunk_s: TimeLike,
+        timer: _StepTimer | None,
+    ) -> RunResult:
         wall_start = time.perf_counter()
         env = simpy.Environment()
         shared = RunShared(
@@ -146,6 +169,7 @@ class Simulation:
             component.start()
         for component in self.components:
             env.process(_guarded(component))
+        setup_end = time.perf_counter()
         if progress is not None:
             env.process(_progress_process(env, shared, progress))
         writer = None
@@ -163,7 +187,18 @@ class Simulation:
             component.stop()
         if writer is not None:
             writer.flush()
-        return self._collect(shared, time.perf_counter() - wall_start)
+        if timer is None:
+            return self._collect(shared, time.perf_counter() - wall_start)
+        simulate_end = time.perf_counter()
+        result = self._collect(shared, simulate_end - wall_start)
+        collect_end = time.perf_counter()
+        result.meta["timing_s"] = dict(timer.totals)
+        result.meta["timing_phases_s"] = {
+            "setup": setup_end - wall_start,
+            "simulate": simulate_end - setup_end,
+            "collect": collect_end - simulate_end,
+        }
+        return result
 
     def _collect(self, shared: RunShared, wall_s: float) -> RunResult:
         tables = {}
@@ -189,6 +224,57 @@ class Simulation:
             commands=shared.commands.to_frame(),
             meta=meta,
         )
+
+
+_MISSING = object()
+
+
+class _StepTimer:
+    """Opt-in per-component timing: wraps `step` and `deliver` on the instances for one run.
+
+    Time is exclusive: when one timed call runs inside another (a controller's command
+    delivered at once to the grid, which re-solves), the inner call's time counts for its own
+    component and is taken off the outer one. :meth:`restore` removes the wrappers.
+    """
+
+    _METHODS = ("step", "deliver")
+
+    def __init__(self, components: Sequence[Component]) -> None:
+        self.totals: dict[str, float] = {c.name: 0.0 for c in components}
+        self._stack: list[list[float]] = []  # [start, time of nested timed calls]
+        self._saved: list[tuple[Component, str, Any]] = []
+        for component in components:
+            for method in self._METHODS:
+                self._saved.append((component, method, component.__dict__.get(method, _MISSING)))
+                setattr(component, method, self._timed(component.name, getattr(component, method)))
+
+    def _timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        clock = time.perf_counter
+        stack = self._stack
+        totals = self.totals
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            frame = [clock(), 0.0]
+            stack.append(frame)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                stack.pop()
+                elapsed = clock() - frame[0]
+                totals[name] += elapsed - frame[1]
+                if stack:
+                    stack[-1][1] += elapsed
+
+        return timed
+
+    def restore(self) -> None:
+        """Put back each component's own methods."""
+        for component, method, saved in reversed(self._saved):
+            if saved is _MISSING:
+                component.__dict__.pop(method, None)
+            else:
+                setattr(component, method, saved)
+        self._saved = []
 
 
 def _chunk_process(env: simpy.Environment, shared: RunShared, writer: ChunkWriter, every: int):

@@ -1,0 +1,353 @@
+"""End-to-end cost of every bundled scenario, where it goes, and how far it is from OpenDSS.
+
+For each scenario in ``processes/`` (run in its own subprocess, so memory is per scenario):
+
+- **wall per simulated hour**: median over ``--repeats`` warm runs of ``Simulation.run()`` at
+  ``--horizon`` simulated seconds (default 600), scaled to one hour. The first run of the
+  process (which loads and fits the data, compiles the feeder) is reported separately as
+  *cold*, together with the import and build times.
+- **split** of one extra run made with ``Simulation.run(timing=True)``, in seconds per
+  simulated hour: datacenter steps, grid solves (every OpenDSS solve, including the
+  sensitivity estimates a controller asks for), the rest of the grid's work (load writes,
+  voltage reads, publishing, recording rows), controllers (without the grid services they
+  call), the kernel (SimPy, phases, mailboxes, links: the run minus everything above), set-up
+  (reset/start) and collection of the result tables.
+- **solver floor**: the same number of OpenDSS solves as the run made, on the same feeder,
+  with three single-phase constant-PQ loads per site at the site buses, driven by the site
+  power the run recorded; one element-API write of each load and one ``SolveNoControl`` per
+  solve, nothing else (no generators, no taps, no reads). Timed in the same process; the
+  ratio end-to-end / floor says how much the co-simulation adds to the bare power flows.
+- **peak memory**: peak RSS of the scenario's subprocess, and for ``--memory-scenarios``
+  (default one per feeder) the peak RSS of a fresh process that runs one simulated hour
+  (target for IEEE 13: < 300 MB). RSS includes the interpreter and libraries (the
+  after-import figure is given too).
+
+Run: ``python benchmarks/bench_end_to_end.py [--quick] [--horizon 600] [--repeats 3]
+[--scenarios a,b] [--memory-scenarios all|none|a,b]``. ``--quick`` runs one scenario per
+feeder for 60 s with one repeat. Prints Markdown tables; writes
+``benchmarks/results/end_to_end.json`` (``end_to_end_quick.json`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import _benchutil as bu
+
+HOUR_S = 3600.0
+QUICK_SCENARIOS = ("ieee13_ofo_tapchange", "ieee34_ofo_tapchange", "ieee123_ofo_tapchange")
+MEMORY_TARGET_MB = {"ieee13": 300.0}
+
+
+# -- inside a worker process -------------------------------------------------------------------
+@contextmanager
+def timed_sensitivity(grid: Any):
+    """Time the grid's sensitivity service (called from inside controller steps).
+
+    Yields a dict that ends up with the service's total seconds and the solve seconds it
+    added to the grid's own solve counter, so the split can move that time from the
+    controllers to the grid.
+    """
+    tally = {"total_s": 0.0, "solve_s": 0.0, "calls": 0}
+    original = grid.estimate_sensitivity
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        solve_before = grid.summary()["solve_s"]
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            tally["total_s"] += time.perf_counter() - start
+            tally["solve_s"] += grid.summary()["solve_s"] - solve_before
+            tally["calls"] += 1
+
+    grid.estimate_sensitivity = wrapper
+    try:
+        yield tally
+    finally:
+        del grid.estimate_sensitivity
+
+
+def timing_split(built: Any, result: Any, sensitivity: dict[str, float]) -> dict[str, float]:
+    """Seconds of one timed run by part (they add up to the run's wall time)."""
+    per_component = result.meta["timing_s"]
+    phases = result.meta["timing_phases_s"]
+    grid_name = built.grid.name
+    grid_summary = result.meta["summary"][grid_name]
+    datacenter = sum(per_component[name] for name in built.sites)
+    grid_own = per_component[grid_name]
+    controllers = sum(t for name, t in per_component.items() if name != grid_name and name not in built.sites)
+    solve = grid_summary["solve_s"]
+    return {
+        "datacenter": datacenter,
+        "grid_solve": solve,
+        "grid_rest": grid_own + sensitivity["total_s"] - solve,
+        "controllers": controllers - sensitivity["total_s"],
+        "kernel": phases["simulate"] - (datacenter + grid_own + controllers),
+        "setup": phases["setup"],
+        "collect": phases["collect"],
+        "total": phases["setup"] + phases["simulate"] + phases["collect"],
+    }
+
+
+def site_power_kw(built: Any, result: Any) -> Any:
+    """Recorded per-phase site power, shape (grid steps, sites, 3), kW."""
+    frame = result.table(f"{built.grid.name}/site_power")
+    n_sites = len(built.scenario.sites)
+    values = frame[["kw_a", "kw_b", "kw_c"]].to_numpy(dtype=float)
+    return values.reshape(len(values) // n_sites, n_sites, 3)
+
+
+def solver_floor(built: Any, result: Any, n_solves: int, repeats: int) -> dict[str, float]:
+    """Median seconds of `n_solves` bare write+solve iterations on the scenario's feeder."""
+    from g2gsim.grid.config import tan_phi
+    from g2gsim.grid.engine import DSSEngine
+    from g2gsim.grid.feeders import load_feeder
+
+    scenario = built.scenario
+    engine = DSSEngine()
+    engine.compile_feeder(load_feeder(scenario.grid.feeder))
+    if scenario.grid.source_pu is not None:
+        engine.run(f"Edit Vsource.source pu={scenario.grid.source_pu}")
+    loads = [_site_loads(engine, i, site.bus, site.connection) for i, site in enumerate(scenario.sites)]
+    engine.run("Reset")
+    engine.run("Set Mode=Time")
+    engine.run(f"Set Stepsize={float(scenario.grid.period_s)}s")
+    engine.run("Set ControlMode=Off")
+    engine.solve(0.0)
+    power = site_power_kw(built, result)
+    ratios = [tan_phi(site.power_factor) for site in scenario.sites]
+    totals, solves = [], []
+    for _ in range(repeats):
+        total, solve = _floor_loop(engine, loads, ratios, power, n_solves)
+        totals.append(total)
+        solves.append(solve)
+    return {"floor_s": bu.median(totals), "floor_solve_only_s": bu.median(solves), "n_solves": n_solves}
+
+
+def _site_loads(engine: Any, i: int, bus: str, connection: str) -> tuple[int, int, int]:
+    """Three single-phase constant-PQ loads at `bus` (as the grid attaches a site)."""
+    dss = engine.dss
+    dss.Circuit.SetActiveBus(bus)
+    kv = float(dss.Bus.kVBase()) * (math.sqrt(3.0) if connection == "delta" else 1.0)
+    names = [f"floor{i}_{letter}" for letter in "abc"]
+    for phase, name in enumerate(names, start=1):
+        engine.run(f"New Load.{name} bus1={bus}.{phase} phases=1 conn={connection} kV={kv:.6f} kW=0 kvar=0 model=1")
+    return tuple(engine.load_index(name) for name in names)  # type: ignore[return-value]
+
+
+def _floor_loop(engine: Any, loads: list, ratios: list, power: Any, n_solves: int) -> tuple[float, float]:
+    """One pass: per solve, write every site load (element API) and solve; (total, solve) s."""
+    clock = time.perf_counter
+    n_steps = power.shape[0]
+    solve_s = 0.0
+    start = clock()
+    for k in range(n_solves):
+        row = power[k % n_steps]
+        for s, indices in enumerate(loads):
+            tphi = ratios[s]
+            for j, index in enumerate(indices):
+                kw = float(row[s, j])
+                engine.set_load_kw_kvar(index, kw, kw * tphi)
+        t0 = clock()
+        engine.solve(0.1 * k)
+        solve_s += clock() - t0
+    return clock() - start, solve_s
+
+
+def worker(name: str, horizon: float, repeats: int) -> dict[str, Any]:
+    """Everything measured for one scenario, in this (fresh) process."""
+    start = time.perf_counter()
+    from g2gsim.scenarios.build import build_simulation
+    from g2gsim.scenarios.library import load_scenario
+
+    import_s = time.perf_counter() - start
+    rss_import = bu.peak_rss_mb()
+    scenario = load_scenario(name).with_overrides(horizon_s=horizon)
+    start = time.perf_counter()
+    built = build_simulation(scenario)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    built.simulation.run()
+    cold_s = time.perf_counter() - start
+    with timed_sensitivity(built.grid) as sensitivity:
+        timed = built.simulation.run(timing=True)
+    split = timing_split(built, timed, sensitivity)
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        built.simulation.run()
+        walls.append(time.perf_counter() - start)
+    grid_summary = timed.meta["summary"][built.grid.name]
+    floor = solver_floor(built, timed, int(grid_summary["n_solves"]), repeats)
+    return {
+        "scenario": name,
+        "feeder": scenario.grid.feeder,
+        "n_sites": len(scenario.sites),
+        "n_controllers": len(scenario.controllers),
+        "horizon_s": horizon,
+        "import_s": import_s,
+        "build_s": build_s,
+        "cold_run_s": cold_s,
+        "warm_runs_s": walls,
+        "warm_median_s": bu.median(walls),
+        "split_s": split,
+        "component_s": timed.meta["timing_s"],
+        "sensitivity": sensitivity,
+        "grid_summary": {k: v for k, v in grid_summary.items() if isinstance(v, int | float)},
+        **floor,
+        "rss_after_import_mb": rss_import,
+        "rss_peak_mb": bu.peak_rss_mb(),
+    }
+
+
+def memory_worker(name: str, horizon: float) -> dict[str, Any]:
+    """Peak RSS of a fresh process that builds and runs one scenario once."""
+    from g2gsim.scenarios.build import build_simulation
+    from g2gsim.scenarios.library import load_scenario
+
+    rss_import = bu.peak_rss_mb()
+    scenario = load_scenario(name).with_overrides(horizon_s=horizon)
+    start = time.perf_counter()
+    build_simulation(scenario).simulation.run()
+    return {
+        "scenario": name,
+        "feeder": scenario.grid.feeder,
+        "horizon_s": horizon,
+        "wall_s": time.perf_counter() - start,
+        "rss_after_import_mb": rss_import,
+        "rss_peak_mb": bu.peak_rss_mb(),
+    }
+
+
+# -- driver ------------------------------------------------------------------------------------
+def spawn(*args: str) -> dict[str, Any]:
+    """Run this script as a worker subprocess and return the JSON it prints."""
+    process = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if process.returncode != 0:
+        raise RuntimeError(f"worker {' '.join(args)} failed:\n{process.stderr[-3000:]}")
+    return bu.last_json_line(process.stdout)
+
+
+def per_hour(seconds: float, horizon: float) -> float:
+    """Seconds for `horizon` simulated seconds, scaled to one simulated hour."""
+    return seconds * HOUR_S / horizon
+
+
+def headline_table(rows: list[dict[str, Any]]) -> str:
+    """Wall per simulated hour, cold start, solver floor and memory, one row per scenario."""
+    headers = ["scenario", "sites", "wall s/h (median)", "cold 1st run s", "import+build s", "solves",
+               "floor s/h", "end-to-end / floor", "solve-only floor s/h", "peak RSS MB"]
+    body = []
+    for r in rows:
+        h = r["horizon_s"]
+        wall = per_hour(r["warm_median_s"], h)
+        floor = per_hour(r["floor_s"], h)
+        body.append([r["scenario"], r["n_sites"], wall, r["cold_run_s"], r["import_s"] + r["build_s"], r["n_solves"],
+                     floor, wall / floor, per_hour(r["floor_solve_only_s"], h), r["rss_peak_mb"]])
+    return bu.markdown_table(headers, body)
+
+
+SPLIT_PARTS = ("datacenter", "grid_solve", "grid_rest", "controllers", "kernel", "setup", "collect")
+
+
+def split_table(rows: list[dict[str, Any]]) -> str:
+    """The timed run's split, seconds per simulated hour (and the timed total)."""
+    headers = ["scenario", *SPLIT_PARTS, "timed total", "untimed median"]
+    body = []
+    for r in rows:
+        h, split = r["horizon_s"], r["split_s"]
+        body.append([r["scenario"], *(per_hour(split[p], h) for p in SPLIT_PARTS), per_hour(split["total"], h),
+                     per_hour(r["warm_median_s"], h)])
+    return bu.markdown_table(headers, body)
+
+
+def memory_table(rows: list[dict[str, Any]]) -> str:
+    """Peak RSS of one-hour runs, against the target where there is one."""
+    headers = ["scenario", "simulated s", "wall s", "RSS after import MB", "peak RSS MB", "target MB", "ok"]
+    body = []
+    for r in rows:
+        target = MEMORY_TARGET_MB.get(r["feeder"])
+        ok = "" if target is None else ("yes" if r["rss_peak_mb"] < target else "NO")
+        body.append([r["scenario"], r["horizon_s"], r["wall_s"], r["rss_after_import_mb"], r["rss_peak_mb"], target, ok])
+    return bu.markdown_table(headers, body)
+
+
+def choose(option: str | None, default: tuple[str, ...], every: list[str]) -> list[str]:
+    """Scenario names from an option: None -> default, "all", "none", or a comma list."""
+    if option is None:
+        return list(default)
+    if option == "all":
+        return list(every)
+    if option == "none":
+        return []
+    names = [n.strip() for n in option.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {unknown}; bundled: {every}")
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one scenario per feeder, 60 s, one repeat")
+    parser.add_argument("--horizon", type=float, default=None, help="simulated seconds per run (default 600)")
+    parser.add_argument("--repeats", type=int, default=None, help="warm runs per scenario (default 3)")
+    parser.add_argument("--scenarios", default=None, help='comma list or "all" (default all; --quick: one per feeder)')
+    parser.add_argument("--memory-scenarios", default=None,
+                        help='one-hour memory runs: comma list, "all" or "none" (default one per feeder)')
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    horizon = args.horizon or (60.0 if args.quick else 600.0)
+    repeats = args.repeats or (1 if args.quick else 3)
+    if args.worker:
+        print(json.dumps(worker(args.worker, horizon, repeats)))
+        return
+    if args.memory_worker:
+        print(json.dumps(memory_worker(args.memory_worker, horizon)))
+        return
+
+    from g2gsim.scenarios.library import bundled_scenarios
+
+    every = list(bundled_scenarios())
+    scenarios = choose(args.scenarios, QUICK_SCENARIOS if args.quick else tuple(every), every)
+    memory = choose(args.memory_scenarios, ("ieee13_ofo_tapchange",) if args.quick else QUICK_SCENARIOS, every)
+    info = bu.machine_info()
+    rows = []
+    for name in scenarios:
+        print(f"[end-to-end] {name} ({horizon:g} s x {repeats})", file=sys.stderr, flush=True)
+        rows.append(spawn("--worker", name, "--horizon", str(horizon), "--repeats", str(repeats)))
+    memory_rows = []
+    for name in memory:
+        print(f"[memory] {name} (one simulated hour)", file=sys.stderr, flush=True)
+        memory_rows.append(spawn("--memory-worker", name, "--horizon", str(HOUR_S)))
+    info["load_average_end"] = list(__import__("os").getloadavg())
+    tables = {
+        "headline": headline_table(rows),
+        "split_s_per_hour": split_table(rows),
+        "memory_one_hour": memory_table(memory_rows),
+    }
+    print(f"## End to end ({horizon:g} s simulated, median of {repeats}; {info['cpu_count']} CPUs, "
+          f"{info['platform']}, {info['date_utc']})\n")
+    print(tables["headline"] + "\n")
+    print("### Split of one timed run, seconds per simulated hour\n")
+    print(tables["split_s_per_hour"] + "\n")
+    print("### Peak memory of a one-hour run (fresh process)\n")
+    print(tables["memory_one_hour"])
+    path = bu.write_results("end_to_end", {"machine": info, "horizon_s": horizon, "repeats": repeats,
+                                           "scenarios": rows, "memory_one_hour": memory_rows, "tables": tables},
+                            quick=args.quick)
+    print(f"\nwrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
