@@ -1,8 +1,10 @@
 """Fidelity to the reference system: the IEEE 13 presets on the real ML.ENERGY-derived cache
 land within a few percent of OpenG2G's published figures (full 3600 s horizon, seed 0).
 
-The tolerances leave room for stochastic differences (noise, amplitude and ITL draws come from
-other random streams than the reference's) and nothing more.
+The reference publishes one run per preset; g2gsim draws noise, amplitudes and ITL samples
+from its own streams, so the uncontrolled cases (set by the power model, nearly
+deterministic) must match tightly, while OFO's violation time, which moves by +-10% from seed
+to seed, is compared as a mean over three seeds.
 """
 
 from __future__ import annotations
@@ -20,16 +22,29 @@ PUBLISHED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
-def test_ieee13_matches_the_published_reference(name: str, reference_dir) -> None:
-    scenario = load_scenario(name).with_overrides(data=str(reference_dir / "mlenergy-derived"))
-    metrics = run_scenario(scenario, plots=False).metrics
+def _mean_metrics(name: str, data: str, seeds: range) -> dict[str, float]:
+    runs = [run_scenario(load_scenario(name).with_overrides(data=data, seed=s), plots=False).metrics for s in seeds]
+    assert all("v0.1 cache" in m["data_source"] for m in runs)
+    keys = ("violation_time_s", "integral_violation_pu_s", "worst_vmin")
+    return {k: sum(float(m[k]) for m in runs) / len(runs) for k in keys}
+
+
+@pytest.mark.parametrize("name", ["ieee13_baseline_notap", "ieee13_baseline_tapchange"])
+def test_uncontrolled_ieee13_matches_the_published_reference(name: str, reference_dir) -> None:
+    metrics = _mean_metrics(name, str(reference_dir / "mlenergy-derived"), range(1))
     violation, integral, vmin = PUBLISHED[name]
-    assert "v0.1 cache" in metrics["data_source"]
-    assert metrics["violation_time_s"] == pytest.approx(violation, rel=0.05)
-    assert metrics["integral_violation_pu_s"] == pytest.approx(integral, rel=0.15)
+    assert metrics["violation_time_s"] == pytest.approx(violation, rel=0.02)
+    assert metrics["integral_violation_pu_s"] == pytest.approx(integral, rel=0.10)
     if vmin is not None:
-        assert metrics["worst_vmin"] == pytest.approx(vmin, abs=0.002)
+        assert metrics["worst_vmin"] == pytest.approx(vmin, abs=0.001)
+
+
+def test_ofo_ieee13_matches_the_published_reference_on_average(reference_dir) -> None:
+    metrics = _mean_metrics("ieee13_ofo_notap", str(reference_dir / "mlenergy-derived"), range(3))
+    violation, integral, vmin = PUBLISHED["ieee13_ofo_notap"]
+    assert metrics["violation_time_s"] == pytest.approx(violation, rel=0.15)
+    assert metrics["integral_violation_pu_s"] == pytest.approx(integral, rel=0.15)
+    assert metrics["worst_vmin"] == pytest.approx(vmin, abs=0.003)
 
 
 def test_ofo_cuts_violations_by_an_order_of_magnitude_on_real_data(reference_dir) -> None:

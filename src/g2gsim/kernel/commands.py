@@ -30,6 +30,8 @@ class Command:
 
 
 def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
     if hasattr(value, "item"):
         return value.item()
     if isinstance(value, set | frozenset | tuple):

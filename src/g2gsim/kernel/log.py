@@ -1,4 +1,8 @@
-"""Columnar logs of a run: discrete events and commands (rare, so plain column lists)."""
+"""Columnar logs of a run: discrete events and commands (rare, so plain column lists).
+
+Payloads are serialised to canonical JSON only when a frame is built, so logging costs a
+list append per entry; event payloads are shallow-copied at record time (callers may reuse
+the top-level dict) and commands are immutable."""
 
 from __future__ import annotations
 
@@ -20,14 +24,14 @@ class EventLog:
         self._time_s: list[float] = []
         self._source: list[str] = []
         self._topic: list[str] = []
-        self._payload: list[str] = []
+        self._payload: list[dict[str, Any]] = []
 
     def record(self, time_s: float, source: str, topic: str, payload: dict[str, Any] | None = None) -> None:
-        """Append one event; the payload is stored as canonical JSON."""
+        """Append one event; the payload becomes canonical JSON in :meth:`to_frame`."""
         self._time_s.append(time_s)
         self._source.append(source)
         self._topic.append(topic)
-        self._payload.append(json.dumps(payload or {}, sort_keys=True, default=_json_default))
+        self._payload.append(dict(payload) if payload else {})
 
     def count(self, topic: str) -> int:
         """How many events of a topic were recorded."""
@@ -40,7 +44,9 @@ class EventLog:
                 "time_s": np.asarray(self._time_s, dtype=np.float64),
                 "source": pd.Series(self._source, dtype="string"),
                 "topic": pd.Series(self._topic, dtype="string"),
-                "payload": pd.Series(self._payload, dtype="string"),
+                "payload": pd.Series(
+                    [json.dumps(p, sort_keys=True, default=_json_default) for p in self._payload], dtype="string"
+                ),
             }
         )
 
@@ -56,7 +62,7 @@ class CommandLog:
         self._source: list[str] = []
         self._target: list[str] = []
         self._kind: list[str] = []
-        self._payload: list[str] = []
+        self._payload: list[Command] = []
         self._status: list[str] = []
 
     def record(
@@ -68,7 +74,7 @@ class CommandLog:
         self._source.append(source)
         self._target.append(target)
         self._kind.append(type(command).__name__)
-        self._payload.append(command.payload_json())
+        self._payload.append(command)
         self._status.append("dropped" if deliver_s is None else "sent")
 
     def to_frame(self) -> pd.DataFrame:
@@ -80,7 +86,7 @@ class CommandLog:
                 "source": pd.Series(self._source, dtype="string"),
                 "target": pd.Series(self._target, dtype="string"),
                 "kind": pd.Series(self._kind, dtype="string"),
-                "payload": pd.Series(self._payload, dtype="string"),
+                "payload": pd.Series([c.payload_json() for c in self._payload], dtype="string"),
                 "status": pd.Series(self._status, dtype="string"),
             }
         )
