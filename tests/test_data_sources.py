@@ -310,3 +310,15 @@ def test_suspicious_fits_warn() -> None:
 
     with pytest.warns(FitWarning, match="not monotone"):
         fit_logistic([8, 16, 32, 64, 128], [100, 300, 150, 400, 200], what="zigzag")
+
+
+def test_stored_bundled_fits_are_the_fits_of_the_shipped_curves() -> None:
+    """The package ships precomputed fits; they must equal a fresh fit of the same figures."""
+    from g2gsim.data.bundled import _stored_fits, fit_bundled_logistic
+
+    stored = _stored_fits()
+    assert sorted(stored) == sorted(CURVES)  # present and not stale
+    for label, entry in stored.items():
+        fresh = fit_bundled_logistic(label, entry["gpus_per_replica"], tuple(entry["exclude"]))
+        assert entry["fits"] == fresh.to_dict()
+        assert BundledSyntheticSource().logistic_fits(PAPER_MODELS[label]) == fresh
