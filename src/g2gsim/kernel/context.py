@@ -125,10 +125,27 @@ class RunContext:
         return box.subscribe_queue() if queue else box
 
     def _delayed_mirror(self, box: Mailbox[Any], spec: LinkSpec, name: str) -> Mailbox[Any]:
+        """A local copy of `box` fed through a measurement link.
+
+        The mirror's time is the arrival tick (when this component could know the value; the
+        value keeps its own timestamp). With jitter a newer measurement can overtake an older
+        one: the older one then arrives stale and is discarded (an event records it), so the
+        mirror never goes back in time.
+        """
         mirror: Mailbox[Any] = Mailbox(self.env, f"{box.name}@{self.component.name}")
         link = Link(self.env, self.clock, spec, self.rng(f"measurement:{box.name}"), self._drop, name)
         env = self.env
-        box.add_listener(lambda _tick, value: link.send(value, lambda v: mirror.publish(env.now, v)))
+        newest = [-1]  # source tick of the newest value delivered so far
+
+        def deliver(sent_tick: int, value: Any) -> None:
+            if sent_tick < newest[0]:
+                self._shared.events.record(self.now_s, self.component.name, "stale_measurement",
+                                           {"link": name, "sent_s": self.seconds(sent_tick)})
+                return
+            newest[0] = sent_tick
+            mirror.publish(env.now, value)
+
+        box.add_listener(lambda tick, value: link.send(value, lambda v, t=tick: deliver(t, v)))
         return mirror
 
     # -- commands -----------------------------------------------------------------------
