@@ -118,6 +118,14 @@ def test_validate_reports_build_errors(cli, tmp_path: Path) -> None:
     assert "w_swich" in _flat(result.output)
 
 
+def test_validate_runs_a_first_step_and_catches_unknown_buses(cli, tmp_path: Path) -> None:
+    path = tmp_path / "bus.toml"
+    path.write_text(bundled_scenarios()["ieee13_ofo_notap"].read_text().replace('bus = "671"', 'bus = "999"'))
+    result = cli("validate", str(path))
+    _assert_clean_failure(result)
+    assert "unknown bus '999'" in _flat(result.output)
+
+
 def test_validate_unknown_name(cli) -> None:
     result = cli("validate", "nonexistent")
     _assert_clean_failure(result)

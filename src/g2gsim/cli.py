@@ -154,13 +154,17 @@ def compare(
 
 @app.command()
 def validate(file: Annotated[str, typer.Argument(help="scenario file or bundled name")]) -> None:
-    """Check a scenario file (schema, names, periods) and that its components assemble."""
+    """Check a scenario file: schema, names, periods, and a first step of every component
+    (feeder compiles, buses and regulators exist, controllers find their peers)."""
     from g2gsim.scenarios.build import build_simulation
+    from g2gsim.scenarios.runner import RunFailed, run_scenario
 
     loaded = _load(file)
     try:
         build_simulation(loaded, check_only=True)
-    except (ScenarioError, ValueError, LookupError, FileNotFoundError) as exc:
+        first_steps = max(float(loaded.grid.period_s), *(float(c.period_s or 0) for c in loaded.controllers), 0.1)
+        run_scenario(loaded.with_overrides(horizon_s=first_steps), plots=False)
+    except (ScenarioError, RunFailed, ValueError, LookupError, FileNotFoundError) as exc:
         _fail(f"{file}: {exc}", code=1)
     stdout.print(f"[green]ok[/]: {loaded.name} ({len(loaded.sites)} site(s), {len(loaded.controllers)} controller(s))")
 
