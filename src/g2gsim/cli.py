@@ -105,9 +105,11 @@ def run(
     except (RunFailed, ScenarioError) as exc:
         _fail(str(exc), code=1)
         return
-    console.print(_metrics_table({loaded.name: outcome.metrics}))
-    console.print(f"data: {outcome.metrics['data_source']}")
-    console.print(f"results written to {folder.resolve()}")
+    # The table goes to stdout, unless --json reserves stdout for the machine-readable line.
+    report = console if json_output else stdout
+    report.print(_metrics_table({loaded.name: outcome.metrics}))
+    report.print(f"data: {outcome.metrics['data_source']}")
+    report.print(f"results written to {folder.resolve()}")
     if json_output:
         print(json.dumps(outcome.metrics, sort_keys=True))
 
@@ -147,7 +149,7 @@ def compare(
             rows[loaded.name] = run_scenario(loaded, out=folder, plots=False, progress=not json_output).metrics
         except (RunFailed, ScenarioError) as exc:
             _fail(str(exc), code=1)
-    console.print(_metrics_table(rows))
+    (console if json_output else stdout).print(_metrics_table(rows))
     if json_output:
         print(json.dumps(rows, sort_keys=True))
 
