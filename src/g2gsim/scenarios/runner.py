@@ -81,7 +81,8 @@ def _simulate(built: BuiltScenario, folder: Path | None, progress: bool, chunk_s
     with tqdm(total=horizon, unit="sim s", desc=built.scenario.name, leave=False, dynamic_ncols=True) as bar:
 
         def report(fraction: float) -> None:
-            bar.update(fraction * horizon - bar.n)
+            bar.n = round(fraction * horizon, 3)  # exact-looking progress (no float drift)
+            bar.update(0)
 
         return built.simulation.run(progress=report, stream_to=stream_to, chunk_s=chunk_s)
 
