@@ -37,7 +37,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import _benchutil as bu

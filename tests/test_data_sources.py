@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from g2gsim.data import MissingDataError, open_data_source
 from g2gsim.data.bundled import CURVES, BundledSyntheticSource
 from g2gsim.data.caches import V01CacheSource, V02CacheSource, write_v02_cache
-from g2gsim.data.traces import PowerTemplate, PowerTrace, build_template
+from g2gsim.data.traces import PowerTrace, build_template
 from g2gsim.data.training import (
     TrainingTraceParams,
     load_training_trace,
@@ -313,12 +313,20 @@ def test_suspicious_fits_warn() -> None:
 
 
 def test_stored_bundled_fits_are_the_fits_of_the_shipped_curves() -> None:
-    """The package ships precomputed fits; they must equal a fresh fit of the same figures."""
+    """The package ships precomputed fits; they must equal a fresh fit of the same figures.
+
+    Equal to 1e-9 relative, not bit for bit: the optimiser's last digits vary with the
+    numpy/scipy/BLAS build, while a stale or wrong fit differs in the leading digits.
+    """
     from g2gsim.data.bundled import _stored_fits, fit_bundled_logistic
 
     stored = _stored_fits()
     assert sorted(stored) == sorted(CURVES)  # present and not stale
     for label, entry in stored.items():
-        fresh = fit_bundled_logistic(label, entry["gpus_per_replica"], tuple(entry["exclude"]))
-        assert entry["fits"] == fresh.to_dict()
-        assert BundledSyntheticSource().logistic_fits(PAPER_MODELS[label]) == fresh
+        fresh = fit_bundled_logistic(label, entry["gpus_per_replica"], tuple(entry["exclude"])).to_dict()
+        shipped = BundledSyntheticSource().logistic_fits(PAPER_MODELS[label]).to_dict()
+        for kind, params in fresh.items():
+            assert sorted(entry["fits"][kind]) == sorted(params) == sorted(shipped[kind])
+            for name, value in params.items():
+                assert entry["fits"][kind][name] == pytest.approx(value, rel=1e-9), (label, kind, name)
+                assert shipped[kind][name] == pytest.approx(value, rel=1e-9), (label, kind, name)

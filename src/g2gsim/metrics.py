@@ -143,3 +143,35 @@ def _performance(pairs: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]]) -> dic
         "n_datacenter_states": int(times.size),
         "duration_s": duration,
     }
+
+
+def budget_metrics(state: pd.DataFrame, budget: pd.DataFrame, *, grace_s: float = 5.0) -> dict[str, float]:
+    """Budget tracking of one site (issue 10).
+
+    `state` is the site's state table (time_s, power_a_w, power_b_w, power_c_w); `budget`
+    the budget source's table (time_s, budget_kw; a step function from each row on). Each
+    site sample holds for one step dt (median spacing). A sample counts only after a grace
+    period of `grace_s` from the latest budget change (including the first publish):
+
+    - budget_violation_s = dt * #{samples with site power > budget};
+    - budget_excess_kwh = sum of (power - budget)+ * dt / 3600 over those samples.
+    """
+    if state.empty or budget.empty or len(state) < 2:
+        return {"budget_violation_s": 0.0, "budget_excess_kwh": 0.0}
+    t = state["time_s"].to_numpy(dtype=float)
+    power_kw = state[["power_a_w", "power_b_w", "power_c_w"]].to_numpy(dtype=float).sum(axis=1) / 1e3
+    dt = float(np.median(np.diff(t)))
+    changes = budget["time_s"].to_numpy(dtype=float)
+    levels = budget["budget_kw"].to_numpy(dtype=float)
+    order = np.argsort(changes, kind="stable")
+    changes, levels = changes[order], levels[order]
+    idx = np.searchsorted(changes, t, side="right") - 1
+    known = idx >= 0
+    limit = np.where(known, levels[np.maximum(idx, 0)], np.inf)
+    since = np.where(known, t - changes[np.maximum(idx, 0)], 0.0)
+    counted = known & (since >= grace_s)
+    excess = np.where(counted, np.maximum(power_kw - limit, 0.0), 0.0)
+    return {
+        "budget_violation_s": float(dt * np.count_nonzero(excess > 0)),
+        "budget_excess_kwh": float(excess.sum() * dt / 3600.0),
+    }

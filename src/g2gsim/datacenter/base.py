@@ -11,6 +11,7 @@ from g2gsim.kernel.component import DatacenterComponent
 
 if TYPE_CHECKING:
     from g2gsim.data.source import DataSource
+    from g2gsim.datacenter.config import DatacenterConfig
     from g2gsim.datacenter.spec import ModelSpec
 
 
@@ -42,3 +43,33 @@ class Datacenter(DatacenterComponent):
     @abstractmethod
     def power_factor(self) -> float:
         """Site power factor (lagging), used by the grid attachment."""
+
+
+class ConfiguredDatacenter(Datacenter):
+    """A datacenter built from a :class:`DatacenterConfig` and a data source: the contract's
+    properties read from them (shared by the trace-driven and the live datacenter)."""
+
+    config: DatacenterConfig
+    _data: DataSource
+    _labels: tuple[str, ...]
+
+    @property
+    def specs(self) -> Mapping[str, ModelSpec]:
+        return self.config.specs
+
+    @property
+    def data(self) -> DataSource:
+        return self._data
+
+    @property
+    def capacity_gpus(self) -> int:
+        return self.config.capacity_gpus
+
+    @property
+    def power_factor(self) -> float:
+        return self.config.facility.power_factor
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Served model labels, sorted (the order of every state array)."""
+        return self._labels

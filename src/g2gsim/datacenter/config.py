@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from g2gsim.data.training import TrainingTrace
+from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.datacenter.spec import ModelSpec
 
 __all__ = [
@@ -318,6 +319,8 @@ class DatacenterConfig(_Frozen):
     augmentation: PowerAugmentation = PowerAugmentation()
     training: TrainingSchedule = TrainingSchedule()
     seed: int | None = None
+    gpu_power: GpuPowerCaps = GpuPowerCaps()
+    """GPU power-cap grid, rated power and performance floors (SetPowerCap)."""
 
     @field_validator("deployments")
     @classmethod

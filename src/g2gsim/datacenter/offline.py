@@ -15,12 +15,19 @@ at every step: the effective batch is min(target, b0 + floor(R (t - t0))), where
 time of the step that applied the command and b0 the batch then. A batch between two
 measured sizes blends their operating points (power and ITL alike). Lowering a batch is
 immediate.
+
+GPU power caps (SetPowerCap, W per GPU per model, ``None`` removes one) follow the
+performance model of :mod:`g2gsim.datacenter.power_cap` (``config.gpu_power``): caps are
+rounded down to 25 W steps within [min cap, rated power]; each GPU draws min(template,
+cap); below the model's power floor its ITL is multiplied by floor / cap (so throughput
+batch / ITL shrinks by the same factor). The per-server cap is one extra ``minimum`` in the
+vectorised step; the ITL factor is one multiply per model. States report the caps.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -28,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from g2gsim.commands import SetBatchSize, ShiftReplicas
-from g2gsim.datacenter.base import Datacenter
+from g2gsim.commands import SetBatchSize, SetPowerCap, ShiftReplicas
+from g2gsim.datacenter.base import ConfiguredDatacenter
 from g2gsim.datacenter.config import DatacenterConfig, replica_table
 from g2gsim.datacenter.latency import FleetLatency
+from g2gsim.datacenter.power_cap import cap_slowdown
 from g2gsim.datacenter.pool import (
     PHASES,
     Allocation,
@@ -50,7 +58,6 @@ if TYPE_CHECKING:
     from mlenergy.data.modeling import ITLMixtureModel
 
     from g2gsim.data.source import DataSource
-    from g2gsim.datacenter.spec import ModelSpec
     from g2gsim.kernel.context import RunContext
 
 __all__ = ["OfflineDatacenter"]
@@ -80,7 +87,7 @@ class _RunData:
     fits: tuple[dict[int, ITLMixtureModel | None], ...]
 
 
-class OfflineDatacenter(Datacenter):
+class OfflineDatacenter(ConfiguredDatacenter):
     """A site whose power and latency replay measured (or synthetic) traces.
 
     Args:
@@ -91,6 +98,8 @@ class OfflineDatacenter(Datacenter):
         seed: Seed of the layout, noise and latency streams; None uses ``config.seed``,
             and if that is None too, the scenario's seed.
     """
+
+    accepts = (SetBatchSize, ShiftReplicas, SetPowerCap)
 
     def __init__(
         self,
@@ -108,28 +117,6 @@ class OfflineDatacenter(Datacenter):
         self._gpr = np.array([self._per_replica[label] for label in self._labels], dtype=np.int64)
         self._run_data: _RunData | None = None
         self._rows = 0
-
-    # -- the Datacenter contract --------------------------------------------------------------
-    @property
-    def specs(self) -> Mapping[str, ModelSpec]:
-        return self.config.specs
-
-    @property
-    def data(self) -> DataSource:
-        return self._data
-
-    @property
-    def capacity_gpus(self) -> int:
-        return self.config.capacity_gpus
-
-    @property
-    def power_factor(self) -> float:
-        return self.config.facility.power_factor
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """Served model labels, sorted (the order of every state array)."""
-        return self._labels
 
     # -- lifecycle ------------------------------------------------------------------------------
     def reset(self, ctx: RunContext) -> None:
@@ -179,6 +166,10 @@ class OfflineDatacenter(Datacenter):
         self._points = [OperatingPoint.of(int(b), k) for b, k in zip(self._batch, self._known)]
         self._latency.set_points(self._points)
         self._refused = 0
+        self._caps = np.full(n_models, math.inf)  # W per GPU, inf = uncapped
+        self._caps_state = self._frozen(np.full(n_models, math.nan))
+        self._slowdown: np.ndarray | None = None
+        self._cap_log: list[tuple[int, np.ndarray]] = []
 
         self._rows = 0
         self._rec_power = np.zeros((n, PHASES + n_models))  # phases a, b, c, then models
@@ -246,10 +237,13 @@ class OfflineDatacenter(Datacenter):
         if fleet is None:
             assert self._allocation is not None
             fleet = self._fleet = FleetPower(
-                self._pool, self._allocation, self._bank, self._points, self.config.augmentation.noise_fraction
+                self._pool, self._allocation, self._bank, self._points, self.config.augmentation.noise_fraction,
+                self._caps if self._slowdown is not None else None,
             )
         power = fleet.step(k, self._noise_rng, self._overlay[k])
         itl = self._latency.sample(self._latency_rng)
+        if self._slowdown is not None:
+            itl *= self._slowdown
         allocation = fleet.allocation
         batch = self._batch
         replicas = allocation.active_replicas
@@ -260,6 +254,8 @@ class OfflineDatacenter(Datacenter):
             self._batch_log.append((k, batch))
         if not self._replica_log or self._replica_log[-1][1] is not replicas:
             self._replica_log.append((k, replicas))
+        if self._cap_log and self._cap_log[-1][1] is not self._caps_state:
+            self._cap_log.append((k, self._caps_state))
         self._rows = k + 1
         self._box.publish(
             tick,
@@ -273,6 +269,7 @@ class OfflineDatacenter(Datacenter):
                 replicas=replicas,
                 itl_s=itl,
                 phase_share=allocation.phase_share,
+                power_cap_w=self._caps_state,
             ),
         )
 
@@ -300,6 +297,8 @@ class OfflineDatacenter(Datacenter):
                 self._set_batch(command, tick)
             elif isinstance(command, ShiftReplicas):
                 self._shift(command, k)
+            elif isinstance(command, SetPowerCap):
+                self._set_caps(command, k)
             else:
                 raise self.reject(command)
 
@@ -357,6 +356,60 @@ class OfflineDatacenter(Datacenter):
         self._batch = self._frozen(batch)
         self._latency.set_points(self._points)
         self._fleet = None
+        if self._slowdown is not None:
+            self._refresh_slowdown()
+
+    # -- power caps -----------------------------------------------------------------------------
+    def _set_caps(self, command: SetPowerCap, k: int) -> None:
+        """Validate the whole command, then apply caps rounded to the cap grid."""
+        model = self.config.gpu_power
+        caps = self._caps.copy()
+        for label, cap in command.cap_w.items():
+            m = self._index(label, command)
+            if cap is None:
+                caps[m] = math.inf
+                continue
+            try:
+                caps[m] = model.quantise(cap)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"SetPowerCap for site {self.name!r}, model {label!r}: {exc}") from None
+        if np.array_equal(caps, self._caps):
+            return
+        self._caps = caps
+        self._caps_state = self._frozen(np.where(np.isfinite(caps), caps, math.nan))
+        if not self._cap_log:
+            self._cap_log.append((0, self._frozen(np.full(len(self._labels), math.nan))))
+        self._fleet = None
+        self._refresh_slowdown()
+        self.ctx.event("power_caps", {label: (None if not math.isfinite(c) else float(c))
+                                      for label, c in zip(self._labels, caps.tolist())})
+
+    def _mean_draw(self, m: int) -> float:
+        """Mean per-GPU template power of model m at its operating point, W."""
+        point = self._points[m]
+        label = self._labels[m]
+        lo = float(self._bank.template(label, point.lo).mean())
+        if point.weight <= 0.0:
+            return lo
+        hi = float(self._bank.template(label, point.hi).mean())
+        return (1.0 - point.weight) * lo + point.weight * hi
+
+    def _refresh_slowdown(self) -> None:
+        """ITL factor max(1, floor / cap) per model (None when no model is capped)."""
+        if not np.any(np.isfinite(self._caps)):
+            self._slowdown = None
+            return
+        model = self.config.gpu_power
+        factors = np.ones(len(self._labels))
+        for m in np.flatnonzero(np.isfinite(self._caps)):
+            floor = model.floor(self._labels[m], self._mean_draw(int(m)))
+            factors[m] = cap_slowdown(floor, float(self._caps[m]))
+        self._slowdown = factors
+
+    @property
+    def power_caps(self) -> dict[str, float | None]:
+        """Current GPU power cap per model, W per GPU (None: uncapped)."""
+        return {label: (float(c) if math.isfinite(c) else None) for label, c in zip(self._labels, self._caps.tolist())}
 
     def _shift(self, command: ShiftReplicas, k: int) -> None:
         """Add a replica offset if it keeps the model >= 0 now and the site within capacity
@@ -425,6 +478,10 @@ class OfflineDatacenter(Datacenter):
             columns[f"{label}.replicas"] = replicas[:, m].copy()
             columns[f"{label}.itl_s"] = self._rec_itl[:rows, m].copy()
             columns[f"{label}.power_w"] = self._rec_power[:rows, PHASES + m].copy()
+        if self._cap_log:  # only runs that used caps get cap columns
+            caps = _forward_fill_float(self._cap_log, rows, len(self._labels))
+            for m, label in enumerate(self._labels):
+                columns[f"{label}.cap_w"] = caps[:, m].copy()
         return {"state": pd.DataFrame(columns)}
 
     def summary(self) -> dict[str, Any]:
@@ -452,6 +509,15 @@ def _forward_fill(log: Sequence[tuple[int, np.ndarray]], rows: int, width: int) 
         return np.zeros((rows, width), dtype=np.int64)
     starts = np.array([k for k, _ in log] + [rows])
     values = np.stack([v for _, v in log]).astype(np.int64)
+    return np.repeat(values, np.diff(starts), axis=0)[:rows]
+
+
+def _forward_fill_float(log: Sequence[tuple[int, np.ndarray]], rows: int, width: int) -> np.ndarray:
+    """Like :func:`_forward_fill` for float values (NaN before the first entry)."""
+    if rows == 0 or not log:
+        return np.full((rows, width), math.nan)
+    starts = np.array([k for k, _ in log] + [rows])
+    values = np.stack([v for _, v in log]).astype(float)
     return np.repeat(values, np.diff(starts), axis=0)[:rows]
 
 

@@ -294,7 +294,9 @@ class FleetPower:
 
     server power = P[(step + stagger) mod L] * gpus_per_server * amplitude, plus
     N(0, 1) * noise_fraction * max(power, 1) when noise is on, clipped at 0. During a batch
-    ramp a model's template is the blend (1 - w) P_lo + w P_hi.
+    ramp a model's template is the blend (1 - w) P_lo + w P_hi. With GPU power caps (W per
+    GPU per model) the gpu power is min(P * amplitude, cap) before noise (see
+    :mod:`g2gsim.datacenter.power_cap`).
 
     When no allocated server can draw under 1 W, max(power, 1) is the power itself and the
     noisy power is evaluated as P * gain * max(1 + noise_fraction * z, 0), the same formula
@@ -310,6 +312,7 @@ class FleetPower:
         bank: TemplateBank,
         points: Sequence[OperatingPoint],
         noise_fraction: float,
+        caps_w: np.ndarray | None = None,
     ) -> None:
         self.allocation = allocation
         self.n_models = len(allocation.labels)
@@ -344,6 +347,13 @@ class FleetPower:
         members[PHASES + allocation.flat_model, columns] = 1.0
         members[:PHASES, n] = 1.0
         self._members = members
+        # GPU power caps (W per GPU, inf = none) as a per-server limit on gpu power * amplitude
+        self._cap: np.ndarray | None = None
+        if caps_w is not None:
+            caps = np.asarray(caps_w, dtype=float)
+            if servers.size and np.any(np.isfinite(caps[allocation.flat_model])):
+                self._cap = caps[allocation.flat_model] * pool.gpus_per_server
+                self._at_least_one = bool(np.min(np.minimum(floor * self._gain, self._cap)) >= 1.0)
 
     @property
     def n_servers(self) -> int:
@@ -366,6 +376,8 @@ class FleetPower:
             upper -= power
             upper *= self._weight
             power += upper
+        if self._cap is not None:
+            return self._capped(power, rng)
         if not (self._noisy and rng is not None):
             power *= self._gain
             return power
@@ -383,6 +395,24 @@ class FleetPower:
         np.maximum(power, 0.0, out=power)
         return power
 
+    def _capped(self, power: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Capped servers: min(P * gain, cap * gpus_per_server), then noise as above."""
+        assert self._cap is not None
+        power *= self._gain
+        np.minimum(power, self._cap, out=power)
+        if not (self._noisy and rng is not None):
+            return power
+        nf = self.noise_fraction
+        if self._at_least_one:
+            factor = rng.normal(1.0, nf, power.size)
+            np.maximum(factor, 0.0, out=factor)
+            power *= factor
+            return power
+        noise = rng.normal(0.0, nf, power.size)
+        noise *= np.maximum(power, 1.0)
+        power += noise
+        np.maximum(power, 0.0, out=power)
+        return power
 
     def by_model_phase(self, server_power: np.ndarray) -> np.ndarray:
         """Server powers summed into a (models, 3) matrix, W."""

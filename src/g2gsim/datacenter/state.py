@@ -23,6 +23,7 @@ class DatacenterState:
     replicas: np.ndarray  # (n_models,) active replicas per model
     itl_s: np.ndarray  # (n_models,) observed fleet-average ITL, s (NaN when unknown)
     phase_share: np.ndarray  # (n_models, 3) fraction of each model's servers on each phase
+    power_cap_w: np.ndarray | None = None  # (n_models,) GPU power cap, W per GPU (NaN: none)
 
     @property
     def total_power_w(self) -> float:

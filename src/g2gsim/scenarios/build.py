@@ -41,6 +41,10 @@ from g2gsim.scenarios.model import (
     ScenarioError,
     SiteSection,
     StorageDroopSection,
+    BudgetSection,
+    GridOperatorSection,
+    PowerBudgetSection,
+    ProportionalCurtailmentSection,
     TapScheduleSection,
     TrainingEntry,
 )
@@ -118,6 +122,7 @@ def datacenter_config(site: SiteSection, catalogue: Mapping[str, ModelSpec]) -> 
         ),
         training=_training(site.training),
         seed=site.seed,
+        gpu_power=site.gpu_power,
     )
 
 
@@ -198,7 +203,64 @@ def build_controller(section: Any, scenario: Scenario) -> Component:
             period=section.period_s,
             **common,
         )
+    if isinstance(section, BudgetSection | GridOperatorSection | PowerBudgetSection | ProportionalCurtailmentSection):
+        return _build_budget_controller(section, common)
     raise ScenarioError(f"controller {section.name!r}: unsupported type {type(section).__name__}")
+
+
+def _build_budget_controller(section: Any, common: dict[str, Any]) -> Component:
+    """Budget sources and budget controllers (issue 10)."""
+    from g2gsim.controllers import budget as bud
+    from g2gsim.controllers import power_budget as pb
+
+    if isinstance(section, BudgetSection):
+        if section.kw is not None:
+            return bud.ConstantBudget(section.name, section.site, section.kw)
+        if section.profile is not None:
+            try:
+                schedule = bud.budget_from_csv(section.profile)
+            except (OSError, ValueError) as exc:
+                raise ScenarioError(f"controllers.{section.name}.profile: {exc}") from None
+        else:
+            schedule = None
+            for event in section.events:
+                entry = bud.Budget(event.kw).at(event.t_s)
+                schedule = entry if schedule is None else schedule | entry
+        return bud.ScheduledBudget(section.name, section.site, schedule)
+    if isinstance(section, GridOperatorSection):
+        return bud.GridOperator(
+            section.name, section.site, section.grid, normal_kw=section.normal_kw, curtail_kw=section.curtail_kw,
+            v_trigger=section.v_trigger, power_trigger_kw=section.power_trigger_kw, hold_s=section.hold_s,
+        )
+    if isinstance(section, PowerBudgetSection):
+        return pb.PowerBudgetController(
+            section.name, section.site, section.budget, pb.PowerBudgetConfig(**section.params),
+            period=section.period_s, **common,
+        )
+    return pb.ProportionalCurtailment(
+        section.name, section.site, section.budget, period=section.period_s, margin=section.margin, **common
+    )
+
+
+def _live_datacenter(site: SiteSection, catalogue: Mapping[str, ModelSpec], data: DataSource, seed: int | None) -> Any:
+    """A live site (SPEC 3); the live package (the ``live`` extra) is imported only here."""
+    from g2gsim.live.config import LiveServerConfig, LiveSiteConfig
+    from g2gsim.live.datacenter import LiveDatacenter
+
+    live = site.live
+    assert live is not None
+    options = live.model_dump(exclude={"servers", "realtime_factor"})
+    servers = tuple(
+        LiveServerConfig(**{**server.model_dump(), "gpu_ids": tuple(server.gpu_ids)}) for server in live.servers
+    )
+    config = LiveSiteConfig(servers=servers, **options)
+    return LiveDatacenter(site.name, datacenter_config(site, catalogue), data, config, period=site.period_s, seed=seed)
+
+
+def _realtime_factor(scenario: Scenario) -> float | None:
+    """None for a simulation; the (smallest) live site's factor when any site is live."""
+    factors = [site.live.realtime_factor for site in scenario.sites if site.live is not None]
+    return min(factors) if factors else None
 
 
 def site_seed(scenario_seed: int, site_key: int | None) -> int | None:
@@ -218,12 +280,16 @@ def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltSc
     catalogue = model_catalogue(scenario)
     try:
         sites = {
-            site.name: OfflineDatacenter(
-                site.name,
-                datacenter_config(site, catalogue),
-                data,
-                period=site.period_s,
-                seed=site_seed(scenario.seed, site.seed),
+            site.name: (
+                OfflineDatacenter(
+                    site.name,
+                    datacenter_config(site, catalogue),
+                    data,
+                    period=site.period_s,
+                    seed=site_seed(scenario.seed, site.seed),
+                )
+                if site.live is None
+                else _live_datacenter(site, catalogue, data, site_seed(scenario.seed, site.seed))
             )
             for site in scenario.sites
         }
@@ -244,5 +310,6 @@ def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltSc
         scenario.horizon_s,
         seed=scenario.seed,
         metadata={"scenario": scenario.name, "data_source": data.description},
+        realtime_factor=_realtime_factor(scenario),
     )
     return BuiltScenario(scenario=scenario, simulation=simulation, data=data, grid=grid, sites=sites)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.datacenter.spec import PAPER_MODELS
 from g2gsim.grid.config import GeneratorAttachment, LoadAttachment, StorageSpec
 from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
@@ -73,6 +74,48 @@ class TrainingEntry(_Section):
     trace_seed: int = 2
 
 
+class LiveServerEntry(_Section):
+    """One real (or fake) LLM server of a live site and the GPU power meter behind it."""
+
+    model: str = Field(description="label of the site model this server runs (one of its [[sites.models]])")
+    url: str = Field(min_length=1, description="base URL of the vLLM OpenAI-compatible server, e.g. http://host:8000")
+    served_model_name: str | None = Field(
+        default=None, description="name the server lists under /v1/models (default: the spec's model_id)"
+    )
+    zeusd: str = Field(min_length=1, description="zeusd TCP endpoint host:port of the GPUs serving this model")
+    gpu_ids: tuple[int, ...] = Field(min_length=1, description="zeusd GPU indices that serve this model")
+    requests: str | None = Field(default=None, description="JSONL file of chat requests; default: a built-in prompt")
+    max_tokens: int = Field(default=256, gt=0, description="completion length of generated requests")
+
+    @field_validator("zeusd")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"zeusd must be host:port, got {value!r}")
+        return value
+
+
+class LiveSection(_Section):
+    """Marks a site as live (hardware in the loop): power and latency come from real servers.
+
+    A scenario with any live site runs on the real-time kernel (`realtime_factor`).
+    """
+
+    servers: tuple[LiveServerEntry, ...] = Field(min_length=1)
+    realtime_factor: float = Field(default=1.0, gt=0)
+    buffer_s: float = Field(default=10.0, gt=0, description="rolling per-GPU power buffer, s")
+    warmup_buffer_s: float | None = Field(default=None, gt=0, description="buffer to fill before starting; default buffer_s")
+    first_reading_timeout_s: float = Field(default=10.0, gt=0)
+    warmup_timeout_s: float = Field(default=60.0, gt=0)
+    saturation_fraction: float = Field(default=0.95, gt=0, le=1)
+    itl_window_s: float = Field(default=1.0, gt=0)
+    stale_after_s: float = Field(default=2.0, gt=0)
+    health_interval_s: float = Field(default=1.0, gt=0)
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    on_server_failure: Literal["continue", "stop"] = "continue"
+
+
 class SiteSection(_Section):
     """A datacenter site and where it connects to the grid."""
 
@@ -93,11 +136,29 @@ class SiteSection(_Section):
     )
     models: tuple[ModelEntry, ...] = Field(min_length=1)
     training: tuple[TrainingEntry, ...] = ()
+    gpu_power: GpuPowerCaps = Field(
+        default_factory=GpuPowerCaps,
+        description="GPU power-cap grid (rated_w, step_w, min_cap_w) and per-model performance floors (floor_w)",
+    )
+    live: LiveSection | None = Field(default=None, description="present: a live site (SPEC 3)")
 
     @field_validator("period_s", mode="before")
     @classmethod
     def _positive_period(cls, value: Any) -> Fraction:
         return _period(value)
+
+    @model_validator(mode="after")
+    def _live_servers_match_models(self) -> SiteSection:
+        if self.live is None:
+            return self
+        labels = [entry.model for entry in self.models]
+        served = [server.model for server in self.live.servers]
+        if sorted(served) != sorted(labels):
+            raise ValueError(
+                f"live site {self.name!r}: needs exactly one [[sites.live.servers]] per model; "
+                f"models {sorted(labels)}, servers for {sorted(served)}"
+            )
+        return self
 
 
 # -- grid -------------------------------------------------------------------------------
@@ -203,6 +264,63 @@ class StorageDroopSection(_ControllerBase):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class BudgetEvent(_Section):
+    """A site power budget (kW, three-phase total) in force from t_s on."""
+
+    t_s: float = Field(ge=0)
+    kw: float = Field(gt=0)
+
+
+class BudgetSection(_ControllerBase):
+    """A site power budget: a constant `kw`, scheduled `events`, or a CSV `profile` (t_s, budget_kw)."""
+
+    type: Literal["budget"] = "budget"
+    period_s: Period | None = None
+    site: str
+    kw: float | None = Field(default=None, gt=0)
+    events: tuple[BudgetEvent, ...] = ()
+    profile: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BudgetSection:
+        given = [k for k, v in (("kw", self.kw), ("events", self.events or None), ("profile", self.profile)) if v]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of kw, events, profile (got {given or 'none'})")
+        return self
+
+
+class GridOperatorSection(_ControllerBase):
+    """An event-driven operator that lowers a site's budget while the feeder is stressed."""
+
+    type: Literal["grid_operator"] = "grid_operator"
+    period_s: Period | None = None
+    site: str
+    grid: str = "grid"
+    normal_kw: float = Field(gt=0)
+    curtail_kw: float = Field(gt=0)
+    v_trigger: float | None = Field(default=None, gt=0)
+    power_trigger_kw: float | None = Field(default=None, gt=0)
+    hold_s: float = Field(default=300.0, ge=0)
+
+
+class PowerBudgetSection(_ControllerBase):
+    """The power-budget controller of a site, following the budget component `budget`."""
+
+    type: Literal["power_budget"] = "power_budget"
+    site: str
+    budget: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProportionalCurtailmentSection(_ControllerBase):
+    """The naive baseline: equal-fraction GPU power caps to meet the budget."""
+
+    type: Literal["proportional_curtailment"] = "proportional_curtailment"
+    site: str
+    budget: str
+    margin: float = Field(default=0.03, ge=0, lt=1)
+
+
 ControllerSection = Annotated[
     NoopSection
     | TapScheduleSection
@@ -210,7 +328,11 @@ ControllerSection = Annotated[
     | OFOSection
     | RuleBasedSection
     | LoadShiftSection
-    | StorageDroopSection,
+    | StorageDroopSection
+    | BudgetSection
+    | GridOperatorSection
+    | PowerBudgetSection
+    | ProportionalCurtailmentSection,
     Field(discriminator="type"),
 ]
 
@@ -298,6 +420,11 @@ class Scenario(_Section):
         if path is not None:
             Path(path).write_text(text)
         return text
+
+    @property
+    def is_live(self) -> bool:
+        """True when some site is live (runs against real servers on the real-time kernel)."""
+        return any(site.live is not None for site in self.sites)
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """A validated copy with top-level fields replaced (horizon_s, seed, data, ...)."""

@@ -52,9 +52,10 @@ def run_scenario(
     except ComponentError as exc:
         where = f"; partial results are in {folder / 'chunks'}" if folder is not None else ""
         raise RunFailed(f"scenario {scenario.name!r}: {exc}{where}") from exc
-    except (GridError, ValueError, LookupError, OSError) as exc:
+    except (GridError, ValueError, LookupError, OSError, RuntimeError) as exc:
         # Raised while components reset or start (unknown bus, unknown regulator, bad data
-        # folder, ...), before any process runs, so not wrapped in a ComponentError.
+        # folder, live server unreachable, ...), before any process runs, so not wrapped in a
+        # ComponentError.
         raise RunFailed(f"scenario {scenario.name!r}: the run failed: {type(exc).__name__}: {exc}") from exc
     wall_s = time.perf_counter() - wall_start
     metrics = summarize(built, result, wall_s)
@@ -97,6 +98,7 @@ def summarize(built: BuiltScenario, result: RunResult, wall_s: float) -> dict[st
     states = {site.name: result.table(f"{site.name}/state") for site in scenario.sites}
     metrics.update(combined_performance_metrics(states, built.deadlines))
     total_kw = site_power_total_kw(states)
+    metrics.update(_budget_summary(built, result, states))
     metrics["mean_dc_power_kw"] = float(total_kw.mean())
     metrics["peak_dc_power_kw"] = float(total_kw.max())
     grid_summary = result.meta.get("summary", {}).get(scenario.grid.name, {})
@@ -107,6 +109,26 @@ def summarize(built: BuiltScenario, result: RunResult, wall_s: float) -> dict[st
     metrics["scenario"] = scenario.name
     metrics["horizon_s"] = float(scenario.horizon_s)
     return _plain(metrics)
+
+
+def _budget_summary(built: BuiltScenario, result: RunResult, states: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """budget_violation_s and budget_excess_kwh summed over the run's budget sources (if any)."""
+    from g2gsim.controllers.budget import BudgetSource
+    from g2gsim.metrics import budget_metrics
+
+    sources = [c for c in built.simulation.components if isinstance(c, BudgetSource)]
+    if not sources:
+        return {}
+    out = {"budget_violation_s": 0.0, "budget_excess_kwh": 0.0}
+    for source in sources:
+        try:
+            budget = result.table(f"{source.name}/budget")
+        except (KeyError, LookupError):
+            continue
+        if source.site in states:
+            for key, value in budget_metrics(states[source.site], budget).items():
+                out[key] += value
+    return out
 
 
 def site_power_total_kw(states: dict[str, pd.DataFrame]) -> pd.Series:

@@ -1,0 +1,283 @@
+"""Site power-budget signals (issue 10): constant, scheduled, CSV profile, grid-operator events.
+
+A budget source is a process that publishes :class:`BudgetSignal` values (kW, three-phase
+site total) on its mailbox ``budget``. A change of budget is therefore a kernel event: a
+consumer waiting on ``box.changed()`` wakes in the same tick (this is how
+:class:`~g2gsim.controllers.power_budget.PowerBudgetController` reacts at once instead of at
+its next poll). Every source records what it published (table ``budget``) so metrics can
+rebuild the budget over time.
+
+- :class:`ConstantBudget` publishes one value at t = 0.
+- :class:`ScheduledBudget` publishes ``Budget(kw).at(t) | ...`` entries at their exact times.
+- :func:`budget_from_csv` reads a step profile (columns ``t_s`` and ``budget_kw``) into a
+  schedule.
+- :class:`GridOperator` is event-driven: it sleeps on the grid's (and optionally the
+  site's) mailbox and issues a curtailment budget when the lowest observed voltage falls
+  under a trigger or the watched load exceeds a power threshold, and releases it after the
+  condition has been clear for a hold time.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from simpy.events import Event
+
+from g2gsim.controllers.schedules import _Schedule
+from g2gsim.datacenter.base import Datacenter
+from g2gsim.grid.base import Grid
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.component import Controller
+from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.time import TimeLike, as_delay
+
+__all__ = [
+    "Budget",
+    "BudgetSchedule",
+    "BudgetSignal",
+    "BudgetSource",
+    "ConstantBudget",
+    "GridOperator",
+    "ScheduledBudget",
+    "budget_from_csv",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSignal:
+    """A site power budget in force from `time_s` on (kW, three-phase total)."""
+
+    site: str
+    time_s: float
+    kw: float
+    reason: str = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A budget level; ``Budget(3500).at(1200)`` is a one-entry :class:`BudgetSchedule`."""
+
+    kw: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.kw) and self.kw > 0):
+            raise ValueError(f"a power budget must be a positive number of kW, got {self.kw!r}")
+
+    def at(self, t: TimeLike) -> BudgetSchedule:
+        """This budget from time `t` (s) on."""
+        return BudgetSchedule(((as_delay(t, name="budget schedule time"), self),))
+
+
+class BudgetSchedule(_Schedule[Budget]):
+    """Budget levels at times, built with ``Budget(kw).at(t) | ...``."""
+
+    kind = "budget schedule"
+
+
+def budget_from_csv(path: str | Path) -> BudgetSchedule:
+    """A step profile from a CSV with columns ``t_s`` and ``budget_kw`` (one level per row)."""
+    file = Path(path)
+    try:
+        with file.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"budget profile {file} does not exist") from None
+    if not rows or not {"t_s", "budget_kw"} <= set(rows[0]):
+        raise ValueError(f"budget profile {file}: needs columns t_s and budget_kw, found {list(rows[0]) if rows else []}")
+    schedule: BudgetSchedule | None = None
+    for i, row in enumerate(rows, start=2):
+        try:
+            entry = Budget(float(row["budget_kw"])).at(row["t_s"].strip())
+        except ValueError as exc:
+            raise ValueError(f"budget profile {file}, line {i}: {exc}") from None
+        schedule = entry if schedule is None else schedule | entry
+    assert schedule is not None
+    return schedule
+
+
+class BudgetSource(Controller):
+    """Base of budget processes: publishes :class:`BudgetSignal` on mailbox ``budget``.
+
+    It sends no commands. Subclasses call :meth:`publish` from their own process.
+    """
+
+    def __init__(self, name: str, site: str, period: TimeLike | None = None) -> None:
+        super().__init__(name, period)
+        self.site = site
+        self._log: list[tuple[float, float, str]] = []
+
+    def dependencies(self) -> Mapping[str, type]:
+        return {self.site: Datacenter}
+
+    def reset(self, ctx: RunContext) -> None:
+        super().reset(ctx)
+        self._box = ctx.mailbox("budget")
+        self._log = []
+
+    def publish(self, kw: float, reason: str) -> None:
+        """Put a new budget in force now (a kernel event for every waiting consumer)."""
+        ctx = self.ctx
+        signal = BudgetSignal(self.site, ctx.now_s, float(kw), reason)
+        self._log.append((signal.time_s, signal.kw, reason))
+        ctx.event("budget", {"site": self.site, "kw": signal.kw, "reason": reason})
+        self._box.publish(ctx.now, signal)
+
+    @property
+    def history(self) -> list[tuple[float, float]]:
+        """(time_s, kW) of every published budget of the last run."""
+        return [(t, kw) for t, kw, _ in self._log]
+
+    def control(self, tick: int) -> Iterable[Command]:
+        return ()
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``budget``: time_s, budget_kw, reason of every publish."""
+        if not self._log:
+            return {}
+        times, kws, reasons = zip(*self._log, strict=True)
+        return {"budget": pd.DataFrame({"time_s": np.array(times), "budget_kw": np.array(kws),
+                                        "reason": list(reasons)})}
+
+    def summary(self) -> dict[str, Any]:
+        return {"site": self.site, "changes": len(self._log)}
+
+
+class ConstantBudget(BudgetSource):
+    """One budget for the whole run, published at t = 0."""
+
+    def __init__(self, name: str, site: str, kw: float) -> None:
+        super().__init__(name, site)
+        self.kw = Budget(kw).kw
+
+    def run(self) -> Generator[Event, Any, None]:
+        yield self.ctx.at_tick(0)
+        self.publish(self.kw, "constant")
+
+
+class ScheduledBudget(BudgetSource):
+    """Budget levels at exact times (``Budget(5000).at(0) | Budget(3500).at(1200) | ...``)."""
+
+    def __init__(self, name: str, site: str, schedule: BudgetSchedule, *, reason: str = "schedule") -> None:
+        if not isinstance(schedule, BudgetSchedule) or len(schedule) == 0:
+            raise TypeError(f"{name!r}: schedule must be a non-empty BudgetSchedule (Budget(kw).at(t) | ...)")
+        super().__init__(name, site)
+        self.schedule = schedule
+        self.reason = reason
+
+    def times(self) -> list[Fraction]:
+        return super().times() + [t for t in self.schedule.times if t > 0]
+
+    def run(self) -> Generator[Event, Any, None]:
+        ctx = self.ctx
+        for t, entry in self.schedule:
+            if t >= ctx.horizon:
+                return
+            yield ctx.at_tick(ctx.clock.ticks(t))
+            self.publish(entry.kw, self.reason)
+
+
+class GridOperator(BudgetSource):
+    """An event-driven operator that curtails a site when the feeder is stressed.
+
+    It wakes on every publish of the grid's state (and of the watched sites' states when a
+    power trigger is set), with no clock of its own. It issues ``curtail_kw`` when the lowest
+    finite voltage is below ``v_trigger`` or the watched sites' total power exceeds
+    ``power_trigger_kw`` (the grid does not publish feeder-head flow; the load of the
+    watched sites stands for it), and restores ``normal_kw`` once the condition has been
+    clear for ``hold_s``. ``normal_kw`` is published at t = 0.
+
+    Args:
+        name: Component name.
+        site: The site whose budget this is.
+        grid: Grid component to watch.
+        normal_kw: Budget outside events.
+        curtail_kw: Budget during an event.
+        v_trigger: Voltage (pu) below which an event starts (None: no voltage trigger).
+        power_trigger_kw: Watched load above which an event starts (None: no power trigger).
+        watch_sites: Sites whose power is summed for the power trigger (default: `site`).
+        hold_s: How long the condition must stay clear before the event ends.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        site: str,
+        grid: str,
+        *,
+        normal_kw: float,
+        curtail_kw: float,
+        v_trigger: float | None = None,
+        power_trigger_kw: float | None = None,
+        watch_sites: Sequence[str] | None = None,
+        hold_s: float = 300.0,
+    ) -> None:
+        super().__init__(name, site)
+        if v_trigger is None and power_trigger_kw is None:
+            raise ValueError(f"{name!r}: give v_trigger and/or power_trigger_kw")
+        self.grid = grid
+        self.normal_kw = Budget(normal_kw).kw
+        self.curtail_kw = Budget(curtail_kw).kw
+        self.v_trigger = v_trigger
+        self.power_trigger_kw = power_trigger_kw
+        self.watch_sites = tuple(watch_sites or (site,))
+        if not (math.isfinite(hold_s) and hold_s >= 0):
+            raise ValueError(f"{name!r}: hold_s must be >= 0 s, got {hold_s!r}")
+        self.hold_s = float(hold_s)
+        self.events = 0
+
+    def dependencies(self) -> Mapping[str, type]:
+        deps: dict[str, type] = {self.grid: Grid, **{s: Datacenter for s in self.watch_sites}}
+        deps[self.site] = Datacenter
+        return deps
+
+    def reset(self, ctx: RunContext) -> None:
+        super().reset(ctx)
+        self.events = 0
+
+    def start(self) -> None:
+        self._grid_box = self.ctx.subscribe(self.grid)
+        self._site_boxes = [self.ctx.subscribe(s) for s in self.watch_sites] if self.power_trigger_kw else []
+
+    def stressed(self) -> bool:
+        """Whether the latest observations cross a trigger."""
+        if self.v_trigger is not None and self._grid_box.has_value:
+            v = np.asarray(self._grid_box.value.voltages, dtype=float)
+            v = v[np.isfinite(v)]
+            if v.size and float(v.min()) < self.v_trigger:
+                return True
+        if self.power_trigger_kw is not None and all(b.has_value for b in self._site_boxes) and self._site_boxes:
+            total = sum(float(np.sum(b.value.power_w)) for b in self._site_boxes) / 1e3
+            if total > self.power_trigger_kw:
+                return True
+        return False
+
+    def run(self) -> Generator[Event, Any, None]:
+        ctx = self.ctx
+        yield ctx.at_tick(0)
+        self.publish(self.normal_kw, "normal")
+        curtailing = False
+        clear_since: float | None = None
+        while True:
+            waits = [self._grid_box.changed(ctx.priority), *(b.changed(ctx.priority) for b in self._site_boxes)]
+            yield ctx.env.any_of(waits)
+            now = ctx.now_s
+            if self.stressed():
+                clear_since = None
+                if not curtailing:
+                    curtailing = True
+                    self.events += 1
+                    self.publish(self.curtail_kw, "curtailment")
+            elif curtailing:
+                clear_since = now if clear_since is None else clear_since
+                if now - clear_since >= self.hold_s:
+                    curtailing = False
+                    clear_since = None
+                    self.publish(self.normal_kw, "release")

@@ -1,0 +1,839 @@
+"""Power-budget controller: keep a site under a time-varying power budget (SPEC 5.6, issue 10).
+
+The problem, per re-plan, for the models i of one site::
+
+    max  sum_i w_i n_i R_i(b_i) / s_i(b_i, c_i)
+    s.t. U + sum_i G_i(n_i) min(r_i^P P_i(b_i) / g_i, c_i) <= B (1 - margin)
+         r_i^L L_i(b_i) s_i(b_i, c_i) <= deadline_i (1 - latency_margin)   for every i
+
+with, per model, the batch b_i (from its feasible set), the active replicas n_i = N_i -
+round(f N_i) for a stand-down fraction f, and the GPU power cap c_i (from the site's cap
+grid, or none); g_i GPUs per replica; G_i(n) the GPUs the site powers for n replicas (whole
+servers: ceil(n g_i / gpus_per_server) gpus_per_server, holding G_i / g_i replicas); P_i, L_i, R_i the logistic fits of power (W per
+replica), ITL (s) and throughput (tokens/s per replica); s_i = max(1, floor_i / c_i) the
+cap slowdown of :mod:`g2gsim.datacenter.power_cap`; U the uncontrolled load (base load,
+training: the site's power minus its models' power, its maximum over a recent window);
+r_i^P and r_i^L the online corrections. Knobs that are not allowed stay at their observed
+values.
+
+Solution (exact, no heuristic): the per-model choices are enumerated (a few hundred per
+model), the deadline-infeasible ones dropped, and each model's options reduced to its Pareto
+frontier of (power, value). Frontiers are merged model by model (a dynamic program over
+models whose states are the non-dominated (power, value) pairs of the models so far; states
+that cannot fit even with every remaining model at its minimum power are dropped). This is
+the exact optimum of the discrete problem. A model with no deadline-feasible option uses its
+lowest-ITL option. If nothing fits the budget, the plan is the least-power plan.
+
+Online correction: after each step the controller compares observation with prediction:
+r^P from the model's measured power over the predicted *uncapped* power, r^L from the
+observed ITL over the predicted ITL; each is smoothed exponentially (weight 0.3) and clipped
+to [0.5, 2]. A power sample taken while the model is held at its cap (the cap is below the
+draw the model predicts, or the measured draw sits at the cap) is *censored*: it only says
+the true ratio is at least the observed one, so it can raise the estimate but never lower it
+(:class:`RatioEstimator`). A naive estimator that takes it at face value learns the cap, not
+the model, and can never find out that it under-predicts.
+
+Re-planning: at once when the budget moves by more than 5 % from the one the plan used (a
+budget publish is a kernel event; the controller waits on it, not on its clock); when a
+correction (or the uncontrolled load) has drifted more than 15 % from the value the plan
+used for 3 consecutive steps, once 300 s have passed since the last plan; and, as a safety
+net for the constraints, when the measured site power has been above the budget, or some
+model's observed ITL above its deadline (plus a 1 % tolerance), for 3 steps after a settling
+time (at most every 30 s). Otherwise the plan is held. The margins (3 % of the budget, 5 %
+of each deadline) absorb the template power swings and ITL noise the mean models omit.
+An optional ramp limit (kW/s) makes the power the planner works to (its target) move from the previous plan's
+power toward the budget no faster than that, re-planning at every poll until it arrives; each
+discrete plan lies at or just under its target.
+
+The controller publishes its flexibility band (the lowest and the highest site power it can
+reach within deadlines, mailbox ``flexibility``) and records it with the budget, planned
+and measured power in table ``budget_control``.
+
+:class:`ProportionalCurtailment` is the naive baseline: it caps every model's GPUs at the
+same fraction of their uncapped draw so that the measured power meets the budget, with no
+model of latency or throughput.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from simpy.events import Event
+
+from g2gsim.commands import SetBatchSize, SetPowerCap, ShiftReplicas
+from g2gsim.controllers.batching import feasible_sizes, state_columns
+from g2gsim.controllers.budget import BudgetSource
+from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.power_cap import GpuPowerCaps
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.component import Controller
+from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.time import TimeLike
+
+__all__ = [
+    "FlexibilityBand",
+    "ModelPlanSpec",
+    "Plan",
+    "PlanInputs",
+    "PowerBudgetConfig",
+    "PowerBudgetController",
+    "ProportionalCurtailment",
+    "RatioEstimator",
+    "flexibility_band",
+    "model_options",
+    "plan_exact",
+]
+
+Knob = Literal["batch", "replicas", "caps"]
+
+
+class PowerBudgetConfig(BaseModel):
+    """Tuning of :class:`PowerBudgetController` (defaults: issue 10)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    knobs: tuple[Knob, ...] = ("batch", "replicas", "caps")
+    weights: dict[str, float] = Field(default_factory=dict, description="w_i per model label (default 1)")
+    smoothing: float = Field(default=0.3, gt=0, le=1)
+    ratio_min: float = Field(default=0.5, gt=0)
+    ratio_max: float = Field(default=2.0, gt=0)
+    drift_threshold: float = Field(default=0.15, gt=0)
+    drift_steps: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=300.0, ge=0)
+    budget_change_threshold: float = Field(default=0.05, ge=0)
+    margin: float = Field(default=0.03, ge=0, lt=1, description="plan to budget * (1 - margin)")
+    latency_margin: float = Field(default=0.05, ge=0, lt=1, description="plan ITL to deadline * (1 - margin)")
+    ramp_kw_per_s: float | None = Field(default=None, gt=0)
+    standdown_levels: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+    cap_levels_w: tuple[float, ...] | None = Field(default=None, description="None: the site's cap grid")
+    censor_tolerance: float = Field(default=0.03, ge=0, lt=1)
+    uncontrolled_window_s: float = Field(default=60.0, ge=0)
+    settle_s: float = Field(default=5.0, ge=0, description="no corrections this long after a command")
+    overshoot_tolerance: float = Field(default=0.01, ge=0)
+    safety_cooldown_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PowerBudgetConfig:
+        if self.ratio_min >= self.ratio_max:
+            raise ValueError(f"ratio_min ({self.ratio_min}) must be below ratio_max ({self.ratio_max})")
+        if not self.knobs:
+            raise ValueError("at least one knob (batch, replicas, caps) is needed")
+        if any(not 0 <= f < 1 for f in self.standdown_levels) or 0.0 not in self.standdown_levels:
+            raise ValueError(f"standdown_levels must lie in [0, 1) and include 0, got {self.standdown_levels}")
+        if any(w < 0 or not math.isfinite(w) for w in self.weights.values()):
+            raise ValueError(f"weights must be finite and >= 0, got {self.weights}")
+        return self
+
+
+# -- the online correction ---------------------------------------------------------------------
+class RatioEstimator:
+    """Exponentially smoothed observed/predicted ratio, clipped, with censored samples.
+
+    ``update(observed, predicted, censored)``: an uncensored sample moves the estimate by
+    ``smoothing`` toward observed / predicted; a censored one (observed is only a lower
+    bound of the truth) moves it only if it lies above the estimate. ``naive=True`` treats
+    every sample as uncensored (for comparison).
+    """
+
+    __slots__ = ("smoothing", "lo", "hi", "naive", "value")
+
+    def __init__(self, smoothing: float = 0.3, lo: float = 0.5, hi: float = 2.0, *, naive: bool = False,
+                 initial: float = 1.0) -> None:
+        self.smoothing = float(smoothing)
+        self.lo, self.hi = float(lo), float(hi)
+        self.naive = bool(naive)
+        self.value = float(initial)
+
+    def update(self, observed: float, predicted: float, censored: bool = False) -> float:
+        """Fold in one sample; returns the new estimate (non-finite or non-positive samples are skipped)."""
+        if not (math.isfinite(observed) and math.isfinite(predicted) and predicted > 0 and observed >= 0):
+            return self.value
+        sample = observed / predicted
+        if censored and not self.naive and sample <= self.value:
+            return self.value  # a lower bound below the estimate says nothing new
+        value = (1.0 - self.smoothing) * self.value + self.smoothing * sample
+        self.value = min(max(value, self.lo), self.hi)
+        return self.value
+
+
+# -- planning -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelPlanSpec:
+    """What the planner knows of one model."""
+
+    label: str
+    gpus_per_replica: int
+    deadline_s: float
+    fits: Any  # .power (W/replica), .latency (s), .throughput (tokens/s/replica) vs log2(batch)
+    weight: float = 1.0
+    gpus_per_server: int | None = None  # the site powers whole servers (None: exact GPU counts)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """One planning problem: per-model choices and corrections, the budget and the load outside."""
+
+    models: tuple[ModelPlanSpec, ...]
+    available: tuple[int, ...]  # N_i, replicas that can run
+    batches: tuple[tuple[int, ...], ...]  # allowed batches per model
+    standdown: tuple[tuple[float, ...], ...]  # allowed stand-down fractions per model
+    caps_w: tuple[tuple[float, ...], ...]  # allowed caps per model, W per GPU (inf: none)
+    power_ratio: tuple[float, ...]
+    itl_ratio: tuple[float, ...]
+    uncontrolled_kw: float
+    budget_kw: float  # the limit the plan must meet (margin already applied)
+    gpu_power: GpuPowerCaps = field(default_factory=GpuPowerCaps)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Every choice of one model with its predicted power (kW), value, ITL and throughput."""
+
+    batch: np.ndarray
+    replicas: np.ndarray
+    cap_w: np.ndarray
+    power_kw: np.ndarray
+    value: np.ndarray
+    itl_s: np.ndarray
+    throughput: np.ndarray  # tokens/s of the model (unweighted)
+    feasible: np.ndarray  # ITL within the deadline
+
+
+def model_options(
+    spec: ModelPlanSpec,
+    available: int,
+    batches: Sequence[int],
+    standdown: Sequence[float],
+    caps_w: Sequence[float],
+    power_ratio: float,
+    itl_ratio: float,
+    gpu_power: GpuPowerCaps,
+) -> ModelOptions:
+    """Enumerate batch x stand-down x cap for one model (vectorised)."""
+    b = np.asarray(sorted(set(int(x) for x in batches)), dtype=np.int64)
+    x = np.log2(b.astype(float))
+    p_rep = np.array([spec.fits.power.eval_x(v) for v in x]) * power_ratio  # W per replica, uncapped
+    lat = np.array([spec.fits.latency.eval_x(v) for v in x]) * itl_ratio
+    thr = np.array([spec.fits.throughput.eval_x(v) for v in x])
+    n = np.array(sorted({int(available) - int(round(f * available)) for f in standdown}), dtype=np.int64)
+    c = np.asarray(sorted(set(float(v) for v in caps_w)), dtype=float)
+    g = float(spec.gpus_per_replica)
+    draw = p_rep / g  # W per GPU
+    fixed = gpu_power.floor_w.get(spec.label)
+    floor = draw if fixed is None else np.minimum(draw, fixed)
+    gps = spec.gpus_per_server
+    if gps:  # the site allocates whole servers: powered GPUs and the replicas they hold
+        powered = -(-(n * spec.gpus_per_replica) // gps) * gps
+        effective = powered // spec.gpus_per_replica
+    else:
+        powered, effective = n * spec.gpus_per_replica, n
+    B, K, C = np.meshgrid(np.arange(b.size), np.arange(n.size), c, indexing="ij")
+    B, K, C = B.ravel(), K.ravel(), C.ravel()
+    N, G, E = n[K], powered[K].astype(float), effective[K].astype(float)
+    finite = np.isfinite(C)
+    slow = np.where(finite, np.maximum(1.0, floor[B] / np.where(finite, C, 1.0)), 1.0)
+    per_gpu = np.minimum(draw[B], C)
+    power_kw = G * per_gpu / 1e3
+    itl = lat[B] * slow
+    throughput = E * thr[B] / slow
+    return ModelOptions(
+        batch=b[B], replicas=N, cap_w=C, power_kw=power_kw, value=spec.weight * throughput, itl_s=itl,
+        throughput=throughput, feasible=itl <= spec.deadline_s * (1 + 1e-12),
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A solution: per-model batch, active replicas and cap, with predictions."""
+
+    batch: dict[str, int]
+    replicas: dict[str, int]
+    cap_w: dict[str, float | None]
+    power_kw: float  # predicted site power, incl. the uncontrolled load
+    value: float
+    throughput: dict[str, float]
+    itl_s: dict[str, float]
+    fits_budget: bool
+    band_kw: tuple[float, float]  # flexibility band (site power, kW)
+    infeasible_models: tuple[str, ...] = ()
+
+
+def _pareto(power: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated (min power, max value) points, by increasing power."""
+    order = np.lexsort((-value, power))
+    v = value[order]
+    best = np.maximum.accumulate(v)
+    keep = np.ones(v.size, dtype=bool)
+    keep[1:] = v[1:] > best[:-1]
+    return order[keep]
+
+
+def _candidates(opts: ModelOptions) -> tuple[np.ndarray, bool]:
+    """Deadline-feasible options (or the lowest-ITL ones when none is feasible)."""
+    idx = np.flatnonzero(opts.feasible)
+    if idx.size:
+        return idx, True
+    best = np.flatnonzero(np.isclose(opts.itl_s, opts.itl_s.min()))
+    return best, False
+
+
+def plan_exact(inputs: PlanInputs) -> Plan:
+    """The exact optimum of the discrete problem (Pareto dynamic program over models)."""
+    options = [
+        model_options(spec, n, b, s, c, rp, rl, inputs.gpu_power)
+        for spec, n, b, s, c, rp, rl in zip(
+            inputs.models, inputs.available, inputs.batches, inputs.standdown, inputs.caps_w,
+            inputs.power_ratio, inputs.itl_ratio, strict=True,
+        )
+    ]
+    frontiers = []
+    infeasible = []
+    for spec, opts in zip(inputs.models, options, strict=True):
+        cand, ok = _candidates(opts)
+        if not ok:
+            infeasible.append(spec.label)
+        front = cand[_pareto(opts.power_kw[cand], opts.value[cand])]
+        frontiers.append(front)
+    mins = [float(opts.power_kw[f].min()) for opts, f in zip(options, frontiers, strict=True)]
+    maxs = [float(opts.power_kw[f].max()) for opts, f in zip(options, frontiers, strict=True)]
+    band = (inputs.uncontrolled_kw + sum(mins), inputs.uncontrolled_kw + sum(maxs))
+    room = inputs.budget_kw - inputs.uncontrolled_kw
+    rest_min = np.concatenate([np.cumsum(mins[::-1])[::-1][1:], [0.0]])  # min power of later models
+
+    # DP state arrays: power, value, and one chosen option index per model so far
+    power = np.zeros(1)
+    value = np.zeros(1)
+    choice = np.zeros((1, 0), dtype=np.int64)
+    fits = True
+    for i, (opts, front) in enumerate(zip(options, frontiers, strict=True)):
+        p = (power[:, None] + opts.power_kw[front][None, :]).ravel()
+        v = (value[:, None] + opts.value[front][None, :]).ravel()
+        parent = np.repeat(np.arange(power.size), front.size)
+        pick = np.tile(front, power.size)
+        ok = p + rest_min[i] <= room + 1e-9
+        if not ok.any():
+            fits = False
+            ok = np.zeros(p.size, dtype=bool)
+            ok[np.argmin(p)] = True  # keep the least power (plus its best value below)
+            low = p[ok][0]
+            ok = np.isclose(p, low)
+        keep = np.flatnonzero(ok)
+        keep = keep[_pareto(p[keep], v[keep])]
+        power, value = p[keep], v[keep]
+        choice = np.column_stack([choice[parent[keep]], pick[keep]])
+    if fits:
+        best = int(np.argmax(value))
+    else:
+        best = int(np.lexsort((-value, power))[0])
+    chosen = _relax_caps(options, choice[best].copy(), room if fits else -math.inf)
+    labels = [m.label for m in inputs.models]
+    pick_of = {label: int(j) for label, j in zip(labels, chosen, strict=True)}
+    total = inputs.uncontrolled_kw + float(sum(o.power_kw[pick_of[lb]] for o, lb in zip(options, labels, strict=True)))
+    return Plan(
+        batch={lb: int(o.batch[pick_of[lb]]) for o, lb in zip(options, labels, strict=True)},
+        replicas={lb: int(o.replicas[pick_of[lb]]) for o, lb in zip(options, labels, strict=True)},
+        cap_w={lb: (float(o.cap_w[pick_of[lb]]) if math.isfinite(o.cap_w[pick_of[lb]]) else None)
+               for o, lb in zip(options, labels, strict=True)},
+        power_kw=total,
+        value=float(value[best]),
+        throughput={lb: float(o.throughput[pick_of[lb]]) for o, lb in zip(options, labels, strict=True)},
+        itl_s={lb: float(o.itl_s[pick_of[lb]]) for o, lb in zip(options, labels, strict=True)},
+        fits_budget=bool(fits and total <= inputs.budget_kw + 1e-6),
+        band_kw=band,
+        infeasible_models=tuple(infeasible),
+    )
+
+
+def _relax_caps(options: Sequence[ModelOptions], chosen: np.ndarray, room: float) -> np.ndarray:
+    """Among optimal plans, prefer the least intrusive caps: raise each model's cap as far as
+    it goes (up to none) without changing its batch, replicas or value and while the plan still
+    fits. The objective value is unchanged, so the plan stays optimal; it just leaves headroom
+    unused instead of capping GPUs for nothing."""
+    used = float(sum(o.power_kw[j] for o, j in zip(options, chosen, strict=True)))
+    for i, opts in enumerate(options):
+        j = int(chosen[i])
+        same = np.flatnonzero(
+            (opts.batch == opts.batch[j]) & (opts.replicas == opts.replicas[j])
+            & (opts.value >= opts.value[j]) & (opts.cap_w > opts.cap_w[j])
+            & (opts.feasible | ~opts.feasible[j])
+        )
+        if same.size == 0:
+            continue
+        extra = opts.power_kw[same] - opts.power_kw[j]
+        ok = same[used + extra <= room + 1e-9]
+        if ok.size == 0:
+            continue
+        k = int(ok[np.argmax(opts.cap_w[ok])])
+        used += float(opts.power_kw[k] - opts.power_kw[j])
+        chosen[i] = k
+    return chosen
+
+
+def flexibility_band(inputs: PlanInputs) -> tuple[float, float]:
+    """Lowest and highest site power (kW) reachable within deadlines."""
+    return plan_exact(inputs).band_kw
+
+
+@dataclass(frozen=True, slots=True)
+class FlexibilityBand:
+    """What the site can do now: site power range within deadlines, the budget and the plan (kW)."""
+
+    site: str
+    time_s: float
+    low_kw: float
+    high_kw: float
+    budget_kw: float
+    planned_kw: float
+
+
+# -- the controller ---------------------------------------------------------------------------
+class _BudgetReactive(Controller):
+    """A polling controller that also wakes at once when its budget source publishes."""
+
+    def __init__(self, name: str, datacenter: str, budget: str, period: TimeLike, *,
+                 command_link: LinkSpec = INSTANT, measurement_link: LinkSpec = INSTANT) -> None:
+        if period is None:
+            raise ValueError(f"{name!r} needs a polling period")
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        self.datacenter = datacenter
+        self.budget = budget
+
+    def dependencies(self) -> Mapping[str, type]:
+        return {self.datacenter: Datacenter, self.budget: BudgetSource}
+
+    def start(self) -> None:
+        ctx = self.ctx
+        self._site = ctx.lookup(self.datacenter)
+        self._dc_box = ctx.subscribe(self.datacenter)
+        self._budget_box = ctx.subscribe(self.budget, "budget")
+
+    def run(self) -> Generator[Event, Any, None]:
+        """Poll every period; in between, react to each budget publish in the same tick."""
+        ctx = self.ctx
+        assert self.period is not None
+        period = ctx.clock.ticks(self.period)
+        steps = ctx.step_count(self.period)
+        k = 0
+        timer: Event | None = None
+        while k < steps:
+            if timer is None:
+                timer = ctx.at_tick(k * period)
+            changed = self._budget_box.changed(ctx.priority)
+            yield ctx.env.any_of([timer, changed])
+            if changed.triggered:  # published (this tick): react now, not at the next poll
+                self.on_budget(ctx.now)
+            if timer.processed:
+                timer = None
+                k += 1
+                self.step(ctx.now)
+
+    def on_budget(self, tick: int) -> None:
+        """A new budget was published at this tick."""
+        for command in self.react(tick):
+            self.ctx.send(command)
+
+    def react(self, tick: int) -> Iterable[Command]:  # pragma: no cover - overridden
+        return ()
+
+
+class PowerBudgetController(_BudgetReactive):
+    """Keeps one site under the budget of a :class:`BudgetSource` (see the module text).
+
+    Args:
+        name: Component name.
+        datacenter: The site to control.
+        budget: The budget source component (publishes mailbox ``budget``).
+        config: Tuning.
+        period: Polling period for corrections and drift checks, s.
+        fits: Logistic fits per model label (default: the site's data source).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        datacenter: str,
+        budget: str,
+        config: PowerBudgetConfig | None = None,
+        period: TimeLike = Fraction(1),
+        *,
+        fits: Mapping[str, Any] | None = None,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
+        super().__init__(name, datacenter, budget, period, command_link=command_link,
+                         measurement_link=measurement_link)
+        if config is not None and not isinstance(config, PowerBudgetConfig):
+            raise TypeError(f"{name!r}: config must be a PowerBudgetConfig, got {type(config).__name__}")
+        self.config = config or PowerBudgetConfig()
+        self.fits = None if fits is None else dict(fits)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def reset(self, ctx: RunContext) -> None:
+        super().reset(ctx)
+        self._flex_box = ctx.mailbox("flexibility")
+        self._plan: Plan | None = None
+        self._plan_time = -math.inf
+        self._plan_budget = math.nan
+        self._plan_ratios: np.ndarray | None = None  # (2, M) power and ITL ratios the plan used
+        self._plan_uncontrolled = math.nan
+        self._command_time = -math.inf
+        self._drift_count = 0
+        self._over_count = 0
+        self._late_count = 0
+        self._safety_time = -math.inf
+        self._standdown: dict[str, int] = {}
+        self._ramp_from: float | None = None
+        self._ramp_t0 = 0.0
+        self._uncontrolled: deque[tuple[float, float]] = deque()
+        self._log: list[tuple[float, ...]] = []
+        self._ratio_log: list[np.ndarray] = []
+        self.replans = 0
+        self.replan_reasons: list[tuple[float, str]] = []
+
+    def start(self) -> None:
+        super().start()
+        site = self._site
+        assert isinstance(site, Datacenter)
+        specs = dict(site.specs)
+        self._labels = tuple(specs)
+        cfg = self.config
+        self._gpu_power = getattr(getattr(site, "config", None), "gpu_power", None) or GpuPowerCaps()
+        facility = getattr(getattr(site, "config", None), "facility", None)
+        gps = getattr(facility, "gpus_per_server", None)
+        models = []
+        for label, spec in specs.items():
+            fits = self.fits[label] if self.fits is not None else site.data.logistic_fits(spec)
+            models.append(ModelPlanSpec(label, int(spec.gpus_per_replica),
+                                        float(spec.itl_deadline_s) * (1.0 - cfg.latency_margin), fits,
+                                        float(cfg.weights.get(label, 1.0)), gps))
+        self._models = tuple(models)
+        self._deadline = np.array([float(specs[label].itl_deadline_s) for label in self._labels])
+        self._sizes = tuple(feasible_sizes(specs[label]) for label in self._labels)
+        caps = cfg.cap_levels_w or self._gpu_power.levels()
+        self._cap_grid = tuple(sorted({self._gpu_power.quantise(c) for c in caps}))
+        self._power_est = [RatioEstimator(cfg.smoothing, cfg.ratio_min, cfg.ratio_max) for _ in self._labels]
+        self._itl_est = [RatioEstimator(cfg.smoothing, cfg.ratio_min, cfg.ratio_max) for _ in self._labels]
+
+    # -- inspection -------------------------------------------------------------------------
+    @property
+    def plan(self) -> Plan | None:
+        """The plan in force."""
+        return self._plan
+
+    @property
+    def ratios(self) -> dict[str, tuple[float, float]]:
+        """(power ratio, ITL ratio) per model."""
+        return {lb: (p.value, q.value) for lb, p, q in zip(self._labels, self._power_est, self._itl_est, strict=True)}
+
+    # -- observation ------------------------------------------------------------------------
+    def _observe(self, state: Any) -> dict[str, np.ndarray]:
+        cols = state_columns(state, self._labels, owner=f"power budget {self.name!r}")
+        caps = getattr(state, "power_cap_w", None)
+        cap = np.full(len(cols), math.inf) if caps is None else np.asarray(caps, dtype=float)[cols]
+        cap = np.where(np.isfinite(cap), cap, math.inf)
+        model_power = np.asarray(state.model_power_w, dtype=float)[cols]
+        total = float(np.sum(state.power_w))
+        return {
+            "batch": np.asarray(state.batch, dtype=np.int64)[cols],
+            "replicas": np.asarray(state.replicas, dtype=np.int64)[cols],
+            "itl": np.asarray(state.itl_s, dtype=float)[cols],
+            "power": model_power,
+            "cap": cap,
+            "total_kw": np.array(total / 1e3),
+            "uncontrolled_kw": np.array((total - float(np.sum(state.model_power_w))) / 1e3),
+        }
+
+    def _correct(self, obs: dict[str, np.ndarray]) -> None:
+        """Update the power and ITL ratios from one observation."""
+        tol = self.config.censor_tolerance
+        for i, spec in enumerate(self._models):
+            n = int(obs["replicas"][i])
+            if n <= 0:
+                continue
+            x = math.log2(max(int(obs["batch"][i]), 1))
+            g = spec.gpus_per_replica
+            predicted = n * spec.fits.power.eval_x(x)  # uncapped, W
+            cap = float(obs["cap"][i])
+            measured = float(obs["power"][i])
+            estimator = self._power_est[i]
+            draw_model = estimator.value * predicted / (n * g)
+            draw_seen = measured / (n * g)
+            censored = math.isfinite(cap) and (cap <= draw_model * (1 + tol) or draw_seen >= cap * (1 - tol))
+            estimator.update(measured, predicted, censored)
+            itl = float(obs["itl"][i])
+            if math.isfinite(itl):
+                draw = estimator.value * predicted / (n * g)
+                floor = self._gpu_power.floor(spec.label, draw)
+                slow = max(1.0, floor / cap) if math.isfinite(cap) else 1.0
+                self._itl_est[i].update(itl, spec.fits.latency.eval_x(x) * slow)
+
+    def _uncontrolled_kw(self, now: float, value: float) -> float:
+        window = self._uncontrolled
+        window.append((now, value))
+        while window and window[0][0] < now - self.config.uncontrolled_window_s:
+            window.popleft()
+        return max(v for _, v in window)
+
+    # -- planning ---------------------------------------------------------------------------
+    def _inputs(self, obs: dict[str, np.ndarray], budget_kw: float, uncontrolled_kw: float) -> PlanInputs:
+        knobs = set(self.config.knobs)
+        batches, standdown, caps, available = [], [], [], []
+        for i, label in enumerate(self._labels):
+            current_b = int(obs["batch"][i])
+            batches.append(self._sizes[i] if "batch" in knobs else (current_b,))
+            n_avail = int(obs["replicas"][i]) + self._standdown.get(label, 0)
+            available.append(max(n_avail, 0))
+            standdown.append(self.config.standdown_levels if "replicas" in knobs
+                             else (self._standdown.get(label, 0) / n_avail if n_avail else 0.0,))
+            caps.append((*self._cap_grid, math.inf) if "caps" in knobs else (float(obs["cap"][i]),))
+        return PlanInputs(
+            models=self._models,
+            available=tuple(available),
+            batches=tuple(batches),
+            standdown=tuple(standdown),
+            caps_w=tuple(caps),
+            power_ratio=tuple(e.value for e in self._power_est),
+            itl_ratio=tuple(e.value for e in self._itl_est),
+            uncontrolled_kw=uncontrolled_kw,
+            budget_kw=budget_kw * (1.0 - self.config.margin),
+            gpu_power=self._gpu_power,
+        )
+
+    def _target_budget(self, now: float, budget_kw: float) -> float:
+        """The budget to plan for now: the real one, or a ramp-limited step toward it."""
+        rate = self.config.ramp_kw_per_s
+        if rate is None or self._plan is None:
+            self._ramp_from = None
+            return budget_kw
+        if self._ramp_from is None:
+            self._ramp_from, self._ramp_t0 = self._plan.power_kw, now
+        reach = rate * (now - self._ramp_t0)
+        start = self._ramp_from
+        target = min(max(budget_kw, start - reach), start + reach)
+        if math.isclose(target, budget_kw) or (start <= budget_kw and target >= min(budget_kw, self._plan_band_high())):
+            self._ramp_from = None
+            return budget_kw
+        return target
+
+    def _plan_band_high(self) -> float:
+        return math.inf if self._plan is None else self._plan.band_kw[1]
+
+    def _replan(self, tick: int, obs: dict[str, np.ndarray], reason: str) -> list[Command]:
+        ctx = self.ctx
+        now = ctx.seconds(tick)
+        budget = self._budget_box.value.kw
+        uncontrolled = self._uncontrolled_kw(now, float(obs["uncontrolled_kw"]))
+        target = self._target_budget(now, budget)
+        plan = plan_exact(self._inputs(obs, target, uncontrolled))
+        self._plan = plan
+        self._plan_time = now
+        self._plan_budget = budget
+        self._plan_uncontrolled = uncontrolled
+        self._plan_ratios = np.array([[e.value for e in self._power_est], [e.value for e in self._itl_est]])
+        self._drift_count = 0
+        self._over_count = 0
+        self._late_count = 0
+        self.replans += 1
+        self.replan_reasons.append((now, reason))
+        ctx.event("budget_plan", {
+            "reason": reason, "budget_kw": budget, "target_kw": target, "planned_kw": plan.power_kw,
+            "fits_budget": plan.fits_budget, "batch": plan.batch, "replicas": plan.replicas, "cap_w": plan.cap_w,
+            "band_kw": list(plan.band_kw), "infeasible_models": list(plan.infeasible_models),
+        })
+        return self._commands(obs, plan)
+
+    def _commands(self, obs: dict[str, np.ndarray], plan: Plan) -> list[Command]:
+        knobs = set(self.config.knobs)
+        out: list[Command] = []
+        if "batch" in knobs:
+            changed = {lb: b for i, (lb, b) in enumerate(plan.batch.items()) if int(obs["batch"][i]) != b}
+            if changed:
+                out.append(SetBatchSize(batch=changed, target=self.datacenter))
+        if "replicas" in knobs:
+            for i, label in enumerate(self._labels):
+                n_avail = int(obs["replicas"][i]) + self._standdown.get(label, 0)
+                want = max(n_avail - plan.replicas[label], 0)
+                delta = self._standdown.get(label, 0) - want
+                if delta:
+                    out.append(ShiftReplicas(model=label, delta=delta, target=self.datacenter))
+                    self._standdown[label] = want
+        if "caps" in knobs:
+            caps: dict[str, float | None] = {}
+            for i, label in enumerate(self._labels):
+                new = plan.cap_w[label]
+                old = float(obs["cap"][i])
+                if (new is None) != (not math.isfinite(old)) or (new is not None and new != old):
+                    caps[label] = new
+            if caps:
+                out.append(SetPowerCap(cap_w=caps, target=self.datacenter))
+        if out:
+            self._command_time = self.ctx.now_s
+        return out
+
+    # -- steps ------------------------------------------------------------------------------
+    def react(self, tick: int) -> Iterable[Command]:
+        """A budget publish: re-plan at once if it moved more than the threshold."""
+        if not self._dc_box.has_value:
+            return ()
+        budget = self._budget_box.value.kw
+        moved = (not math.isfinite(self._plan_budget)
+                 or abs(budget - self._plan_budget) > self.config.budget_change_threshold * self._plan_budget)
+        if not moved:
+            self.ctx.event("budget_hold", {"budget_kw": budget, "plan_budget_kw": self._plan_budget})
+            return ()
+        self._ramp_from = None
+        return self._replan(tick, self._observe(self._dc_box.value), "budget")
+
+    def control(self, tick: int) -> Iterable[Command]:
+        if not self._dc_box.has_value:
+            return ()
+        cfg = self.config
+        ctx = self.ctx
+        now = ctx.seconds(tick)
+        obs = self._observe(self._dc_box.value)
+        settled = now - self._command_time >= cfg.settle_s
+        if settled and self._plan is not None:
+            self._correct(obs)
+        uncontrolled = self._uncontrolled_kw(now, float(obs["uncontrolled_kw"]))
+        commands: list[Command] = []
+        if not self._budget_box.has_value:
+            self._record(now, math.nan, obs, uncontrolled)
+            return ()
+        budget = self._budget_box.value.kw
+        if self._plan is None:
+            commands = self._replan(tick, obs, "initial")
+        elif self._ramp_from is not None:
+            commands = self._replan(tick, obs, "ramp")
+        else:
+            # drift of a correction (or of the uncontrolled load) from what the plan used
+            assert self._plan_ratios is not None
+            now_ratios = np.array([[e.value for e in self._power_est], [e.value for e in self._itl_est]])
+            drift = np.abs(now_ratios / self._plan_ratios - 1.0).max()
+            u_drift = abs(uncontrolled - self._plan_uncontrolled) / max(self._plan_uncontrolled, 1e-9)
+            if settled and max(drift, u_drift) > cfg.drift_threshold:
+                self._drift_count += 1
+            else:
+                self._drift_count = 0
+            over = float(obs["total_kw"]) > budget * (1 + cfg.overshoot_tolerance)
+            self._over_count = self._over_count + 1 if (over and settled) else 0
+            itl = obs["itl"]
+            late = bool(np.any(np.isfinite(itl) & (itl > self._deadline * (1 + cfg.overshoot_tolerance))))
+            self._late_count = self._late_count + 1 if (late and settled) else 0
+            if self._drift_count >= cfg.drift_steps and now - self._plan_time >= cfg.cooldown_s:
+                commands = self._replan(tick, obs, "drift")
+            elif max(self._over_count, self._late_count) >= cfg.drift_steps and (
+                now - self._safety_time >= cfg.safety_cooldown_s
+            ):
+                self._safety_time = now
+                reason = "overshoot" if self._over_count >= cfg.drift_steps else "deadline"
+                commands = self._replan(tick, obs, reason)
+        self._record(now, budget, obs, uncontrolled)
+        return commands
+
+    def _record(self, now: float, budget: float, obs: dict[str, np.ndarray], uncontrolled: float) -> None:
+        plan = self._plan
+        if plan is not None:
+            base = plan.band_kw
+            shift = uncontrolled - self._plan_uncontrolled
+            low, high = base[0] + shift, base[1] + shift
+            planned = plan.power_kw + shift
+        else:
+            low = high = planned = math.nan
+        self._log.append((now, budget, planned, float(obs["total_kw"]), low, high, float(self.replans)))
+        self._ratio_log.append(np.array([e.value for e in self._power_est] + [e.value for e in self._itl_est]))
+        self._flex_box.publish(self.ctx.now, FlexibilityBand(self.datacenter, now, low, high, budget, planned))
+
+    # -- results ----------------------------------------------------------------------------
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``budget_control``: time_s, budget_kw, planned_kw, measured_kw, flex_low_kw, flex_high_kw,
+        replans, and the power and ITL ratios per model."""
+        if not self._log:
+            return {}
+        data = np.array(self._log)
+        columns: dict[str, Any] = {
+            name: data[:, j] for j, name in enumerate(
+                ("time_s", "budget_kw", "planned_kw", "measured_kw", "flex_low_kw", "flex_high_kw", "replans"))
+        }
+        ratios = np.array(self._ratio_log)
+        m = len(self._labels)
+        for i, label in enumerate(self._labels):
+            columns[f"power_ratio.{label}"] = ratios[:, i]
+            columns[f"itl_ratio.{label}"] = ratios[:, m + i]
+        return {"budget_control": pd.DataFrame(columns)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"replans": self.replans, "reasons": [r for _, r in self.replan_reasons]}
+
+
+class ProportionalCurtailment(_BudgetReactive):
+    """Naive baseline: cap every GPU at the same fraction of its uncapped draw.
+
+    At each poll (and at once on a budget change) the inference power allowed is
+    budget (1 - margin) - uncontrolled load; the fraction f = allowed / uncapped inference
+    power (the model power measured while uncapped, per GPU, times the GPUs running now);
+    every model's cap is f times its uncapped per-GPU draw (rounded to the cap grid), or no
+    cap when f >= 1. It knows nothing about latency or throughput, and a measured power
+    under a cap is taken as the model's draw.
+    """
+
+    def __init__(self, name: str, datacenter: str, budget: str, period: TimeLike = Fraction(1), *,
+                 margin: float = 0.03, command_link: LinkSpec = INSTANT, measurement_link: LinkSpec = INSTANT) -> None:
+        super().__init__(name, datacenter, budget, period, command_link=command_link,
+                         measurement_link=measurement_link)
+        self.margin = float(margin)
+
+    def reset(self, ctx: RunContext) -> None:
+        super().reset(ctx)
+        self._draw: np.ndarray | None = None
+        self._sent: dict[str, float | None] = {}
+        self.changes = 0
+
+    def start(self) -> None:
+        super().start()
+        site = self._site
+        self._labels = tuple(site.specs)
+        self._gpr = np.array([site.specs[lb].gpus_per_replica for lb in self._labels], dtype=float)
+        self._gpu_power = getattr(getattr(site, "config", None), "gpu_power", None) or GpuPowerCaps()
+
+    def react(self, tick: int) -> Iterable[Command]:
+        return self.control(tick)
+
+    def control(self, tick: int) -> Iterable[Command]:
+        if not (self._dc_box.has_value and self._budget_box.has_value):
+            return ()
+        state = self._dc_box.value
+        cols = state_columns(state, self._labels, owner=f"curtailment {self.name!r}")
+        gpus = np.asarray(state.replicas, dtype=float)[cols] * self._gpr
+        power = np.asarray(state.model_power_w, dtype=float)[cols]
+        caps = getattr(state, "power_cap_w", None)
+        capped = np.zeros(len(cols), dtype=bool) if caps is None else np.isfinite(np.asarray(caps, dtype=float)[cols])
+        draw = np.where(gpus > 0, power / np.maximum(gpus, 1), 0.0)
+        if self._draw is None:
+            self._draw = draw.copy()
+        self._draw = np.where(capped | (gpus <= 0), self._draw, draw)  # learn only while uncapped
+        uncontrolled = (float(np.sum(state.power_w)) - float(np.sum(state.model_power_w))) / 1e3
+        allowed = self._budget_box.value.kw * (1 - self.margin) - uncontrolled
+        uncapped_kw = float(np.sum(self._draw * gpus)) / 1e3
+        f = allowed / uncapped_kw if uncapped_kw > 0 else 1.0
+        wanted: dict[str, float | None] = {}
+        for i, label in enumerate(self._labels):
+            wanted[label] = None if f >= 1.0 else self._gpu_power.quantise(max(f * float(self._draw[i]), 1e-3))
+        changed = {lb: c for lb, c in wanted.items() if self._sent.get(lb, None) != c}
+        if not changed:
+            return ()
+        self._sent.update(changed)
+        self.changes += 1
+        self.ctx.event("curtailment", {"fraction": f, "cap_w": changed})
+        return (SetPowerCap(cap_w=changed, target=self.datacenter),)
+
+    def summary(self) -> dict[str, Any]:
+        return {"cap_changes": self.changes}
