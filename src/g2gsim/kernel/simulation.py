@@ -70,8 +70,14 @@ class Simulation:
         seed: int = 0,
         extra_times: Iterable[TimeLike] = (),
         metadata: dict[str, Any] | None = None,
+        realtime_factor: float | None = None,
     ) -> None:
         self.components = list(components)
+        if realtime_factor is not None and not (math.isfinite(realtime_factor) and realtime_factor > 0):
+            raise ValueError(f"realtime_factor must be a positive number of wall seconds per simulated second, got {realtime_factor!r}")
+        #: None: run as fast as possible (the default); f > 0: on SimPy's real-time kernel, one
+        #: simulated second taking f wall-clock seconds (1.0 for hardware in the loop).
+        self.realtime_factor = None if realtime_factor is None else float(realtime_factor)
         self.horizon = as_period(horizon_s, name="horizon_s")
         self.seed = int(seed)
         self.extra_times = [as_seconds(t, name="extra time") for t in extra_times]
@@ -123,6 +129,7 @@ class Simulation:
         stream_to: str | Path | None = None,
         chunk_s: TimeLike = 300,
         timing: bool = False,
+        realtime: float | None = None,
     ) -> RunResult:
         """Run from a fresh environment and freshly reset components; return the results.
 
@@ -136,7 +143,14 @@ class Simulation:
         seconds by name (exclusive: a command delivered to the grid inside a controller's step
         counts for the grid, not the controller), and ``result.meta["timing_phases_s"]`` the
         time spent setting up (reset, start), simulating and collecting the tables.
+
+        With `realtime` (a factor, wall seconds per simulated second; default: the
+        simulation's `realtime_factor`), the run uses ``simpy.rt.RealtimeEnvironment``
+        (non-strict) instead: see :meth:`_run_realtime`.
         """
+        factor = self.realtime_factor if realtime is None else realtime
+        if factor is not None:
+            return self._run_realtime(float(factor), progress, stream_to, chunk_s)
         if not timing:
             return self._run(progress, stream_to, chunk_s, None)
         timer = _StepTimer(self.components)
@@ -145,15 +159,61 @@ class Simulation:
         finally:
             timer.restore()
 
+    def _run_realtime(
+        self,
+        factor: float,
+        progress: ProgressCallback | None,
+        stream_to: str | Path | None,
+        chunk_s: TimeLike,
+    ) -> RunResult:
+        """A run on the wall clock (hardware in the loop).
+
+        The environment is a non-strict ``simpy.rt.RealtimeEnvironment`` whose time unit is one
+        tick (``factor`` x tick seconds of wall time). It is re-synchronised with the wall clock
+        after every component has started (start-up of live components may take seconds). A
+        monitor at every tick measures how far the kernel is behind the wall clock: whenever it
+        falls more than one tick behind, a ``realtime_lag`` event is recorded (once per episode,
+        with ``realtime_caught_up`` when it recovers), and ``result.meta["realtime"]`` counts
+        episodes, late ticks and the largest lag. Whatever happens (error, Ctrl-C), every
+        component's :meth:`~Component.stop` is called so live components release threads and
+        connections.
+        """
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"realtime factor must be positive, got {factor!r}")
+        tick_s = float(self.clock.tick)
+        lag = _LagMonitor(tick_s * factor)
+
+        def make_env() -> simpy.Environment:
+            from simpy.rt import RealtimeEnvironment
+
+            return RealtimeEnvironment(initial_time=0, factor=tick_s * factor, strict=False)
+
+        stopped = False
+        try:
+            result = self._run(progress, stream_to, chunk_s, None, make_env=make_env, lag=lag)
+            stopped = True
+        finally:
+            if not stopped:
+                for component in self.components:
+                    try:
+                        component.stop()
+                    except Exception:  # noqa: BLE001 - best effort while already failing
+                        pass
+        result.meta["realtime"] = lag.summary(factor)
+        return result
+
     def _run(
         self,
         progress: ProgressCallback | None,
         stream_to: str | Path | None,
         chunk_s: TimeLike,
         timer: _StepTimer | None,
+        *,
+        make_env: Callable[[], simpy.Environment] | None = None,
+        lag: _LagMonitor | None = None,
     ) -> RunResult:
         wall_start = time.perf_counter()
-        env = simpy.Environment()
+        env = simpy.Environment() if make_env is None else make_env()
         shared = RunShared(
             env, self.clock, self.horizon, self.seed, {c.name: c for c in self.components}
         )
@@ -169,6 +229,9 @@ class Simulation:
             component.start()
         for component in self.components:
             env.process(_guarded(component))
+        if lag is not None:
+            env.sync()  # type: ignore[attr-defined]  # start-up time is not lag
+            env.process(lag.process(env, shared))
         setup_end = time.perf_counter()
         if progress is not None:
             env.process(_progress_process(env, shared, progress))
@@ -227,6 +290,50 @@ class Simulation:
 
 
 _MISSING = object()
+
+
+class _LagMonitor:
+    """Measures, at every tick of a real-time run, how far the kernel is behind the wall clock."""
+
+    def __init__(self, tick_wall_s: float) -> None:
+        self.tick_wall_s = tick_wall_s
+        self.episodes = 0
+        self.late_ticks = 0
+        self.max_lag_s = 0.0
+        self.ticks = 0
+
+    def process(self, env: Any, shared: RunShared):
+        deliver = priority(Phase.DELIVER)
+        lagging = False
+        for tick in range(shared.horizon_ticks):
+            event = simpy.Event(env)
+            event._ok = True
+            event._value = None
+            env.schedule(event, deliver, tick - env.now)
+            yield event
+            self.ticks += 1
+            behind = time.monotonic() - (env.real_start + tick * self.tick_wall_s)
+            self.max_lag_s = max(self.max_lag_s, behind)
+            if behind > self.tick_wall_s:
+                self.late_ticks += 1
+                if not lagging:
+                    lagging = True
+                    self.episodes += 1
+                    shared.events.record(
+                        tick * float(shared.clock.tick), "kernel", "realtime_lag", {"lag_s": round(behind, 6)}
+                    )
+            elif lagging:
+                lagging = False
+                shared.events.record(tick * float(shared.clock.tick), "kernel", "realtime_caught_up", {})
+
+    def summary(self, factor: float) -> dict[str, Any]:
+        return {
+            "factor": factor,
+            "ticks": self.ticks,
+            "lag_events": self.episodes,
+            "late_ticks": self.late_ticks,
+            "max_lag_s": max(self.max_lag_s, 0.0),
+        }
 
 
 class _StepTimer:

@@ -1,0 +1,447 @@
+"""The live datacenter (SPEC 3): same state and commands as the trace-driven one, real servers.
+
+Threads: one asyncio loop thread talks to every vLLM server (load, ITL, metrics, health,
+batch-size calls); zeus's streaming threads and one sampler thread fill the power buffer.
+A step never waits on I/O: it applies commands by *scheduling* batch-size calls on the loop,
+drains the outcomes and events the background work queued since the previous step, reads
+the latest ITL and a copy of the power buffer, computes the augmented fleet power and
+publishes a :class:`DatacenterState`.
+
+Augmentation: the site's server pool is the trace-driven one (:class:`ServerPool`, same
+layout stream, phases, amplitudes and allocation by replica counts). Instead of a template,
+each virtual server reads the rolling buffer of one of its model's real GPUs (virtual servers
+of a model cycle over its real GPUs), `stagger` samples (``stagger x dt`` seconds) before the
+newest, times ``gpus_per_server x amplitude``, plus the same optional noise.
+
+Batch: the state reports the batch each server last *accepted*; a failed
+``/set_max_num_seqs`` call keeps the old value and records a ``batch_set_failed`` event.
+ITL: the sliding-window ITL of each server (NaN before the first sample). A server that goes
+down is reported (``server_down``); with ``on_server_failure = "continue"`` the site keeps its
+last values, with ``"stop"`` the step raises :class:`LiveServerError` and the run stops (every
+thread and connection is released by :meth:`stop`, which the real-time kernel always calls).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from g2gsim.commands import SetBatchSize, ShiftReplicas
+from g2gsim.datacenter.base import ConfiguredDatacenter
+from g2gsim.datacenter.config import DatacenterConfig, replica_table
+from g2gsim.datacenter.pool import PHASES, Allocation, AllocationCache, OversubscribedError, ServerPool
+from g2gsim.datacenter.state import DatacenterState
+from g2gsim.kernel.commands import Command
+from g2gsim.kernel.time import TimeLike
+from g2gsim.live.config import LiveServerError, LiveSiteConfig, LiveStartupError
+
+if TYPE_CHECKING:
+    from g2gsim.data.source import DataSource
+    from g2gsim.kernel.context import RunContext
+
+__all__ = ["LiveDatacenter"]
+
+
+class LiveDatacenter(ConfiguredDatacenter):
+    """A site whose power and latency come from live vLLM servers and zeusd power meters.
+
+    Args:
+        name: Component name.
+        config: The site (deployments give the simulated replica counts and initial batches).
+        data: The data source of the fitted curves controllers use.
+        live: Servers, meters, start-up and failure policy.
+        period: Step, s.
+        seed: Layout and noise seed (as for the trace-driven site).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: DatacenterConfig,
+        data: DataSource,
+        live: LiveSiteConfig,
+        period: TimeLike = Fraction(1, 10),
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(name, period, seed=config.seed if seed is None else seed)
+        self.config = config
+        self.live = live
+        self._data = data
+        self._labels = config.labels
+        for label in self._labels:
+            live.server(label)  # every model needs a server
+        extra = sorted({s.model for s in live.servers} - set(self._labels))
+        if extra:
+            raise ValueError(f"live site {name!r}: servers for models the site does not run: {extra}")
+        self._per_replica = {d.label: d.spec.gpus_per_replica for d in config.deployments}
+        self._gpr = np.array([self._per_replica[label] for label in self._labels], dtype=np.int64)
+        self._loop = None
+        self._links: list[Any] = []
+        self._power = None
+        self._running = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def reset(self, ctx: RunContext) -> None:
+        """Fresh run: pool, replica table, buffers. Connections are made in :meth:`start`."""
+        self.stop()  # a previous run that was not stopped
+        super().reset(ctx)
+        assert self.period is not None
+        config = self.config
+        self._box = ctx.mailbox("state")
+        self._period_ticks = ctx.clock.ticks(self.period)
+        n = ctx.step_count(self.period)
+        self._dt = float(self.period)
+        self._times = np.arange(n) * self._dt
+        self._buffer_len = max(2, int(round(self.live.buffer_s / self._dt)))
+        self._pool = ServerPool.build(
+            num_servers=config.num_servers,
+            gpus_per_server=config.facility.gpus_per_server,
+            labels=self._labels,
+            template_length=self._buffer_len,
+            amplitude_range=config.augmentation.amplitude_scale_range,
+            rng=ctx.rng("layout"),
+        )
+        self._allocations = AllocationCache(self._pool, self._labels, self._per_replica)
+        self._noise_rng = ctx.rng("noise") if config.augmentation.noise_fraction > 0 else None
+        self._scheduled = replica_table(config, n, self.period)
+        self._offset = np.zeros(len(self._labels), dtype=np.int64)
+        self._overlay = config.facility.base_kw_per_phase * 1000.0 + config.training.power(self._times) / PHASES
+        self._replica_key: tuple[int, ...] | None = None
+        self._allocation: Allocation | None = None
+        self._reader: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._events: deque = deque()
+        self._outcomes: deque = deque()
+        self._batch = np.array([d.initial_batch for d in config.deployments], dtype=np.int64)
+        self._down: set[str] = set()
+        self._refused = 0
+        self._failed_sets = 0
+        m = len(self._labels)
+        self._rows = 0
+        self._rec = {
+            "power": np.zeros((n, PHASES + m)),
+            "itl": np.full((n, m), math.nan),
+            "batch": np.zeros((n, m), dtype=np.int64),
+            "replicas": np.zeros((n, m), dtype=np.int64),
+            "running": np.full((n, m), math.nan),
+            "waiting": np.full((n, m), math.nan),
+            "power_age": np.full(n, math.nan),
+        }
+
+    def start(self) -> None:
+        """Start-up (SPEC 3): health and model checks, first power reading per meter, initial
+        batch sizes, load, warm-up until saturated and the buffer is full. Blocking (it runs
+        before the kernel's clock starts); any failure releases everything and raises
+        :class:`LiveStartupError`."""
+        try:
+            self._start_up()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_up(self) -> None:
+        from g2gsim.live._loop import LoopThread
+        from g2gsim.live.power import PowerFeed
+        from g2gsim.live.vllm import ServerLink
+
+        live = self.live
+        self._loop = LoopThread(f"g2gsim-live-{self.name}")
+        self._links = []
+        for label in self._labels:
+            server = live.server(label)
+            served = server.served_model_name or self.config.specs[label].model_id
+            self._links.append(ServerLink(server, served, live, self._events))
+        loop = self._loop
+        setup_timeout = 4 * live.request_timeout_s + 5
+
+        async def _open_and_check() -> None:
+            for link in self._links:
+                await link.open()
+            for link in self._links:
+                await link.check()
+
+        loop.call(_open_and_check(), timeout=setup_timeout * len(self._links))
+
+        # Power rows: each model's real GPUs, in label order.
+        rows: list[tuple[str, int]] = []
+        self._gpu_rows: list[np.ndarray] = []
+        for label in self._labels:
+            server = live.server(label)
+            first = len(rows)
+            rows.extend((server.zeusd, gpu) for gpu in server.gpu_ids)
+            self._gpu_rows.append(np.arange(first, len(rows), dtype=np.int64))
+        self._power = PowerFeed(
+            rows, dt=self._dt, buffer_s=live.buffer_s, stale_after_s=live.stale_after_s, events=self._events
+        )
+        self._power.start()
+        self._power.wait_first_reading(live.first_reading_timeout_s)
+
+        async def _initial_batches() -> list[tuple[bool, str]]:
+            return [await link.set_batch(int(b)) for link, b in zip(self._links, self._batch)]
+
+        outcomes = loop.call(_initial_batches(), timeout=setup_timeout * len(self._links))
+        failed = {link.label: why for link, (ok, why) in zip(self._links, outcomes) if not ok}
+        if failed:
+            raise LiveStartupError(f"site {self.name!r}: could not set the initial batch sizes: {failed}")
+
+        async def _start_load() -> None:
+            for link in self._links:
+                link.start_load()
+
+        loop.call(_start_load(), timeout=setup_timeout)
+        self._warm_up()
+        self._running = True
+
+    def _warm_up(self) -> None:
+        live = self.live
+        start = time.monotonic()
+        need = [live.saturation_fraction * float(b) for b in self._batch]
+        assert self._power is not None
+        while True:
+            elapsed = time.monotonic() - start
+            for link in self._links:
+                link.trajectory.append((round(elapsed, 2), float(link.running)))
+            saturated = all(link.running >= n for link, n in zip(self._links, need))
+            if saturated and self._power.filled_s >= live.warmup_fill_s - 1e-9:
+                return
+            if elapsed > live.warmup_timeout_s:
+                lines = []
+                for link, n in zip(self._links, need):
+                    points = link.trajectory[:: max(1, len(link.trajectory) // 20)]
+                    lines.append(
+                        f"  {link.label}: needs {n:g} running, last {link.running:g}; "
+                        f"(s, running) {points}; request errors {link.request_errors}"
+                    )
+                raise LiveStartupError(
+                    f"site {self.name!r}: warm-up did not saturate within {live.warmup_timeout_s:g} s "
+                    f"(power buffer {self._power.filled_s:.1f}/{live.warmup_fill_s:g} s):\n" + "\n".join(lines)
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop load, power streams and the loop thread; close every connection. Idempotent."""
+        self._running = False
+        power, self._power = self._power, None
+        if power is not None:
+            power.stop()
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            links = list(self._links)
+
+            async def _close() -> None:
+                for link in links:
+                    await link.close()
+
+            loop.stop(_close())
+
+    # -- one step -------------------------------------------------------------------------------
+    def step(self, tick: int) -> None:
+        k = tick // self._period_ticks
+        self._drain()
+        if self._inbox:
+            self._apply(self.take_commands(), k)
+        self._update_replicas(k)
+        power = self._fleet_power(k)
+        links = self._links
+        itl = np.array([link.itl_s for link in links], dtype=float)
+        replicas = self._allocation.active_replicas if self._allocation is not None else np.zeros(len(links), np.int64)
+        itl = np.where(replicas > 0, itl, math.nan)
+        batch = self._batch.copy()
+        batch.setflags(write=False)
+        rec = self._rec
+        rec["power"][k] = power
+        rec["itl"][k] = itl
+        rec["batch"][k] = batch
+        rec["replicas"][k] = replicas
+        rec["running"][k] = [link.running for link in links]
+        rec["waiting"][k] = [link.waiting for link in links]
+        rec["power_age"][k] = self._power.max_age_s() if self._power is not None else math.nan
+        self._rows = k + 1
+        assert self._allocation is not None
+        self._box.publish(
+            tick,
+            DatacenterState(
+                site=self.name,
+                time_s=float(self._times[k]),
+                models=self._labels,
+                power_w=power[:PHASES],
+                model_power_w=power[PHASES:],
+                batch=batch,
+                replicas=replicas,
+                itl_s=itl,
+                phase_share=self._allocation.phase_share,
+            ),
+        )
+
+    def _drain(self) -> None:
+        """Record what the background threads reported since the last step; apply batch outcomes."""
+        while self._events:
+            topic, payload = self._events.popleft()
+            self.ctx.event(topic, payload)
+            if topic == "server_down":
+                self._down.add(payload["model"])
+            elif topic == "server_up":
+                self._down.discard(payload["model"])
+        while self._outcomes:
+            m, batch, ok, why = self._outcomes.popleft()
+            if ok:
+                self._batch[m] = batch
+                self.ctx.event("batch_set", {"model": self._labels[m], "batch": int(batch)})
+            else:
+                self._failed_sets += 1
+                self.ctx.event(
+                    "batch_set_failed",
+                    {"model": self._labels[m], "batch": int(batch), "kept": int(self._batch[m]), "reason": why},
+                )
+        if self._down and self.live.on_server_failure == "stop":
+            raise LiveServerError(
+                f"live site {self.name!r}: server(s) down for {sorted(self._down)} and on_server_failure = 'stop'"
+            )
+
+    def _apply(self, commands: list[Command], k: int) -> None:
+        for command in commands:
+            if isinstance(command, SetBatchSize):
+                self._set_batch(command)
+            elif isinstance(command, ShiftReplicas):
+                self._shift(command, k)
+            else:
+                raise self.reject(command)
+
+    def _index(self, label: str, command: Command) -> int:
+        try:
+            return self._labels.index(label)
+        except ValueError:
+            raise KeyError(
+                f"{type(command).__name__} for site {self.name!r} names model {label!r}; "
+                f"models here: {list(self._labels)}"
+            ) from None
+
+    def _set_batch(self, command: SetBatchSize) -> None:
+        """Validate, then schedule the HTTP calls (the step does not wait for them)."""
+        requests = []
+        for label, batch in command.batch.items():
+            m = self._index(label, command)
+            if int(batch) <= 0:
+                raise ValueError(f"SetBatchSize for site {self.name!r}: batch of {label!r} must be positive, got {batch}")
+            requests.append((m, int(batch), float(command.ramp_up_rate.get(label, 0.0))))
+        for label in command.ramp_up_rate:
+            self._index(label, command)
+        assert self._loop is not None
+        for m, batch, rate in requests:
+            if batch == self._batch[m] and rate == 0:
+                continue
+            self._loop.submit(self._call_set_batch(m, batch, rate))
+
+    async def _call_set_batch(self, m: int, batch: int, rate: float) -> None:
+        ok, why = await self._links[m].set_batch(batch, rate)
+        self._outcomes.append((m, batch, ok, why))
+
+    def _shift(self, command: ShiftReplicas, k: int) -> None:
+        """Add a simulated-replica offset if it stays >= 0 and within capacity; else an event."""
+        m = self._index(command.model, command)
+        offset = self._offset.copy()
+        offset[m] += int(command.delta)
+        payload: dict[str, Any] = {"model": command.model, "delta": int(command.delta)}
+        future = np.maximum(self._scheduled[k:] + offset, 0)
+        now = int(self._scheduled[k, m] + offset[m])
+        per_server = self.config.facility.gpus_per_server
+        servers = (-(-(future * self._gpr) // per_server)).sum(axis=1)
+        over = (future @ self._gpr > self.config.capacity_gpus) | (servers > self.config.num_servers)
+        if now < 0 or over.any():
+            self._refused += 1
+            reason = f"the model would have {now} replicas" if now < 0 else "the site would exceed its capacity"
+            self.ctx.event("shift_refused", {**payload, "reason": reason})
+            return
+        self._offset = offset
+        self.ctx.event("replicas_shifted", {**payload, "replicas": now})
+
+    def _update_replicas(self, k: int) -> None:
+        requested = np.maximum(self._scheduled[k] + self._offset, 0)
+        key = tuple(requested.tolist())
+        if key == self._replica_key:
+            return
+        try:
+            allocation = self._allocations.get(key)
+        except OversubscribedError as exc:
+            raise ValueError(f"site {self.name!r} at t = {self._times[k]:g} s: {exc}") from exc
+        self._replica_key = key
+        if allocation is not self._allocation:
+            self._allocation = allocation
+            self._reader = self._buffer_reader(allocation)
+
+    def _buffer_reader(self, allocation: Allocation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per allocated virtual server: its real-GPU buffer row, its stagger (samples), its gain."""
+        servers = allocation.flat_servers
+        rows = np.empty(servers.size, dtype=np.int64)
+        for m in range(len(self._labels)):
+            mine = np.flatnonzero(allocation.flat_model == m)
+            gpu_rows = self._gpu_rows[m]
+            rows[mine] = gpu_rows[np.arange(mine.size) % gpu_rows.size]
+        stagger = self._pool.stagger[servers] % self._buffer_len
+        gain = self._pool.gpus_per_server * self._pool.amplitude[servers]
+        return rows, stagger, gain
+
+    def _fleet_power(self, k: int) -> np.ndarray:
+        """[phase a, b, c, model 1..M] power, W, from the newest buffer at each server's stagger."""
+        assert self._allocation is not None and self._reader is not None and self._power is not None
+        rows, stagger, gain = self._reader
+        buffer, newest, filled = self._power.snapshot()
+        back = np.minimum(stagger, max(filled - 1, 0))
+        server_power = buffer[rows, (newest - back) % buffer.shape[1]] * gain
+        nf = self.config.augmentation.noise_fraction
+        if self._noise_rng is not None and server_power.size:
+            server_power = server_power + self._noise_rng.normal(0.0, nf, server_power.size) * np.maximum(server_power, 1.0)
+            np.maximum(server_power, 0.0, out=server_power)
+        n_models = len(self._labels)
+        sums = np.bincount(self._allocation.flat_key, weights=server_power, minlength=n_models * PHASES)
+        sums = sums.reshape(n_models, PHASES)
+        out = np.empty(PHASES + n_models)
+        out[:PHASES] = sums.sum(axis=0) + self._overlay[k]
+        out[PHASES:] = sums.sum(axis=1)
+        return out
+
+    # -- results --------------------------------------------------------------------------------
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``state``: the trace-driven columns plus running/waiting requests and power age."""
+        if not hasattr(self, "_rec"):
+            return {}
+        rows = self._rows
+        rec = self._rec
+        columns: dict[str, np.ndarray] = {
+            "time_s": self._times[:rows].copy(),
+            "power_a_w": rec["power"][:rows, 0].copy(),
+            "power_b_w": rec["power"][:rows, 1].copy(),
+            "power_c_w": rec["power"][:rows, 2].copy(),
+        }
+        for m, label in enumerate(self._labels):
+            columns[f"{label}.batch"] = rec["batch"][:rows, m].copy()
+            columns[f"{label}.replicas"] = rec["replicas"][:rows, m].copy()
+            columns[f"{label}.itl_s"] = rec["itl"][:rows, m].copy()
+            columns[f"{label}.power_w"] = rec["power"][:rows, PHASES + m].copy()
+            columns[f"{label}.running"] = rec["running"][:rows, m].copy()
+            columns[f"{label}.waiting"] = rec["waiting"][:rows, m].copy()
+        columns["power_age_s"] = rec["power_age"][:rows].copy()
+        return {"state": pd.DataFrame(columns)}
+
+    def summary(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {
+            "data_source": self._data.description,
+            "synthetic": bool(self._data.is_synthetic),
+            "live": True,
+            "models": list(self._labels),
+            "capacity_gpus": self.config.capacity_gpus,
+            "steps": self._rows,
+        }
+        if hasattr(self, "_rec"):
+            facts.update(
+                batch_set_failures=self._failed_sets,
+                shifts_refused=self._refused,
+                requests_completed={link.label: link.completed for link in self._links},
+                request_errors={link.label: link.request_errors for link in self._links},
+            )
+        return facts
