@@ -284,3 +284,72 @@ def test_compare_unknown_scenario(cli) -> None:
     result = cli("compare", "ieee13_ofo_notap", "nonexistent", "--duration", "1")
     _assert_clean_failure(result)
     assert "nonexistent" in result.output
+
+
+# -- live scenarios (issue 8): `run --live`, against the shipped fakes ---------------------------
+def _short_live_file(tmp_path: Path, endpoints: dict | None = None) -> Path:
+    """The live preset with a 1 s power buffer (quick warm-up), optionally re-pointed."""
+    from g2gsim.live.cli import with_endpoints
+
+    scenario = Scenario.from_toml(bundled_scenarios()["ieee13_live_ofo"])
+    scenario = with_endpoints(scenario, endpoints or {}, buffer_s=1.0, warmup_timeout_s=30.0)
+    path = tmp_path / "live.toml"
+    scenario.to_toml(path)
+    return path
+
+
+def test_live_scenario_needs_the_live_flag(cli, tmp_path: Path) -> None:
+    result = cli("run", "ieee13_live_ofo", "--duration", "1")
+    _assert_clean_failure(result)
+    assert "--live" in _flat(result.output)
+    assert not (tmp_path / "results").exists(), "nothing is started or written"
+
+
+def test_live_flag_needs_a_live_scenario(cli) -> None:
+    result = cli("run", "ieee13_ofo_notap", "--live", "--duration", "1")
+    _assert_clean_failure(result)
+    assert "[sites.live]" in _flat(result.output)
+    result = cli("run", "ieee13_ofo_notap", "--fakes", "--duration", "1")
+    _assert_clean_failure(result)
+    assert "--fakes only applies with --live" in _flat(result.output)
+
+
+def test_validate_live_scenario_does_not_contact_servers(cli) -> None:
+    result = cli("validate", "ieee13_live_ofo")
+    assert result.exit_code == 0, result.output
+    assert "live" in result.stdout
+
+
+def test_run_live_against_a_running_fake_cluster(cli, tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("zeus")
+    from g2gsim.live.cli import fake_cluster_for
+
+    base = Scenario.from_toml(bundled_scenarios()["ieee13_live_ofo"])
+    fakes = fake_cluster_for(base, tick_s=0.2).start()  # ephemeral ports
+    try:
+        path = _short_live_file(tmp_path, fakes.endpoints())
+        result = cli("run", str(path), "--live", "--duration", "3", "--json", "--no-plots", "--out", str(tmp_path / "o"))
+    finally:
+        fakes.stop()
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["n_solves"] > 0 and metrics["mean_dc_power_kw"] > 0
+    assert (tmp_path / "o" / "metrics.json").is_file()
+
+
+def test_run_live_unreachable_server_is_a_clean_error(cli, tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp")
+    path = _short_live_file(tmp_path)  # the preset's 127.0.0.1 ports, nothing listening
+    result = cli("run", str(path), "--live", "--duration", "2", "--no-plots")
+    _assert_clean_failure(result)
+    assert "not reachable" in _flat(result.output)
+
+
+def test_run_live_with_fakes_serves_the_scenario_endpoints(cli, tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("zeus")
+    path = _short_live_file(tmp_path)
+    result = cli("run", str(path), "--live", "--fakes", "--duration", "2", "--json", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["n_solves"] > 0

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from g2gsim.scenarios.library import bundled_scenarios, resolve_scenario
@@ -39,7 +40,7 @@ METRIC_ROWS = (
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -94,16 +95,35 @@ def run(
     json_output: Annotated[bool, typer.Option("--json", help="print the metrics as one JSON line")] = False,
     plots: Annotated[bool, typer.Option(help="write PNG plots")] = True,
     chunk_s: Annotated[float, typer.Option(help="stream results to disk every this many simulated s")] = 300.0,
+    live: Annotated[bool, typer.Option(help="run a live scenario in wall-clock time against its servers")] = False,
+    fakes: Annotated[bool, typer.Option(help="with --live: serve fake vLLM/zeusd on the scenario's endpoints")] = False,
 ) -> None:
     """Run one scenario: progress bar, metrics table, Parquet results and plots."""
     from g2gsim.scenarios.runner import RunFailed, run_scenario
 
     loaded = _apply_overrides(_load(scenario), duration, seed, data)
     folder = out if out is not None else Path("results") / loaded.name
+    if loaded.is_live != live:
+        _fail(
+            f"scenario {loaded.name!r} has live sites: it drives real vLLM/zeusd servers in wall-clock time; "
+            "run it with --live (add --fakes to serve fake ones on its endpoints)"
+            if loaded.is_live
+            else f"--live needs a scenario with a [sites.live] section; {loaded.name!r} has none"
+        )
+    if fakes and not live:
+        _fail("--fakes only applies with --live")
     try:
-        outcome = run_scenario(loaded, out=folder, plots=plots, progress=not json_output, chunk_s=chunk_s)
-    except (RunFailed, ScenarioError) as exc:
+        if live:
+            from g2gsim.live.cli import run_live
+
+            outcome = run_live(loaded, out=folder, plots=plots, with_fakes=fakes)
+        else:
+            outcome = run_scenario(loaded, out=folder, plots=plots, progress=not json_output, chunk_s=chunk_s)
+    except (RunFailed, ScenarioError, RuntimeError) as exc:
         _fail(str(exc), code=1)
+        return
+    except ImportError as exc:
+        _fail(f"{exc}: live runs need the live extra (pip install 'g2gsim[live]')", code=1)
         return
     # The table goes to stdout, unless --json reserves stdout for the machine-readable line.
     report = console if json_output else stdout
@@ -156,12 +176,25 @@ def compare(
 
 @app.command()
 def validate(file: Annotated[str, typer.Argument(help="scenario file or bundled name")]) -> None:
-    """Check a scenario file: schema, names, periods, and a first step of every component
-    (feeder compiles, buses and regulators exist, controllers find their peers)."""
+    """Check a scenario file: schema, names, periods and a first step of every component.
+
+    The first step catches what the schema cannot: a feeder that does not compile, an unknown
+    bus or regulator, a controller whose peers are missing.
+    """
     from g2gsim.scenarios.build import build_simulation
     from g2gsim.scenarios.runner import RunFailed, run_scenario
 
     loaded = _load(file)
+    if loaded.is_live:
+        try:
+            build_simulation(loaded, check_only=True)
+        except (ScenarioError, ValueError, LookupError, FileNotFoundError, ImportError) as exc:
+            _fail(f"{file}: {exc}", code=1)
+        stdout.print(
+            f"[green]ok[/]: {loaded.name} (live: schema and build checked; its servers are "
+            "contacted when a run starts, `g2gsim run --live --fakes` tries it on fakes)"
+        )
+        return
     try:
         build_simulation(loaded, check_only=True)
         first_steps = max(float(loaded.grid.period_s), *(float(c.period_s or 0) for c in loaded.controllers), 0.1)
@@ -169,6 +202,20 @@ def validate(file: Annotated[str, typer.Argument(help="scenario file or bundled 
     except (ScenarioError, RunFailed, ValueError, LookupError, FileNotFoundError) as exc:
         _fail(f"{file}: {exc}", code=1)
     stdout.print(f"[green]ok[/]: {loaded.name} ({len(loaded.sites)} site(s), {len(loaded.controllers)} controller(s))")
+
+
+def _register_extensions() -> None:
+    """Commands that live in their own modules (imported lazily where they need extras)."""
+    from g2gsim.live.cli import register as register_live
+    from g2gsim.planning_cli import register as register_planning
+    from g2gsim.studies.cli import register as register_studies
+
+    register_studies(app)
+    register_planning(app)
+    register_live(app)
+
+
+_register_extensions()
 
 
 def main() -> None:

@@ -1,0 +1,34 @@
+"""Studies at scale: sweeps over scenario fields, siting, hosting capacity, seed ensembles.
+
+Entry points::
+
+    from g2gsim.studies import Sweep, run_sweep, load_results
+    sweep = Sweep(base="ieee13_ofo_notap", overrides={"horizon_s": 60},
+                  axes={"controllers.0.params.primal_step_size": [0.05, 0.1], "seed": [0, 1]})
+    result = run_sweep(sweep, "out/step", workers=2)
+
+See :mod:`g2gsim.studies.sweep`, :mod:`g2gsim.studies.studies`,
+:mod:`g2gsim.studies.screening` and :mod:`g2gsim.studies.cli`.
+"""
+
+from g2gsim.studies.sweep import (
+    RangeAxis,
+    RunTask,
+    Sweep,
+    SweepError,
+    SweepResult,
+    apply_parameters,
+    load_results,
+    run_sweep,
+)
+
+__all__ = [
+    "RangeAxis",
+    "RunTask",
+    "Sweep",
+    "SweepError",
+    "SweepResult",
+    "apply_parameters",
+    "load_results",
+    "run_sweep",
+]

@@ -1,0 +1,324 @@
+"""Studies built on sweeps: parameter sensitivity, siting, hosting capacity, seed ensembles.
+
+Every study writes its runs through :func:`~g2gsim.studies.sweep.run_sweep` into one output
+folder, so an interrupted study resumes where it stopped (run ids are stable hashes), and
+takes the same `executor` / `workers` arguments (serial, local processes, a Dask client or any
+``concurrent.futures`` executor).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from g2gsim.scenarios import Scenario, load_scenario
+from g2gsim.studies.sweep import Sweep, SweepResult, load_results, run_sweep, sweep_from_points
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from g2gsim.grid.topology import FeederTopology
+
+#: Base scenario per bundled feeder for ``hosting-capacity FEEDER`` (no control: the grid's own limit).
+DEFAULT_BASE = {"ieee13": "ieee13_baseline_notap", "ieee34": "ieee34_ofo_tapchange", "ieee123": "ieee123_ofo_tapchange"}
+
+
+def _scenario(base: Scenario | str | Path) -> Scenario:
+    return base if isinstance(base, Scenario) else load_scenario(base)
+
+
+# -- parameter sensitivity ------------------------------------------------------------------------
+def parameter_sensitivity(
+    base: Scenario | str,
+    path: str,
+    values: Sequence[Any],
+    out: str | Path,
+    *,
+    seeds: Sequence[int] = (0,),
+    **run: Any,
+) -> pd.DataFrame:
+    """Metrics against one scenario field (e.g. ``controllers.0.params.primal_step_size``).
+
+    Runs every value for every seed; returns one row per value with the mean of each
+    numeric metric over seeds (the full table is in ``out/results.parquet``).
+    """
+    scenario = _scenario(base)
+    axes: dict[str, list[Any]] = {path: list(values)}
+    if len(seeds) > 1 or tuple(seeds) != (scenario.seed,):
+        axes["seed"] = list(seeds)
+    sweep = Sweep(name=f"sensitivity {path}", base=scenario.to_dict(), axes=axes)
+    result = run_sweep(sweep, out, **run)
+    ok = result.table[result.table["status"] == "ok"]
+    numeric = ok.select_dtypes("number").columns.difference(["order", "seed", "worker_pid"])
+    return ok.groupby(path)[list(numeric)].mean().reset_index()
+
+
+# -- site sweep -------------------------------------------------------------------------------------
+def feeder_topology(feeder: str) -> FeederTopology:
+    """The topology of a bundled feeder (or .dss path), compiled in a private engine."""
+    from g2gsim.grid.engine import DSSEngine
+    from g2gsim.grid.feeders import load_feeder
+    from g2gsim.grid.topology import FeederTopology
+
+    engine = DSSEngine()
+    engine.compile_feeder(load_feeder(feeder))
+    return FeederTopology.from_engine(engine)
+
+
+def candidate_buses(scenario: Scenario) -> list[str]:
+    """Three-phase buses of the scenario's feeder, minus the excluded buses (source side)."""
+    from g2gsim.grid.feeders import load_feeder
+
+    topology = feeder_topology(scenario.grid.feeder)
+    excluded = scenario.grid.excluded_buses
+    if excluded is None:
+        excluded = tuple(load_feeder(scenario.grid.feeder).excluded_buses)
+    skip = {b.lower() for b in excluded} | {topology.source_bus}
+    return [b for b in topology.three_phase_buses() if b not in skip]
+
+
+def site_sweep(
+    base: Scenario | str,
+    out: str | Path,
+    *,
+    site: int = 0,
+    buses: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    **run: Any,
+) -> SweepResult:
+    """One run per three-phase bus (and seed) with site `site` moved there."""
+    scenario = _scenario(base)
+    axes: dict[str, list[Any]] = {f"sites.{site}.bus": list(buses or candidate_buses(scenario))}
+    if seeds is not None:
+        axes["seed"] = list(seeds)
+    return run_sweep(Sweep(name=f"sites of {scenario.name}", base=scenario.to_dict(), axes=axes), out, **run)
+
+
+# -- hosting capacity ----------------------------------------------------------------------------------
+def site_gpus(scenario: Scenario, site: int = 0) -> int:
+    """GPUs a site serves with at its initial replicas."""
+    from g2gsim.scenarios.build import model_catalogue
+
+    catalogue = model_catalogue(scenario)
+    return sum(m.replicas * catalogue[m.model].gpus_per_replica for m in scenario.sites[site].models)
+
+
+def scaled_site(scenario: Scenario, gpus: int, site: int = 0) -> dict[str, Any]:
+    """Dotted-path parameters that resize site `site` to about `gpus` serving GPUs.
+
+    Every model's replicas and ramp targets, the training GPUs, the capacity and the facility
+    base load scale by the same factor gpus / (the site's present GPUs); the mix of models
+    stays the same (replicas rounded).
+    """
+    from g2gsim.scenarios.build import model_catalogue
+
+    catalogue = model_catalogue(scenario)
+    section = scenario.sites[site]
+    base = site_gpus(scenario, site)
+    if base <= 0:
+        raise ValueError(f"site {section.name!r} serves no GPUs; nothing to scale")
+    f = gpus / base
+    models = []
+    needed = 0
+    for entry in section.models:
+        raw = entry.model_dump(mode="json")
+        raw["replicas"] = int(round(entry.replicas * f))
+        raw["ramps"] = [{**r, "target": int(round(r["target"] * f))} for r in raw["ramps"]]
+        needed += raw["replicas"] * catalogue[entry.model].gpus_per_replica
+        models.append(raw)
+    training = [{**t.model_dump(mode="json"), "n_gpus": max(1, int(round(t.n_gpus * f)))} for t in section.training]
+    peak = max(needed, sum(
+        max([m["replicas"], *(r["target"] for r in m["ramps"])]) * catalogue[m["model"]].gpus_per_replica for m in models
+    ))
+    capacity = max(1, int(math.ceil(section.capacity_gpus * f)), peak)
+    prefix = f"sites.{site}"
+    return {
+        f"{prefix}.models": models,
+        f"{prefix}.training": training,
+        f"{prefix}.capacity_gpus": capacity,
+        f"{prefix}.base_kw_per_phase": section.base_kw_per_phase * f,
+    }
+
+
+@dataclass
+class HostingCapacity:
+    """Per bus: the largest feasible site found, the smallest infeasible one, and the runs."""
+
+    table: pd.DataFrame  # bus, capacity_gpus, infeasible_gpus, n_evaluations, bracketed
+    runs: pd.DataFrame
+    out: Path
+
+
+def hosting_capacity(
+    base: Scenario | str,
+    out: str | Path,
+    *,
+    buses: Sequence[str] | None = None,
+    site: int = 0,
+    metric: str = "violation_time_s",
+    threshold: float = 0.0,
+    max_gpus: int | None = None,
+    resolution_gpus: int = 64,
+    **run: Any,
+) -> HostingCapacity:
+    """Per bus, the largest site (serving GPUs) with `metric` <= `threshold`, by bisection.
+
+    Sizes are searched in [0, max_gpus] (default: four times the base site) in steps of
+    `resolution_gpus`; a failed run (e.g. a power flow that does not converge) counts as
+    infeasible. Each bisection round runs every still-open bus as one sweep (in parallel),
+    all rounds into the same folder, so a study resumes without repeating runs. Assumes the
+    metric grows with the size (true of violations under load; not checked).
+    """
+    scenario = _scenario(base)
+    linearized = bool(run.pop("linearized_grid", False))
+    folder = Path(out)
+    candidates = [b.lower() for b in (buses or candidate_buses(scenario))]
+    base_gpus = site_gpus(scenario, site)
+    top = int(max_gpus or 4 * base_gpus)
+    step = max(1, int(resolution_gpus))
+    lo = {b: 0 for b in candidates}  # largest size known feasible (0: none tried / assumed)
+    hi: dict[str, int | None] = {b: None for b in candidates}  # smallest size known infeasible
+    n_eval = {b: 0 for b in candidates}
+    trial = {b: top for b in candidates}
+    round_no = 0
+    while trial:
+        round_no += 1
+        points, labels = [], []
+        for bus, size in trial.items():
+            points.append({f"sites.{site}.bus": bus, **scaled_site(scenario, size, site)})
+            labels.append({"bus": bus, "site_gpus": size})
+        sweep = sweep_from_points(
+            scenario, points, name=f"hosting capacity round {round_no}", labels=labels, linearized_grid=linearized
+        )
+        result = run_sweep(sweep, folder, **run)
+        if result.n_lost and result.n_lost == len(trial) - result.n_skipped:
+            raise RuntimeError(
+                f"hosting capacity: the executor lost every run of round {round_no}; fix it and call again "
+                f"with the same folder ({folder}) to resume"
+            )
+        rows = {(r["bus"], int(r["site_gpus"])): r for r in result.table.to_dict("records") if "bus" in r}
+        next_trial: dict[str, int] = {}
+        for bus, size in trial.items():
+            row = rows.get((bus, size))
+            if row is None:  # lost to the executor: try again next round
+                next_trial[bus] = size
+                continue
+            n_eval[bus] += 1
+            value = row.get(metric)
+            feasible = row.get("status") == "ok" and value is not None and not pd.isna(value) and value <= threshold
+            if feasible:
+                lo[bus] = max(lo[bus], size)
+            else:
+                hi[bus] = size if hi[bus] is None else min(hi[bus], size)  # type: ignore[type-var]
+            upper = hi[bus]
+            if upper is None:
+                continue  # feasible at the top size: capacity >= top
+            if upper - lo[bus] > step:
+                mid = lo[bus] + ((upper - lo[bus]) // 2 // step) * step
+                next_trial[bus] = mid if mid > lo[bus] else lo[bus] + step
+        trial = next_trial
+    table = pd.DataFrame(
+        [
+            {
+                "bus": b,
+                "capacity_gpus": lo[b],
+                "infeasible_gpus": hi[b],
+                "at_upper_bound": hi[b] is None,
+                "n_evaluations": n_eval[b],
+            }
+            for b in candidates
+        ]
+    )
+    table.to_csv(folder / "hosting_capacity.csv", index=False)
+    return HostingCapacity(table=table, runs=load_results(folder), out=folder)
+
+
+# -- seed ensembles -------------------------------------------------------------------------------------
+def ensemble_summary(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean, standard deviation and a Student-t confidence interval of every numeric metric."""
+    from scipy import stats
+
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    skip = {"order", "seed", "worker_pid"}
+    rows = []
+    for column in ok.select_dtypes("number").columns:
+        if column in skip:
+            continue
+        values = ok[column].dropna().to_numpy(dtype=float)
+        n = len(values)
+        if n == 0:
+            continue
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+        rows.append({"metric": column, "n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half})
+    return pd.DataFrame(rows)
+
+
+def seed_ensemble(
+    base: Scenario | str, seeds: Sequence[int] | int, out: str | Path, *, confidence: float = 0.95, **run: Any
+) -> pd.DataFrame:
+    """Run the scenario for every seed (or seeds 0..n-1); mean and CI of each metric."""
+    scenario = _scenario(base)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    result = run_sweep(Sweep(name=f"seeds of {scenario.name}", base=scenario.to_dict(), axes={"seed": seed_list}), out, **run)
+    summary = ensemble_summary(result.table, confidence)
+    summary.to_csv(Path(out) / "ensemble.csv", index=False)
+    return summary
+
+
+# -- plots ---------------------------------------------------------------------------------------------------
+def plot_metric_heatmap(table: pd.DataFrame, x: str, y: str, metric: str = "violation_time_s") -> Figure:
+    """A metric over two axes (mean over any other axes), values written in the cells."""
+    from g2gsim.plots import _pyplot
+
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    grid = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * max(3, grid.shape[1]), 1.8 + 0.6 * max(3, grid.shape[0])))
+    image = ax.imshow(grid.to_numpy(dtype=float), origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], rotation=45, ha="right")
+    ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
+    ax.set_xlabel(_short_label(x))
+    ax.set_ylabel(_short_label(y))
+    for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label=metric)
+    ax.set_title(f"{metric} (mean over other axes)")
+    fig.tight_layout()
+    return fig
+
+
+def _short_label(path: str) -> str:
+    """The last two parts of a dotted path (``params.primal_step_size``)."""
+    return ".".join(path.split(".")[-2:]) if path.count(".") > 1 else path
+
+
+def plot_hosting_capacity(topology: FeederTopology, capacity: Mapping[str, float], title: str = "") -> Figure:
+    """Hosting capacity (GPUs) by bus, as coloured markers on the feeder map."""
+    from g2gsim.grid.topology import _positions
+    from g2gsim.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 8))
+    topology.plot(ax=ax)
+    pos = _positions(topology)
+    buses = [b for b in capacity if b.lower() in pos]
+    values = [float(capacity[b]) for b in buses]
+    points = ax.scatter(
+        [pos[b.lower()][0] for b in buses], [pos[b.lower()][1] for b in buses], c=values, s=140,
+        cmap="RdYlGn", edgecolor="black", zorder=5,
+    )
+    for bus, value in zip(buses, values, strict=True):
+        ax.annotate(f"{bus}: {value:,.0f}", pos[bus.lower()], fontsize=7, xytext=(6, 6), textcoords="offset points")
+    fig.colorbar(points, ax=ax, label="hosting capacity (GPUs)", shrink=0.7)
+    ax.set_title(title or "hosting capacity by bus")
+    fig.tight_layout()
+    return fig
