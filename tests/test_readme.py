@@ -27,3 +27,33 @@ def test_readme_python_examples_run(index: int, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")
     code = _blocks("python")[index]
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_sweep_file_is_a_valid_sweep() -> None:
+    import tomllib
+
+    from g2gsim.studies import Sweep
+
+    sweep_blocks = [b for b in _blocks("toml") if b.lstrip().startswith("name =")]
+    assert sweep_blocks, "the README shows a sweep file"
+    sweep = Sweep.model_validate(tomllib.loads(sweep_blocks[0]))
+    assert sweep.base == "ieee13_ofo_tapchange" and len(sweep.axes) == 2
+
+
+def test_readme_live_site_section_validates() -> None:
+    import tomllib
+
+    from g2gsim.scenarios.model import LiveSection
+
+    live_blocks = [b for b in _blocks("toml") if b.lstrip().startswith("[sites.live]")]
+    assert live_blocks, "the README shows a [sites.live] section"
+    section = LiveSection.model_validate(tomllib.loads(live_blocks[0])["sites"]["live"])
+    assert section.servers[0].model == "Llama-3.1-8B" and section.on_server_failure == "continue"
+
+
+def test_readme_lists_every_bundled_scenario() -> None:
+    from g2gsim.scenarios.library import bundled_scenarios
+
+    text = README.read_text()
+    missing = [name for name in bundled_scenarios() if f"`{name}`" not in text]
+    assert missing == []
