@@ -197,3 +197,131 @@ def test_cli_sweep_and_heatmap(tmp_path: Path) -> None:
     assert runner.invoke(app, ["hosting-capacity", "--help"]).exit_code == 0
     fig = plot_metric_heatmap(load_results(out), STEP, "seed", "worst_vmin")
     assert fig.axes
+
+
+# -- study commands: sensitivity, site-sweep, ensemble -----------------------------------------
+def invoke(*args: str):
+    """Run the real ``g2gsim`` app in-process."""
+    from g2gsim.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def json_line(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_cli_sensitivity_writes_table_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "sens"
+    args = ("sensitivity", "ieee13_ofo_notap", STEP, "0.05", "0.1,0.2", "--duration", "2", "--out", out, "--no-progress")
+    earlier = json_line(invoke(*args[:3], "0.3,0.2", *args[5:], "--json"))  # another study into the same folder
+    assert [row[STEP] for row in earlier["summary"]] == [0.3, 0.2]
+    counts = json_line(invoke(*args, "--metric", "worst_vmin", "--json"))
+    assert (counts["total"], counts["ok"], counts["failed"], counts["lost"]) == (3, 3, 0, 0)
+    assert [row[STEP] for row in counts["summary"]] == [0.05, 0.1, 0.2]  # this study's values, in order
+    assert all(row["n_ok"] == 1 and 0.9 < row["worst_vmin"] < 1.0 for row in counts["summary"])
+    table = pd.read_csv(out / "sensitivity.csv")
+    assert table[STEP].tolist() == [0.05, 0.1, 0.2] and "violation_time_s" in table
+    assert sorted(pd.read_parquet(out / "results.parquet")[STEP]) == [0.05, 0.1, 0.2, 0.3]
+    plot = Path(counts["plot"])
+    assert plot == out / "sensitivity_worst_vmin.png" and plot.stat().st_size > 5000
+    again = invoke(*args)  # resumes (nothing to run) and prints the table
+    assert again.exit_code == 0, again.output
+    assert "primal_step_si" in again.stdout and "0.05" in again.stdout and "ok=3 failed=0" in again.stdout
+    assert "0.3" not in again.stdout
+    assert len(list((out / "runs").glob("*.json"))) == 4
+
+
+def test_cli_sensitivity_failed_runs_exit_1_with_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "bus"
+    result = invoke("sensitivity", "ieee13_ofo_notap", "sites.0.bus", "671", "no_such_bus", "--duration", "2",
+                    "--out", out, "--no-progress")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "no_such_bus" in result.stderr and "1 of 2 run(s) failed" in result.stderr
+    table = pd.read_csv(out / "sensitivity.csv", dtype={"sites.0.bus": str}).set_index("sites.0.bus")
+    assert table.loc["671", "n_ok"] == 1 and table.loc["no_such_bus", "n_ok"] == 0  # "671" stayed text
+
+
+def test_cli_site_sweep_ranks_every_three_phase_bus(tmp_path: Path) -> None:
+    from g2gsim.studies.studies import candidate_buses
+
+    out = tmp_path / "sites"
+    counts = json_line(invoke("site-sweep", "ieee13_ofo_notap", "--duration", "2", "--metric", "worst_vmin",
+                              "--descending", "--out", out, "--no-progress", "--json"))
+    expected = candidate_buses(load_scenario("ieee13_ofo_notap"))
+    assert counts["ok"] == len(expected) >= 6 and counts["failed"] == 0
+    summary = counts["summary"]
+    assert sorted(row["bus"] for row in summary) == sorted(expected)
+    vmins = [row["worst_vmin"] for row in summary]
+    assert vmins == sorted(vmins, reverse=True) and vmins[0] > vmins[-1]
+    assert [row["rank"] for row in summary] == list(range(1, len(expected) + 1))
+    assert pd.read_csv(out / "site_sweep.csv", dtype={"bus": str})["bus"].tolist() == [row["bus"] for row in summary]
+    assert Path(counts["plot"]).stat().st_size > 5000 and Path(counts["map"]).stat().st_size > 5000
+    subset = invoke("site-sweep", "ieee13_ofo_notap", "--duration", "2", "--bus", "675,680", "--bus", "634",
+                    "--metric", "integral_violation_pu_s", "--out", out, "--no-progress")  # already run: only the table
+    assert subset.exit_code == 0, subset.output
+    lines = [line for line in subset.stdout.splitlines() if line.startswith("│")]
+    assert [line.split("│")[2].strip() for line in lines] == ["675", "680", "634"]  # least violation first
+
+
+def test_cli_ensemble_mean_and_confidence_interval(tmp_path: Path) -> None:
+    out = tmp_path / "ens"
+    args = ("ensemble", "ieee13_baseline_notap", "--duration", "2", "--out", out, "--no-progress")
+    counts = json_line(invoke(*args, "--seeds", "0-2", "--confidence", "0.9", "--json"))
+    assert (counts["total"], counts["ok"], counts["confidence"]) == (3, 3, 0.9)
+    summary = {row["metric"]: row for row in counts["summary"]}
+    vmin = summary["worst_vmin"]
+    assert vmin["n"] == 3 and vmin["ci_low"] < vmin["mean"] < vmin["ci_high"] and vmin["std"] > 0
+    assert "seed" not in summary and (out / "ensemble.csv").is_file()
+    same = invoke(*args, "--n", "3", "--metric", "worst_vmin", "--metric", "mean_throughput_tps")
+    assert same.exit_code == 0, same.output
+    assert "worst_vmin" in same.stdout and "mean_throughput_tps" in same.stdout and "violation_time_s" not in same.stdout
+    assert f"{vmin['mean']:.4g}" in same.stdout  # the 95 % run reuses the three recorded seeds
+    assert len(list((out / "runs").glob("*.json"))) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sensitivity", "ieee13_ofo_notap", "controllers.3.params.primal_step_size", "0.1"),
+         ["controllers.3.params.primal_step_size", "out of range"]),
+        (("sensitivity", "ieee13_ofo_notap", "controllers.0.params.no_such_knob", "0.1"), ["no_such_knob"]),
+        (("sensitivity", "ieee13_ofo_notap", STEP, "0.1", "abc"), ["'abc'", "primal_step_size"]),
+        (("sensitivity", "ieee13_ofo_notap", STEP, "0.1,,0.2"), ["'0.1,,0.2'", "empty value"]),
+        (("sensitivity", "ieee13_ofo_notap", STEP, "0.1", "--seeds", "0-2,x"), ["--seeds", "'x'"]),
+        (("sensitivity", "no_such_scenario", STEP, "0.1"), ["no_such_scenario"]),
+        (("ensemble", "ieee13_baseline_notap", "--seeds", "9-0"), ["--seeds", "'9-0'", "low <= high"]),
+        (("ensemble", "ieee13_baseline_notap", "--n", "1"), ["--n 1", "at least 2 seeds"]),
+        (("ensemble", "ieee13_baseline_notap", "--confidence", "1.5"), ["--confidence 1.5"]),
+        (("site-sweep", "ieee13_ofo_notap", "--bus", "671,999"), ["--bus '999'", "three-phase buses"]),
+        (("site-sweep", "ieee13_ofo_notap", "--site", "2"), ["--site 2", "1 site(s)"]),
+        (("hosting-capacity", "ieee13", "--bus", "999"), ["--bus '999'", "three-phase buses"]),
+        (("hosting-capacity", "ieee13", "--site", "3"), ["--site 3", "1 site(s)"]),
+        (("hosting-capacity", "ieee99"), ["ieee99", "--scenario"]),
+        (("hosting-capacity", "ieee13", "--workers", "0"), ["--workers 0"]),
+    ],
+)
+def test_cli_study_input_errors_are_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args, "--duration", "2", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert result.stderr.startswith("error: ")
+    for fragment in message:
+        assert fragment in result.stderr
+    assert not (tmp_path / "sweeps").exists()  # nothing ran, nothing written
+
+
+def test_cli_hosting_capacity_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from g2gsim.cli import app as g2gsim_app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(g2gsim_app, [
+        "hosting-capacity", "ieee13", "--bus", "671", "--duration", "2", "--max-gpus", "16000",
+        "--resolution", "4000", "--json", "--out", str(tmp_path / "hc"),
+    ])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(line["capacity_gpus"]) == {"671"} and 0 < line["capacity_gpus"]["671"] <= 16000
+    assert (tmp_path / "hc" / "hosting_capacity.png").is_file()

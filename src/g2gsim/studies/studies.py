@@ -8,6 +8,7 @@ takes the same `executor` / `workers` arguments (serial, local processes, a Dask
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,54 @@ def _scenario(base: Scenario | str | Path) -> Scenario:
 
 
 # -- parameter sensitivity ------------------------------------------------------------------------
+#: Columns of a results table that are bookkeeping, not metrics (never averaged).
+NOT_METRICS = frozenset({"order", "seed", "worker_pid"})
+
+
+def study_runs(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `table` that belong to `sweep` (an output folder may hold other studies' runs)."""
+    if table.empty or "run_id" not in table:
+        return table
+    ids = {t.run_id for t in sweep.tasks()}
+    return table[table["run_id"].isin(ids)].reset_index(drop=True)
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, list | dict) else value
+
+
+def summarize_by(runs: pd.DataFrame, column: str, order: Sequence[Any] | None = None) -> pd.DataFrame:
+    """One row per value of `column`: n_runs, n_ok and the mean of each numeric metric over ok runs.
+
+    Rows follow `order` when given (values not in it last), else the runs' order.
+    """
+    if runs.empty or column not in runs:
+        return pd.DataFrame(columns=[column, "n_runs", "n_ok"])
+    key = runs[column].map(_hashable).rename(column)
+    ok = runs["status"] == "ok" if "status" in runs else pd.Series(True, index=runs.index)
+    numeric = [c for c in runs.select_dtypes("number").columns if c not in NOT_METRICS and c != column]
+    counts = pd.DataFrame({
+        "n_runs": runs.groupby(key, sort=False).size(),
+        "n_ok": ok.groupby(key, sort=False).sum().astype(int),
+    })
+    means = runs[ok].groupby(key[ok], sort=False)[numeric].mean()
+    summary = counts.join(means).rename_axis(column).reset_index()
+    if order is not None:
+        position = {_hashable(v): i for i, v in enumerate(order)}
+        rank = summary[column].map(lambda v: position.get(_hashable(v), len(position)))
+        summary = summary.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+    return summary
+
+
+def sensitivity_sweep(base: Scenario | str, path: str, values: Sequence[Any], seeds: Sequence[int] = (0,)) -> Sweep:
+    """The sweep of :func:`parameter_sensitivity` (one axis, plus seeds unless just the scenario's own)."""
+    scenario = _scenario(base)
+    axes: dict[str, list[Any]] = {path: list(values)}
+    if len(seeds) > 1 or tuple(seeds) != (scenario.seed,):
+        axes["seed"] = list(seeds)
+    return Sweep(name=f"sensitivity {path}", base=scenario.to_dict(), axes=axes)
+
+
 def parameter_sensitivity(
     base: Scenario | str,
     path: str,
@@ -45,18 +94,15 @@ def parameter_sensitivity(
 ) -> pd.DataFrame:
     """Metrics against one scenario field (e.g. ``controllers.0.params.primal_step_size``).
 
-    Runs every value for every seed; returns one row per value with the mean of each
-    numeric metric over seeds (the full table is in ``out/results.parquet``).
+    Runs every value for every seed; returns one row per value (in the given order) with
+    n_runs, n_ok and the mean of each numeric metric over the seeds that ran ok, also written
+    to ``out/sensitivity.csv`` (every run is in ``out/results.parquet``).
     """
-    scenario = _scenario(base)
-    axes: dict[str, list[Any]] = {path: list(values)}
-    if len(seeds) > 1 or tuple(seeds) != (scenario.seed,):
-        axes["seed"] = list(seeds)
-    sweep = Sweep(name=f"sensitivity {path}", base=scenario.to_dict(), axes=axes)
+    sweep = sensitivity_sweep(base, path, values, seeds)
     result = run_sweep(sweep, out, **run)
-    ok = result.table[result.table["status"] == "ok"]
-    numeric = ok.select_dtypes("number").columns.difference(["order", "seed", "worker_pid"])
-    return ok.groupby(path)[list(numeric)].mean().reset_index()
+    summary = summarize_by(study_runs(sweep, result.table), path, order=values)
+    summary.to_csv(Path(out) / "sensitivity.csv", index=False)
+    return summary
 
 
 # -- site sweep -------------------------------------------------------------------------------------
@@ -83,6 +129,17 @@ def candidate_buses(scenario: Scenario) -> list[str]:
     return [b for b in topology.three_phase_buses() if b not in skip]
 
 
+def siting_sweep(
+    base: Scenario | str, *, site: int = 0, buses: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> Sweep:
+    """The sweep of :func:`site_sweep`: site `site` at each bus (default: every candidate bus), per seed."""
+    scenario = _scenario(base)
+    axes: dict[str, list[Any]] = {f"sites.{site}.bus": list(buses or candidate_buses(scenario))}
+    if seeds is not None:
+        axes["seed"] = list(seeds)
+    return Sweep(name=f"sites of {scenario.name}", base=scenario.to_dict(), axes=axes)
+
+
 def site_sweep(
     base: Scenario | str,
     out: str | Path,
@@ -93,11 +150,7 @@ def site_sweep(
     **run: Any,
 ) -> SweepResult:
     """One run per three-phase bus (and seed) with site `site` moved there."""
-    scenario = _scenario(base)
-    axes: dict[str, list[Any]] = {f"sites.{site}.bus": list(buses or candidate_buses(scenario))}
-    if seeds is not None:
-        axes["seed"] = list(seeds)
-    return run_sweep(Sweep(name=f"sites of {scenario.name}", base=scenario.to_dict(), axes=axes), out, **run)
+    return run_sweep(siting_sweep(base, site=site, buses=buses, seeds=seeds), out, **run)
 
 
 # -- hosting capacity ----------------------------------------------------------------------------------
@@ -245,10 +298,9 @@ def ensemble_summary(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFr
     from scipy import stats
 
     ok = table[table["status"] == "ok"] if "status" in table else table
-    skip = {"order", "seed", "worker_pid"}
     rows = []
     for column in ok.select_dtypes("number").columns:
-        if column in skip:
+        if column in NOT_METRICS:
             continue
         values = ok[column].dropna().to_numpy(dtype=float)
         n = len(values)
@@ -261,14 +313,20 @@ def ensemble_summary(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def ensemble_sweep(base: Scenario | str, seeds: Sequence[int] | int) -> Sweep:
+    """The sweep of :func:`seed_ensemble`: the scenario once per seed (or seeds 0..n-1)."""
+    scenario = _scenario(base)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    return Sweep(name=f"seeds of {scenario.name}", base=scenario.to_dict(), axes={"seed": seed_list})
+
+
 def seed_ensemble(
     base: Scenario | str, seeds: Sequence[int] | int, out: str | Path, *, confidence: float = 0.95, **run: Any
 ) -> pd.DataFrame:
-    """Run the scenario for every seed (or seeds 0..n-1); mean and CI of each metric."""
-    scenario = _scenario(base)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    result = run_sweep(Sweep(name=f"seeds of {scenario.name}", base=scenario.to_dict(), axes={"seed": seed_list}), out, **run)
-    summary = ensemble_summary(result.table, confidence)
+    """Run the scenario for every seed (or seeds 0..n-1); mean and CI of each metric over these runs."""
+    sweep = ensemble_sweep(base, seeds)
+    result = run_sweep(sweep, out, **run)
+    summary = ensemble_summary(study_runs(sweep, result.table), confidence)
     summary.to_csv(Path(out) / "ensemble.csv", index=False)
     return summary
 
@@ -301,8 +359,62 @@ def _short_label(path: str) -> str:
     return ".".join(path.split(".")[-2:]) if path.count(".") > 1 else path
 
 
-def plot_hosting_capacity(topology: FeederTopology, capacity: Mapping[str, float], title: str = "") -> Figure:
-    """Hosting capacity (GPUs) by bus, as coloured markers on the feeder map."""
+def plot_sensitivity(runs: pd.DataFrame, path: str, metric: str = "violation_time_s") -> Figure:
+    """A metric against one parameter: every ok run as a dot, the mean over seeds as a line."""
+    from g2gsim.plots import _pyplot
+
+    ok = runs[runs["status"] == "ok"] if "status" in runs else runs
+    keys = ok[path].map(_hashable)
+    order = list(dict.fromkeys(keys))
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in order)
+    position = {v: (float(v) if numeric else float(i)) for i, v in enumerate(order)}
+    x = keys.map(position).to_numpy(dtype=float)
+    y = pd.to_numeric(ok[metric], errors="coerce").to_numpy(dtype=float)
+    means = pd.Series(y).groupby(x).mean()
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(means.index, means.to_numpy(), marker="o", color="tab:blue", label="mean over seeds")
+    if len(ok) > len(order):
+        ax.scatter(x, y, s=14, color="tab:blue", alpha=0.35, label="runs")
+        ax.legend(loc="best", fontsize=8)
+    if not numeric:
+        ax.set_xticks(list(position.values()), [str(v) for v in order], rotation=30, ha="right")
+    ax.set_xlabel(_short_label(path))
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {_short_label(path)}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_by_bus(summary: pd.DataFrame, metric: str, bus: str = "bus") -> Figure:
+    """A bar per bus of a metric (in the summary's row order)."""
+    from g2gsim.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.45 * len(summary)), 4))
+    values = pd.to_numeric(summary[metric], errors="coerce").to_numpy(dtype=float)
+    ax.bar([str(b) for b in summary[bus]], np.nan_to_num(values), color="tab:blue")
+    for i, value in enumerate(values):
+        ax.annotate("failed" if np.isnan(value) else f"{value:.3g}", (i, 0 if np.isnan(value) else value),
+                    ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+    ax.set_xlabel("bus of the site")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by site bus")
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bus_values(
+    topology: FeederTopology,
+    values: Mapping[str, float],
+    label: str,
+    title: str = "",
+    fmt: str = "{:,.0f}",
+    cmap: str = "RdYlGn",
+) -> Figure:
+    """A value per bus, as coloured markers on the feeder map (annotated with `fmt`)."""
     from g2gsim.grid.topology import _positions
     from g2gsim.plots import _pyplot
 
@@ -310,15 +422,20 @@ def plot_hosting_capacity(topology: FeederTopology, capacity: Mapping[str, float
     fig, ax = plt.subplots(figsize=(8, 8))
     topology.plot(ax=ax)
     pos = _positions(topology)
-    buses = [b for b in capacity if b.lower() in pos]
-    values = [float(capacity[b]) for b in buses]
+    buses = [b for b in values if b.lower() in pos]
+    numbers = [float(values[b]) for b in buses]
     points = ax.scatter(
-        [pos[b.lower()][0] for b in buses], [pos[b.lower()][1] for b in buses], c=values, s=140,
-        cmap="RdYlGn", edgecolor="black", zorder=5,
+        [pos[b.lower()][0] for b in buses], [pos[b.lower()][1] for b in buses], c=numbers, s=140,
+        cmap=cmap, edgecolor="black", zorder=5,
     )
-    for bus, value in zip(buses, values, strict=True):
-        ax.annotate(f"{bus}: {value:,.0f}", pos[bus.lower()], fontsize=7, xytext=(6, 6), textcoords="offset points")
-    fig.colorbar(points, ax=ax, label="hosting capacity (GPUs)", shrink=0.7)
-    ax.set_title(title or "hosting capacity by bus")
+    for bus, value in zip(buses, numbers, strict=True):
+        ax.annotate(f"{bus}: {fmt.format(value)}", pos[bus.lower()], fontsize=7, xytext=(6, 6), textcoords="offset points")
+    fig.colorbar(points, ax=ax, label=label, shrink=0.7)
+    ax.set_title(title or f"{label} by bus")
     fig.tight_layout()
     return fig
+
+
+def plot_hosting_capacity(topology: FeederTopology, capacity: Mapping[str, float], title: str = "") -> Figure:
+    """Hosting capacity (GPUs) by bus, as coloured markers on the feeder map."""
+    return plot_bus_values(topology, capacity, "hosting capacity (GPUs)", title or "hosting capacity by bus")
