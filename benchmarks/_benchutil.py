@@ -84,3 +84,19 @@ def last_json_line(text: str) -> dict[str, Any]:
         if line.startswith("{"):
             return json.loads(line)
     raise ValueError(f"no JSON line in worker output:\n{text[-2000:]}")
+
+
+def ieee13_step_sweep(n_steps: int, n_seeds: int, horizon_s: float) -> Any:
+    """The sweep the sweep benchmarks time: IEEE 13 OFO, `n_steps` primal step sizes x
+    `n_seeds` seeds, `horizon_s` simulated seconds per run."""
+    from g2gsim.studies import Sweep
+
+    return Sweep(
+        name="bench",
+        base="ieee13_ofo_notap",
+        overrides={"horizon_s": horizon_s},
+        axes={
+            "controllers.0.params.primal_step_size": [round(0.02 * (i + 1), 4) for i in range(n_steps)],
+            "seed": list(range(n_seeds)),
+        },
+    )

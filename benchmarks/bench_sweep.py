@@ -34,7 +34,7 @@ from typing import Any
 import _benchutil as bu
 
 from g2gsim.scenarios import Scenario, load_scenario
-from g2gsim.studies import Sweep, run_sweep
+from g2gsim.studies import run_sweep
 from g2gsim.studies.screening import measure_linear_error, run_screening, warm_up
 
 OPENG2G_RUNS = 15_225
@@ -44,15 +44,7 @@ OPENG2G_S_PER_RUN = 30.0
 def executor_benchmark(n_steps: int, n_seeds: int, horizon_s: float) -> list[dict[str, Any]]:
     import distributed
 
-    sweep = Sweep(
-        name="bench",
-        base="ieee13_ofo_notap",
-        overrides={"horizon_s": horizon_s},
-        axes={
-            "controllers.0.params.primal_step_size": [round(0.02 * (i + 1), 4) for i in range(n_steps)],
-            "seed": list(range(n_seeds)),
-        },
-    )
+    sweep = bu.ieee13_step_sweep(n_steps, n_seeds, horizon_s)
     n = len(sweep.tasks())
     root = Path(tempfile.mkdtemp(prefix="g2g_bench_sweep_"))
     rows = []

@@ -40,6 +40,12 @@ class DSSEngine:
             if os.getcwd() != cwd:
                 os.chdir(cwd)
         self._feeder_name: str | None = None
+        #: Number of feeder compiles this engine has done (each one clears the circuit).
+        self.n_compiles = 0
+        #: Opaque record a grid leaves with the compiled circuit so a later run can reuse it
+        #: instead of recompiling (see ``OpenDSSGrid(reuse_circuit=True)``); every compile
+        #: drops it, so it never outlives the circuit it describes.
+        self.circuit_snapshot: Any = None
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -75,6 +81,8 @@ class DSSEngine:
         """Clear this engine and build `feeder`'s circuit; the working directory never moves."""
         cwd = os.getcwd()
         self._feeder_name = feeder.name
+        self.circuit_snapshot = None
+        self.n_compiles += 1
         try:
             self.run("Clear")
             for command in feeder.commands:

@@ -13,14 +13,24 @@ controls off, taps on the regulators' transformer windings, the same solve befor
 step), so the two reproduce each other's voltages on the same inputs. That matters beyond
 bookkeeping: OpenDSS stops iterating at its convergence tolerance (1e-4), so a different
 sequence of solves lands on a slightly different point (a few 1e-5 pu).
+
+Screening sweeps may opt in to reusing the compiled circuit (``reuse_circuit=True``, set by
+:func:`g2gsim.studies.screening.run_screening`): when the engine's circuit was compiled and
+attached by an earlier run with the same structure (:func:`circuit_structure_key`), reset
+writes back a snapshot of every run-mutable value taken right after that compile, re-issues
+the solution settings and ``Init`` (so the first solve starts, as after a compile, from a
+direct solve rather than from the last run's solution), and skips the compile and the
+attachments. The sequence of solves is then the same as on a fresh circuit and the results
+are bit-identical (tested). Without the opt-in, every reset compiles, as always.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -88,6 +98,10 @@ class _Storage:
     variable_rows: tuple[int, ...] = ()
 
 
+#: Load indices of the generator and external-load attachments, as attached.
+_Attached = tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]
+
+
 # -- the component ----------------------------------------------------------------------------
 class OpenDSSGrid(Grid):
     """A distribution feeder solved by OpenDSS, coupled to datacenter components (SPEC 4).
@@ -95,11 +109,17 @@ class OpenDSSGrid(Grid):
     Publishes a :class:`GridState` in mailbox ``state`` after every solve. Commands: SetTaps,
     SetStoragePower and ResolveGrid. Services for controllers: :meth:`estimate_sensitivity`,
     :meth:`resolve_now`, :attr:`voltage_index`, :meth:`site_bus`, :attr:`regulators`.
+    `reuse_circuit` (off by default) lets :meth:`reset` reuse the engine's compiled circuit.
     """
 
-    def __init__(self, name: str, config: GridConfig, *, seed: int | None = None) -> None:
+    def __init__(self, name: str, config: GridConfig, *, seed: int | None = None, reuse_circuit: bool = False) -> None:
         super().__init__(name, config.period_s, seed=seed)
         self.config = config
+        #: Opt-in (screening): reuse the engine's compiled circuit when a previous run on the
+        #: same engine compiled and attached the same structure (see :meth:`reset`).
+        self.reuse_circuit = bool(reuse_circuit)
+        #: Whether the last reset reused a compiled circuit instead of compiling.
+        self.circuit_reused = False
         self.feeder: Feeder = load_feeder(config.feeder)
         excluded = config.excluded_buses
         if excluded is None:
@@ -196,7 +216,16 @@ class OpenDSSGrid(Grid):
         self._solve_s = 0.0
 
     def reset(self, ctx: RunContext) -> None:
-        """Build a fresh circuit for a new run: compile, attach, set taps, lay out buffers."""
+        """Build the circuit for a new run: compile, attach, set taps, lay out buffers.
+
+        With :attr:`reuse_circuit` (opt-in, for screening sweeps) and an engine whose circuit
+        a previous run compiled and attached with the same structure
+        (:func:`circuit_structure_key`), the compile and the attachments are skipped: every
+        run-mutable value is put back as it was right after that first compile (a
+        :class:`_CircuitSnapshot`), OpenDSS is told to initialise its next solve from scratch
+        (``Init``), and the run continues exactly as after a compile. Otherwise, or when the
+        circuit holds elements whose run-time state the snapshot cannot restore, it compiles.
+        """
         super().reset(ctx)
         self._clear_run_state()
         if self._engine is None:
@@ -205,23 +234,32 @@ class OpenDSSGrid(Grid):
             self._loads.close()
             self._loads = None
         engine = self._engine
-        engine.compile_feeder(self.feeder)
-        self._circuit = _Circuit(engine, self.feeder.name)
-        if self.config.source_pu is not None:
-            engine.run(f"Edit Vsource.source pu={self.config.source_pu}")
-        self._sites = [self._attach_site(i, a.site, a.bus, a.connection) for i, a in enumerate(self.config.sites)]
-        generators = [self._attach_injection(f"g2g_gen{i}", g.bus) for i, g in enumerate(self.config.generators)]
-        loads = [self._attach_injection(f"g2g_load{i}", ld.bus) for i, ld in enumerate(self.config.loads)]
-        self._storage = [self._attach_storage(spec) for spec in self.config.storage]
-        self._configure_solution()
-        self._regulators = self._discover_regulators()
+        key = circuit_structure_key(self.feeder, self.config) if self.reuse_circuit else None
+        attached = self._reuse_compiled_circuit(engine, key) if key is not None else None
+        self.circuit_reused = attached is not None
+        if attached is None:
+            attached = self._compile_and_attach(engine, key)
+        generators, loads = attached
+        # what only depends on the structure is kept with a reused circuit's snapshot
+        snapshot = engine.circuit_snapshot if key is not None else None
+        if snapshot is not None and snapshot.regulators is not None:
+            self._regulators = dict(snapshot.regulators)
+        else:
+            self._regulators = self._discover_regulators()
+            if snapshot is not None:
+                snapshot.regulators = dict(self._regulators)
         self._phase_regulators = self._regulators_by_phase()
         if self.config.initial_taps:
             self._apply_taps(self.config.initial_taps, when="initial taps")
         self._taps = self._read_taps()
         self._taps_changed()
         self._solve(0.0)
-        self._index, self._vmag_rows = self._build_voltage_index()
+        cached = None if snapshot is None else snapshot.voltage_indexes.get(self.excluded_buses)
+        if cached is None:
+            cached = self._build_voltage_index()
+            if snapshot is not None:
+                snapshot.voltage_indexes[self.excluded_buses] = cached
+        self._index, self._vmag_rows = cached
         self._period_ticks = ctx.clock.ticks(self.period)
         self._n_steps = ctx.step_count(self.period)
         self._injection_kw, self._injection_kvar = self._precompute_injections()
@@ -231,6 +269,57 @@ class OpenDSSGrid(Grid):
         self._site_kw = self._loads.kw[: 3 * len(self._sites)]  # view: the sites' kW as written
         self._allocate_buffers()
         self._box = ctx.mailbox("state")
+
+    def _compile_and_attach(self, engine: DSSEngine, key: tuple[Any, ...] | None) -> _Attached:
+        """Compile the feeder, attach sites, generators, loads and storage, configure solving.
+
+        With a structure `key` (circuit reuse on), leave a snapshot of the circuit as it is now
+        (before initial taps and the first solve) with the engine for later runs.
+        """
+        engine.compile_feeder(self.feeder)
+        self._circuit = _Circuit(engine, self.feeder.name)
+        if self.config.source_pu is not None:
+            engine.run(f"Edit Vsource.source pu={self.config.source_pu}")
+        self._sites = [self._attach_site(i, a.site, a.bus, a.connection) for i, a in enumerate(self.config.sites)]
+        generators = [self._attach_injection(f"g2g_gen{i}", g.bus) for i, g in enumerate(self.config.generators)]
+        loads = [self._attach_injection(f"g2g_load{i}", ld.bus) for i, ld in enumerate(self.config.loads)]
+        self._storage = [self._attach_storage(spec) for spec in self.config.storage]
+        self._configure_solution()
+        if key is not None:
+            engine.circuit_snapshot = _CircuitSnapshot.take(
+                key,
+                self.circuit,
+                sites=[s.load_indices for s in self._sites],
+                generators=generators,
+                loads=loads,
+                storage=[(s.spec.name, _storage_run_state(s.spec), s.variable_rows) for s in self._storage],
+            )
+        return generators, loads
+
+    def _reuse_compiled_circuit(self, engine: DSSEngine, key: tuple[Any, ...]) -> _Attached | None:
+        """Put the engine's circuit back to its just-compiled state if its structure is `key`.
+
+        Returns the generator and load attachments as :meth:`_compile_and_attach` does, or
+        None (nothing touched) when the circuit cannot be reused and must be compiled.
+        """
+        snapshot = engine.circuit_snapshot
+        if not isinstance(snapshot, _CircuitSnapshot) or snapshot.key != key or snapshot.unrestorable:
+            return None
+        circuit = _Circuit(engine, self.feeder.name)
+        if not snapshot.still_describes(circuit) or not snapshot.restore(circuit):
+            return None
+        self._circuit = circuit
+        self._sites = [
+            _Site(name=a.site, bus=a.bus.lower(), load_indices=indices, slot=3 * i)
+            for i, (a, indices) in enumerate(zip(self.config.sites, snapshot.sites, strict=True))
+        ]
+        self._storage = [
+            _Storage(spec=spec, variable_rows=rows)
+            for spec, (_, _, rows) in zip(self.config.storage, snapshot.storage, strict=True)
+        ]
+        self._configure_solution()
+        circuit.reinitialize_solution()
+        return list(snapshot.generators), list(snapshot.loads)
 
     def start(self) -> None:
         """Subscribe to every attached datacenter's state and fix each site's power factor."""
@@ -699,6 +788,230 @@ class OpenDSSGrid(Grid):
         raise KeyError(f"grid {self.name!r} has no datacenter {name!r}; sites: {sorted(self._site_buses)}")
 
 
+# -- circuit reuse (screening) -------------------------------------------------------------------
+#: Element classes a reused circuit may hold: their run-time state is either restored by a
+#: :class:`_CircuitSnapshot` (loads, transformer taps, capacitor states, source pu, the grid's
+#: own batteries), checked by it (generator kW/kvar), reset by ``Reset`` (controls, meters,
+#: monitors), or never changed by a run. A circuit with anything else (protection that can open a line,
+#: inverter or storage controllers, a feeder's own batteries, ...) is always recompiled.
+_RESTORABLE_CLASSES = frozenset(
+    {"vsource", "isource", "line", "transformer", "reactor", "capacitor", "load", "generator",
+     "regcontrol", "capcontrol", "energymeter", "monitor", "storage"}
+)
+#: At most this many files beside a user master file enter its fingerprint (by size and mtime).
+_FINGERPRINT_FILE_LIMIT = 2000
+
+
+def circuit_structure_key(feeder: Feeder, config: GridConfig) -> tuple[Any, ...]:
+    """Everything that defines the elements of a grid's circuit, as a hashable key.
+
+    Two grids with equal keys compile and attach the same circuit (same elements, same
+    names, same indices); they may differ only in run-mutable values (initial taps, profiles,
+    power factors, the datacenters themselves, excluded buses, coupling, tap limits). The
+    feeder enters by its OpenDSS commands and, for a user ``.dss`` master file, a hash of
+    that file and the size and modification time of the files in its folder (files
+    redirected from other folders, subfolders included, are not tracked).
+    """
+    return (
+        _feeder_fingerprint(feeder),
+        config.source_pu,
+        tuple((a.site, a.bus.lower(), a.connection) for a in config.sites),
+        tuple(g.bus.lower() for g in config.generators),
+        tuple(ld.bus.lower() for ld in config.loads),
+        tuple(tuple(spec.model_dump().items()) for spec in config.storage),
+        str(config.period_s),
+        config.regulator_self_control,
+    )
+
+
+def _feeder_fingerprint(feeder: Feeder) -> tuple[str, str, str]:
+    digest = hashlib.sha256()
+    for command in feeder.commands:
+        digest.update(command.encode())
+        digest.update(b"\0")
+    source = feeder.source
+    if not feeder.is_bundled and source is not None and source.is_file():
+        digest.update(source.read_bytes())
+        siblings = sorted(p for p in source.parent.iterdir() if p.is_file())[:_FINGERPRINT_FILE_LIMIT]
+        for path in siblings:
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+    return feeder.name, str(source), digest.hexdigest()
+
+
+def _storage_run_state(spec: StorageSpec) -> str:
+    """The run-mutable part of a battery's definition, as written when it is attached."""
+    return f"kWhStored={spec.rated_kwh * spec.initial_soc:.6f} State=IDLING kW=0 kvar=0"
+
+
+def _names(all_names: list[str]) -> list[str]:
+    """OpenDSS name lists without the ``NONE`` placeholder of an empty class."""
+    return [n for n in all_names if n.lower() != "none"]
+
+
+@dataclass(slots=True)
+class _CircuitSnapshot:
+    """Run-mutable state of a freshly compiled and attached circuit, to reuse it for more runs.
+
+    Taken after the attachments and the solution settings, before the initial taps and the
+    first solve. Holds the structure key it was taken for, the attachments' load indices,
+    and every value a run can change: each Load's kW and kvar (written every step, and by
+    sensitivity estimates), each Transformer winding's tap (initial taps, SetTaps, OpenDSS's
+    own regulator control), Capacitor states (capacitor controls), each Vsource's pu, the
+    grid's batteries (dispatch and energy) and the solution time (advanced by OpenDSS's own
+    time-mode solve); native Generators' kW and kvar are checked, not written (see
+    :meth:`restore`). :meth:`restore` writes back only what differs, through the same
+    element API the run used (batteries through ``Edit``). It also keeps what depends on the
+    structure only: the regulators and the voltage-vector layout (per set of excluded buses).
+    """
+
+    key: tuple[Any, ...]
+    n_elements: int
+    n_nodes: int
+    sites: tuple[tuple[int, int, int], ...]
+    generators: tuple[tuple[int, int, int], ...]
+    loads: tuple[tuple[int, int, int], ...]
+    storage: tuple[tuple[str, str, tuple[int, ...]], ...]  # name, run-state text, variable rows
+    load_kw: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    load_kvar: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    taps: tuple[tuple[str, int, float], ...] = ()
+    capacitors: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    vsources: tuple[tuple[str, float], ...] = ()
+    native_generators: tuple[tuple[str, float, float], ...] = ()
+    hour: int = 0
+    seconds: float = 0.0
+    unrestorable: str | None = None  # why this circuit cannot be reused (None: it can)
+    # filled by the first run: structure-only results, reused as they are
+    regulators: dict[str, Regulator] | None = None
+    voltage_indexes: dict[frozenset[str], tuple[VoltageIndex, np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def take(
+        cls,
+        key: tuple[Any, ...],
+        circuit: _Circuit,
+        *,
+        sites: list[tuple[int, int, int]],
+        generators: list[tuple[int, int, int]],
+        loads: list[tuple[int, int, int]],
+        storage: list[tuple[str, str, tuple[int, ...]]],
+    ) -> _CircuitSnapshot:
+        dss = circuit.dss
+        ours = {name.lower() for name, _, _ in storage}
+        unrestorable = None
+        for element in dss.Circuit.AllElementNames():
+            kind, _, name = element.lower().partition(".")
+            if kind not in _RESTORABLE_CLASSES or (kind == "storage" and name not in ours):
+                unrestorable = f"{element} (its run-time state is not restored)"
+                break
+        n_loads = int(dss.Loads.Count())
+        load_kw, load_kvar = np.zeros(n_loads), np.zeros(n_loads)
+        for i in range(n_loads):
+            dss.Loads.Idx(i + 1)
+            load_kw[i], load_kvar[i] = dss.Loads.kW(), dss.Loads.kvar()
+        return cls(
+            key=key,
+            n_elements=int(dss.Circuit.NumCktElements()),
+            n_nodes=int(dss.Circuit.NumNodes()),
+            sites=tuple(sites),
+            generators=tuple(generators),
+            loads=tuple(loads),
+            storage=tuple(storage),
+            load_kw=load_kw,
+            load_kvar=load_kvar,
+            taps=tuple(_transformer_taps(dss)),
+            capacitors=tuple(_capacitor_states(dss)),
+            vsources=tuple(_vsource_pu(dss)),
+            native_generators=tuple(_generator_powers(dss)),
+            hour=int(dss.Solution.Hour()),
+            seconds=float(dss.Solution.Seconds()),
+            unrestorable=unrestorable,
+        )
+
+    def still_describes(self, circuit: _Circuit) -> bool:
+        """A cheap check that the engine still holds the circuit this snapshot was taken of."""
+        dss = circuit.dss
+        return (
+            int(dss.Basic.NumCircuits()) > 0
+            and int(dss.Circuit.NumCktElements()) == self.n_elements
+            and int(dss.Circuit.NumNodes()) == self.n_nodes
+            and int(dss.Loads.Count()) == len(self.load_kw)
+        )
+
+    def restore(self, circuit: _Circuit) -> bool:
+        """Write every run-mutable value back to its snapshot value (only those that differ).
+
+        Returns False, having changed nothing, when a value cannot be written back exactly:
+        a native Generator's kW or kvar (its getters return derived values that do not
+        round-trip through its setters; no run writes them, but other code could).
+        """
+        dss = circuit.dss
+        if _generator_powers(dss) != list(self.native_generators):
+            return False
+        loads = dss.Loads
+        for i, (kw, kvar) in enumerate(zip(self.load_kw, self.load_kvar, strict=True)):
+            loads.Idx(i + 1)
+            if loads.kW() != kw:
+                loads.kW(kw)
+            if loads.kvar() != kvar:
+                loads.kvar(kvar)
+        transformers = dss.Transformers
+        for name, winding, tap in self.taps:
+            transformers.Name(name)
+            transformers.Wdg(winding)
+            if transformers.Tap() != tap:
+                transformers.Tap(tap)
+        for name, states in self.capacitors:
+            dss.Capacitors.Name(name)
+            if tuple(dss.Capacitors.States()) != states:
+                dss.Capacitors.States(list(states))
+        for name, pu in self.vsources:
+            dss.Vsources.Name(name)
+            if dss.Vsources.PU() != pu:
+                dss.Vsources.PU(pu)
+        for name, state, _ in self.storage:
+            circuit.engine.run(f"Edit Storage.{name} {state}")
+        if int(dss.Solution.Hour()) != self.hour:
+            dss.Solution.Hour(self.hour)
+        if float(dss.Solution.Seconds()) != self.seconds:
+            dss.Solution.Seconds(self.seconds)
+        return True
+
+
+def _transformer_taps(dss: Any) -> list[tuple[str, int, float]]:
+    taps = []
+    for name in _names(dss.Transformers.AllNames()):
+        dss.Transformers.Name(name)
+        for winding in range(1, int(dss.Transformers.NumWindings()) + 1):
+            dss.Transformers.Wdg(winding)
+            taps.append((name, winding, float(dss.Transformers.Tap())))
+    return taps
+
+
+def _capacitor_states(dss: Any) -> list[tuple[str, tuple[int, ...]]]:
+    states = []
+    for name in _names(dss.Capacitors.AllNames()):
+        dss.Capacitors.Name(name)
+        states.append((name, tuple(int(x) for x in dss.Capacitors.States())))
+    return states
+
+
+def _vsource_pu(dss: Any) -> list[tuple[str, float]]:
+    values = []
+    for name in _names(dss.Vsources.AllNames()):
+        dss.Vsources.Name(name)
+        values.append((name, float(dss.Vsources.PU())))
+    return values
+
+
+def _generator_powers(dss: Any) -> list[tuple[str, float, float]]:
+    values = []
+    for name in _names(dss.Generators.AllNames()):
+        dss.Generators.Name(name)
+        values.append((name, float(dss.Generators.kW()), float(dss.Generators.kvar())))
+    return values
+
+
 def _split_node(node: str) -> tuple[str, int]:
     """``"671.2"`` -> ("671", 2); a node without a phase suffix gets phase 0."""
     bus, _, phase = node.lower().partition(".")
@@ -799,6 +1112,11 @@ class _Circuit:
         """Values of a Storage element's state variables (same order as the names)."""
         self._activate_storage(storage)
         return list(self.dss.CktElement.AllVariableValues())
+
+    def reinitialize_solution(self) -> None:
+        """``Init``: the next solve starts from a direct solve of the present Y matrix, as the
+        first solve after a compile does, instead of from the previous solution."""
+        self.engine.run("Init")
 
     def finish_time_step(self) -> None:
         """Let OpenDSS integrate storage energy over one step (what Solve does with controls on)."""

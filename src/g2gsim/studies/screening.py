@@ -1,15 +1,44 @@
-"""Speed for studies: worker-side engine reuse and a linearised grid for coarse screening.
+"""Speed for studies: worker-side engine and circuit reuse, a linearised grid for coarse screening.
 
-Engine reuse
+Engine and circuit reuse
     :func:`run_screening` is what every sweep run calls in its worker. It keeps one OpenDSS
-    engine (one private DSS context) per feeder, per worker thread, for the life of the worker
-    process, and hands it to each run's grid instead of letting the grid create a new context
-    (about 25 ms each and memory that is not given back). What it cannot reuse is the compiled
-    circuit itself: :meth:`OpenDSSGrid.reset` always clears and recompiles the feeder, because
-    each run attaches its own sites, PV, loads and taps to it. Keeping the compiled circuit
-    would need the grid to detach a run's elements instead of clearing (a change to
-    ``g2gsim.grid.opendss`` outside this package); recompiling costs 3 ms (IEEE 13) to 25 ms
-    (IEEE 123) per run, small against a run, so the engine is reused and the compile is not.
+    engine (one private DSS context) per feeder, per worker thread, for the life of the
+    worker process, and hands it to each run's grid instead of letting the grid create a new
+    context (8 to 10 ms each here, and memory that is not given back). It also keeps the
+    compiled circuit: the grid is built with ``reuse_circuit = True``, so its reset compiles
+    and attaches the feeder only for the first run of a structure on that engine and takes a
+    snapshot of the circuit's run-mutable state right then (before initial taps and the
+    first solve): every Load's kW/kvar, every transformer winding's tap, capacitor states,
+    source pu, the grid's batteries (energy, state, kW, kvar) and the solution time (a
+    feeder's own generators are only checked: changed, they make it recompile). A later run
+    with the same structure key (:func:`g2gsim.grid.opendss.circuit_structure_key`: the
+    feeder's commands and, for a ``.dss`` file, a hash of it; source pu; site, generator and
+    load attachments; battery specs; grid period; regulator self-control) writes that
+    snapshot back, re-issues the solution settings (``Reset`` also clears OpenDSS's
+    controls), tells OpenDSS to initialise its next solve from scratch (``Init``, as after a
+    compile) and carries on with the run's initial taps and first solve. Runs of a sweep that
+    vary initial taps, profiles, datacenters, controllers, seeds or horizon all share one
+    compile; a different structure recompiles (and replaces the snapshot), and so does a
+    circuit holding elements whose run-time state the snapshot does not cover (protection,
+    inverter or storage controllers, a feeder's own batteries). ``reuse_circuit=False``
+    keeps the engine and recompiles every run, as before.
+
+    Accuracy: results are bit-identical to a fresh compile (voltages, taps, storage, site
+    power and metrics), tested on IEEE 13 (taps moved mid-run), 34 and 123 (batteries) and
+    with OpenDSS's own regulator control, including A, B, A sequences on one engine. The
+    ``Init`` is belt and braces: the re-issued ``Set Mode=Time`` already makes OpenDSS
+    re-initialise; with neither, a reused circuit lands 1e-11 to 2e-10 pu (and batteries
+    2e-6 kWh) away from a fresh one, its first solve starting from the last run's solution.
+
+    Saving (``benchmarks/bench_screening.py``, shared 2-core machine): the median reset of
+    the grid drops from 6 ms (compile on the worker's engine) to 0.7 ms on IEEE 13, from
+    8 ms to 1.1 ms on IEEE 34 and from 11 ms to 1.5 ms on IEEE 123 (1.7 ms with four
+    batteries); a grid with its own new engine, as ``g2gsim run`` builds it, takes 14 to
+    19 ms. Serial sweeps of 1 to 10 simulated seconds per run save 5 to 10 ms a run, 8 to
+    25 % of their wall time (``bench_sweep.py``'s 100 IEEE 13 OFO runs of 10 s: 14 to 30 %);
+    for hour-long runs the saving is negligible. A worker keeps one circuit per feeder (and
+    thread), so a sweep whose runs alternate between structures of one feeder (site buses,
+    say) still compiles at each change; ``screening_stats()`` counts compiles and reuses.
 
 Linearised grid (``linearized = True``)
     :class:`LinearizedOpenDSSGrid` replaces each step's power flow by
@@ -41,7 +70,7 @@ from g2gsim.scenarios import Scenario, build_simulation, bundled_scenarios, load
 from g2gsim.scenarios.build import BuiltScenario
 
 _ENGINES: dict[tuple[str, int], DSSEngine] = {}
-_STATS = {"runs": 0, "engines_created": 0}
+_STATS = {"runs": 0, "engines_created": 0, "circuits_compiled": 0, "circuits_reused": 0}
 
 
 def worker_engine(feeder: str) -> DSSEngine:
@@ -55,7 +84,8 @@ def worker_engine(feeder: str) -> DSSEngine:
 
 
 def screening_stats() -> dict[str, int]:
-    """Runs and engines of this process (engines_created stays at one per feeder and thread)."""
+    """Runs, engines and circuit compiles of this process (engines_created stays at one per
+    feeder and thread; circuits_compiled at one per structure while runs alternate little)."""
     return dict(_STATS)
 
 
@@ -195,27 +225,37 @@ def linearized_build(scenario: Scenario, *, perturbation_kw: float = 10.0) -> Bu
 
 
 # -- one run in a worker -------------------------------------------------------------------------
-def run_screening(scenario: Scenario, *, linearized: bool = False, reuse_engine: bool = True) -> dict[str, Any]:
+def run_screening(
+    scenario: Scenario, *, linearized: bool = False, reuse_engine: bool = True, reuse_circuit: bool = True
+) -> dict[str, Any]:
     """Run a scenario in this process, in memory, and return its headline metrics.
 
-    The same metrics as :func:`g2gsim.scenarios.run_scenario` (no files, no plots); the grid
-    reuses this worker's engine for the feeder; `linearized` swaps in the linearised grid.
+    The same metrics as :func:`g2gsim.scenarios.run_scenario` (no files, no plots). With
+    `reuse_engine` the grid uses this worker's engine for the feeder and, with `reuse_circuit`
+    too, the circuit compiled there by an earlier run of the same structure (see the module
+    docstring); `linearized` swaps in the linearised grid.
     """
     from g2gsim.scenarios.runner import summarize
 
     built = linearized_build(scenario) if linearized else build_simulation(scenario)
     grid = built.grid
+    compiles_before = 0
     if reuse_engine:
-        grid._engine = worker_engine(grid.feeder.name)  # reset() recompiles the feeder in it
+        grid._engine = worker_engine(grid.feeder.name)
+        grid.reuse_circuit = reuse_circuit
+        compiles_before = grid._engine.n_compiles
     start = time.perf_counter()
     try:
         result = built.simulation.run()
         wall_s = time.perf_counter() - start
         metrics = summarize(built, result, wall_s)
     finally:
-        if grid._loads is not None:  # free the load batch before the next run clears the circuit
+        if grid._loads is not None:  # free the load batch: the next run builds its own
             grid._loads.close()
             grid._loads = None
+        if grid._engine is not None:
+            _STATS["circuits_compiled"] += grid._engine.n_compiles - compiles_before
+        _STATS["circuits_reused"] += int(grid.circuit_reused)
     _STATS["runs"] += 1
     if linearized:
         metrics["grid_mode"] = "linearized"
