@@ -324,6 +324,9 @@ def measure_linear_error(names: list[str] | None = None, *, horizon_s: float = 3
         except Exception as exc:  # noqa: BLE001 - a preset this study cannot load
             rows.append({"scenario": name, "skipped": f"{type(exc).__name__}: {exc}"})
             continue
+        if scenario.is_live:
+            rows.append({"scenario": name, "skipped": "live site (needs its servers, runs in wall-clock time)"})
+            continue
         if scenario.grid.storage or scenario.grid.regulator_self_control:
             rows.append({"scenario": name, "skipped": "batteries or OpenDSS regulator control"})
             continue
