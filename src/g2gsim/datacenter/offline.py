@@ -465,23 +465,25 @@ class OfflineDatacenter(ConfiguredDatacenter):
         rows = self._rows
         if not hasattr(self, "_rec_power"):
             return {}
+        # Views of the recording buffers: the DataFrame constructor copies a dict's arrays into
+        # its own blocks, so a copy here would only raise the peak memory.
         columns: dict[str, np.ndarray] = {
-            "time_s": self._times[:rows].copy(),
-            "power_a_w": self._rec_power[:rows, 0].copy(),
-            "power_b_w": self._rec_power[:rows, 1].copy(),
-            "power_c_w": self._rec_power[:rows, 2].copy(),
+            "time_s": self._times[:rows],
+            "power_a_w": self._rec_power[:rows, 0],
+            "power_b_w": self._rec_power[:rows, 1],
+            "power_c_w": self._rec_power[:rows, 2],
         }
         batch = _forward_fill(self._batch_log, rows, len(self._labels))
         replicas = _forward_fill(self._replica_log, rows, len(self._labels))
         for m, label in enumerate(self._labels):
-            columns[f"{label}.batch"] = batch[:, m].copy()
-            columns[f"{label}.replicas"] = replicas[:, m].copy()
-            columns[f"{label}.itl_s"] = self._rec_itl[:rows, m].copy()
-            columns[f"{label}.power_w"] = self._rec_power[:rows, PHASES + m].copy()
+            columns[f"{label}.batch"] = batch[:, m]
+            columns[f"{label}.replicas"] = replicas[:, m]
+            columns[f"{label}.itl_s"] = self._rec_itl[:rows, m]
+            columns[f"{label}.power_w"] = self._rec_power[:rows, PHASES + m]
         if self._cap_log:  # only runs that used caps get cap columns
             caps = _forward_fill_float(self._cap_log, rows, len(self._labels))
             for m, label in enumerate(self._labels):
-                columns[f"{label}.cap_w"] = caps[:, m].copy()
+                columns[f"{label}.cap_w"] = caps[:, m]
         return {"state": pd.DataFrame(columns)}
 
     def summary(self) -> dict[str, Any]:

@@ -358,7 +358,9 @@ class OpenDSSGrid(Grid):
             return {}
         n = self._rows
         times = self._times[:n]
-        voltages = pd.DataFrame(self._voltages[:n], columns=self._index.labels())
+        # A view of the recording buffer, not a copy (rows before n are never written again):
+        # at one row per step the voltage table is the largest table of a run.
+        voltages = pd.DataFrame(self._voltages[:n], columns=self._index.labels(), copy=False)
         voltages.insert(0, "time_s", times)
         taps = pd.DataFrame(self._tap_buffer[:n], columns=list(self._regulators))
         taps.insert(0, "time_s", times)
