@@ -8,9 +8,10 @@ The problem, per re-plan, for the models i of one site::
 
 with, per model, the batch b_i (from its feasible set), the active replicas n_i = N_i -
 round(f N_i) for a stand-down fraction f, and the GPU power cap c_i (from the site's cap
-grid, or none); g_i GPUs per replica; G_i(n) the GPUs the site powers for n replicas (whole
-servers: ceil(n g_i / gpus_per_server) gpus_per_server, holding G_i / g_i replicas); P_i, L_i, R_i the logistic fits of power (W per
-replica), ITL (s) and throughput (tokens/s per replica); s_i = max(1, floor_i / c_i) the
+grid, or none); g_i GPUs per replica; G_i(n) the GPUs the site powers for n replicas
+(whole servers: ceil(n g_i / gpus_per_server) gpus_per_server, holding G_i / g_i
+replicas); P_i, L_i, R_i the logistic fits of power (W per replica), ITL (s) and
+throughput (tokens/s per replica); s_i = max(1, floor_i / c_i) the
 cap slowdown of :mod:`g2gsim.datacenter.power_cap`; U the uncontrolled load (base load,
 training: the site's power minus its models' power, its maximum over a recent window);
 r_i^P and r_i^L the online corrections. Knobs that are not allowed stay at their observed
