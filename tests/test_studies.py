@@ -325,3 +325,18 @@ def test_cli_hosting_capacity_json(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(line["capacity_gpus"]) == {"671"} and 0 < line["capacity_gpus"]["671"] <= 16000
     assert (tmp_path / "hc" / "hosting_capacity.png").is_file()
+
+
+def test_cli_study_commands_screen_with_the_linearised_grid(tmp_path: Path) -> None:
+    from g2gsim.studies.sweep import load_results
+
+    out = tmp_path / "lin"
+    counts = json_line(invoke("ensemble", "ieee13_baseline_notap", "--duration", "2", "--seeds", "0-1", "--out", out,
+                              "--no-progress", "--json", "--linearized"))
+    assert (counts["total"], counts["ok"]) == (2, 2)
+    runs = load_results(out, write=False)
+    assert set(runs["grid_mode"]) == {"linearized"}
+    full = tmp_path / "full"
+    json_line(invoke("ensemble", "ieee13_baseline_notap", "--duration", "2", "--seeds", "0-1", "--out", full,
+                     "--no-progress", "--json"))
+    assert "linearized" not in set(load_results(full, write=False).get("grid_mode", ["full"]))

@@ -59,6 +59,7 @@ Workers = Annotated[int | None, typer.Option(help="local worker processes (defau
 Scheduler = Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")]
 Duration = Annotated[float | None, typer.Option(help="simulated seconds per run (default: the scenario's horizon)")]
 Progress = Annotated[bool, typer.Option(help="progress bar with ETA")]
+Linearized = Annotated[bool, typer.Option(help="screen with the linearised grid (coarse; full power flow is the default)")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print the counts and the summary as one JSON line")]
 
 
@@ -424,6 +425,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="output folder (default: sweeps/sensitivity_<scenario>_<field>)")] = None,
         progress: Progress = True,
         json_output: JsonOutput = False,
+        linearized: Linearized = False,
     ) -> None:
         """Metrics against one scenario field (any dotted path): how much the outcome depends on it."""
         from g2gsim.plots import write_figure
@@ -442,14 +444,15 @@ def register(app: typer.Typer) -> None:
         parsed = parse_values(values, _current_value(base.to_dict(), param))
         seed_list = [base.seed] if seeds is None else parse_seeds(seeds)
         try:  # the path and every value, checked before anything runs
-            sweep = sensitivity_sweep(base, param, parsed, seed_list)
+            sweep = sensitivity_sweep(base, param, parsed, seed_list, linearized_grid=linearized)
             expected = len(sweep.tasks())
         except SweepError as exc:
             _fail(str(exc))
         folder = out or Path("sweeps") / _slug(f"sensitivity_{base.name}_{param.split('.')[-1]}")
         with _running(scheduler):
             summary = parameter_sensitivity(
-                base, param, parsed, folder, seeds=seed_list, executor=executor, workers=n, progress=progress
+                base, param, parsed, folder, seeds=seed_list, executor=executor, workers=n, progress=progress,
+                linearized_grid=linearized,
             )
         runs = _study_rows(sweep, folder)
         counts = _counts(runs, expected, folder)
@@ -477,6 +480,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="output folder (default: sweeps/sites_<scenario>)")] = None,
         progress: Progress = True,
         json_output: JsonOutput = False,
+        linearized: Linearized = False,
     ) -> None:
         """The site at each three-phase bus in turn, ranked by a metric: where a datacenter fits best."""
         from g2gsim.plots import write_figure
@@ -499,14 +503,14 @@ def register(app: typer.Typer) -> None:
         buses = _study_buses(base, bus)
         seed_list = None if seeds is None else parse_seeds(seeds)
         try:
-            sweep = siting_sweep(base, site=site, buses=buses, seeds=seed_list)
+            sweep = siting_sweep(base, site=site, buses=buses, seeds=seed_list, linearized_grid=linearized)
             expected = len(sweep.tasks())
         except SweepError as exc:
             _fail(str(exc))
         folder = out or Path("sweeps") / _slug(f"sites_{base.name}")
         with _running(scheduler):
             result = site_sweep(base, folder, site=site, buses=buses, seeds=seed_list, executor=executor, workers=n,
-                                progress=progress)
+                                progress=progress, linearized_grid=linearized)
         path = f"sites.{site}.bus"
         runs = study_runs(sweep, result.table)
         counts = _counts(runs, expected, folder)
@@ -543,6 +547,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="output folder (default: sweeps/ensemble_<scenario>)")] = None,
         progress: Progress = True,
         json_output: JsonOutput = False,
+        linearized: Linearized = False,
     ) -> None:
         """One run per seed: mean and confidence interval of each metric, to tell effects from noise."""
         from g2gsim.studies.studies import ensemble_sweep, seed_ensemble
@@ -561,14 +566,14 @@ def register(app: typer.Typer) -> None:
             _fail(f"--confidence {confidence:g}: must be between 0 and 1 (exclusive), e.g. 0.95")
         base = _load_base(scenario, duration)
         try:
-            sweep = ensemble_sweep(base, seed_list)
+            sweep = ensemble_sweep(base, seed_list, linearized_grid=linearized)
             expected = len(sweep.tasks())
         except SweepError as exc:
             _fail(str(exc))
         folder = out or Path("sweeps") / _slug(f"ensemble_{base.name}")
         with _running(scheduler):
             summary = seed_ensemble(base, seed_list, folder, confidence=confidence, executor=executor,
-                                    workers=n_workers, progress=progress)
+                                    workers=n_workers, progress=progress, linearized_grid=linearized)
         runs = _study_rows(sweep, folder)
         counts = _counts(runs, expected, folder)
         for name in metric or ["violation_time_s"]:

@@ -74,13 +74,15 @@ def summarize_by(runs: pd.DataFrame, column: str, order: Sequence[Any] | None = 
     return summary
 
 
-def sensitivity_sweep(base: Scenario | str, path: str, values: Sequence[Any], seeds: Sequence[int] = (0,)) -> Sweep:
+def sensitivity_sweep(
+    base: Scenario | str, path: str, values: Sequence[Any], seeds: Sequence[int] = (0,), *, linearized_grid: bool = False
+) -> Sweep:
     """The sweep of :func:`parameter_sensitivity` (one axis, plus seeds unless just the scenario's own)."""
     scenario = _scenario(base)
     axes: dict[str, list[Any]] = {path: list(values)}
     if len(seeds) > 1 or tuple(seeds) != (scenario.seed,):
         axes["seed"] = list(seeds)
-    return Sweep(name=f"sensitivity {path}", base=scenario.to_dict(), axes=axes)
+    return Sweep(name=f"sensitivity {path}", base=scenario.to_dict(), axes=axes, linearized_grid=linearized_grid)
 
 
 def parameter_sensitivity(
@@ -98,7 +100,7 @@ def parameter_sensitivity(
     n_runs, n_ok and the mean of each numeric metric over the seeds that ran ok, also written
     to ``out/sensitivity.csv`` (every run is in ``out/results.parquet``).
     """
-    sweep = sensitivity_sweep(base, path, values, seeds)
+    sweep = sensitivity_sweep(base, path, values, seeds, linearized_grid=bool(run.pop("linearized_grid", False)))
     result = run_sweep(sweep, out, **run)
     summary = summarize_by(study_runs(sweep, result.table), path, order=values)
     summary.to_csv(Path(out) / "sensitivity.csv", index=False)
@@ -130,14 +132,19 @@ def candidate_buses(scenario: Scenario) -> list[str]:
 
 
 def siting_sweep(
-    base: Scenario | str, *, site: int = 0, buses: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+    base: Scenario | str,
+    *,
+    site: int = 0,
+    buses: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    linearized_grid: bool = False,
 ) -> Sweep:
     """The sweep of :func:`site_sweep`: site `site` at each bus (default: every candidate bus), per seed."""
     scenario = _scenario(base)
     axes: dict[str, list[Any]] = {f"sites.{site}.bus": list(buses or candidate_buses(scenario))}
     if seeds is not None:
         axes["seed"] = list(seeds)
-    return Sweep(name=f"sites of {scenario.name}", base=scenario.to_dict(), axes=axes)
+    return Sweep(name=f"sites of {scenario.name}", base=scenario.to_dict(), axes=axes, linearized_grid=linearized_grid)
 
 
 def site_sweep(
@@ -150,7 +157,8 @@ def site_sweep(
     **run: Any,
 ) -> SweepResult:
     """One run per three-phase bus (and seed) with site `site` moved there."""
-    return run_sweep(siting_sweep(base, site=site, buses=buses, seeds=seeds), out, **run)
+    linearized = bool(run.pop("linearized_grid", False))
+    return run_sweep(siting_sweep(base, site=site, buses=buses, seeds=seeds, linearized_grid=linearized), out, **run)
 
 
 # -- hosting capacity ----------------------------------------------------------------------------------
@@ -313,18 +321,20 @@ def ensemble_summary(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def ensemble_sweep(base: Scenario | str, seeds: Sequence[int] | int) -> Sweep:
+def ensemble_sweep(base: Scenario | str, seeds: Sequence[int] | int, *, linearized_grid: bool = False) -> Sweep:
     """The sweep of :func:`seed_ensemble`: the scenario once per seed (or seeds 0..n-1)."""
     scenario = _scenario(base)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    return Sweep(name=f"seeds of {scenario.name}", base=scenario.to_dict(), axes={"seed": seed_list})
+    return Sweep(
+        name=f"seeds of {scenario.name}", base=scenario.to_dict(), axes={"seed": seed_list}, linearized_grid=linearized_grid
+    )
 
 
 def seed_ensemble(
     base: Scenario | str, seeds: Sequence[int] | int, out: str | Path, *, confidence: float = 0.95, **run: Any
 ) -> pd.DataFrame:
     """Run the scenario for every seed (or seeds 0..n-1); mean and CI of each metric over these runs."""
-    sweep = ensemble_sweep(base, seeds)
+    sweep = ensemble_sweep(base, seeds, linearized_grid=bool(run.pop("linearized_grid", False)))
     result = run_sweep(sweep, out, **run)
     summary = ensemble_summary(study_runs(sweep, result.table), confidence)
     summary.to_csv(Path(out) / "ensemble.csv", index=False)
