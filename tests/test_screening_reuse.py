@@ -8,6 +8,7 @@ and must recompile when it changes.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -175,7 +176,8 @@ def test_default_grid_never_reuses() -> None:
 def test_run_screening_reuses_the_workers_compiled_circuit() -> None:
     scn = scenario("ieee34_ofo_tapchange", CASES["ieee34_ofo_tapchange"], horizon_s=8.0)
     fresh = run_screening(scn, reuse_engine=False)
-    engine = worker_engine("ieee34")
+    built = build_simulation(scn)
+    engine = worker_engine("ieee34", circuit_structure_key(built.grid.feeder, built.grid.config))
     run_screening(scn)  # compiles unless an earlier test left this structure in the engine
     before, stats = engine.n_compiles, screening_stats()
     again = run_screening(scn)
@@ -184,8 +186,11 @@ def test_run_screening_reuses_the_workers_compiled_circuit() -> None:
     assert screening_stats()["circuits_compiled"] == stats["circuits_compiled"]
     drop = {"wall_s"}
     assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in fresh.items() if k not in drop}
-    run_screening(scn, reuse_circuit=False)  # engine reuse alone recompiles, as before
-    assert engine.n_compiles == before + 1
+    plain = worker_engine("ieee34")  # engine reuse alone: one engine per feeder, compiling every run
+    compiled = plain.n_compiles
+    run_screening(scn, reuse_circuit=False)
+    run_screening(scn, reuse_circuit=False)
+    assert plain.n_compiles == compiled + 2 and engine.n_compiles == before
 
 
 # -- the structure key and what cannot be reused -------------------------------------------------
@@ -292,3 +297,31 @@ def test_restore_puts_back_loads_taps_capacitors_source_and_time() -> None:
     dss.Generators.Name("gen")
     dss.Generators.kW(55.0)
     assert not snap.restore(circuit)
+
+
+def test_a_worker_keeps_one_compiled_circuit_per_structure() -> None:
+    """A siting sweep alternates structures (the site moves): each bus compiles once."""
+    base = scenario("ieee13_ofo_tapchange", CASES["ieee13_ofo_tapchange"], horizon_s=2.0)
+    at = {bus: base.with_overrides(sites=[{**base.to_dict()["sites"][0], "bus": bus}]) for bus in ("671", "675")}
+    fresh = {bus: run_screening(s, reuse_engine=False) for bus, s in at.items()}
+    for bus in ("671", "675"):
+        run_screening(at[bus])
+    before = screening_stats()
+    for bus in ("671", "675", "671", "675"):
+        again = run_screening(at[bus])
+        assert {k: v for k, v in again.items() if k != "wall_s"} == {k: v for k, v in fresh[bus].items() if k != "wall_s"}
+    after = screening_stats()
+    assert after["circuits_compiled"] == before["circuits_compiled"]
+    assert after["circuits_reused"] == before["circuits_reused"] + 4
+
+
+def test_worker_engines_are_bounded_least_recently_used_first() -> None:
+    from g2gsim.studies import screening
+
+    first = worker_engine("ieee13", ("lru-test", 0))
+    for i in range(1, screening.MAX_CIRCUITS_PER_WORKER):
+        worker_engine("ieee13", ("lru-test", i))
+    assert worker_engine("ieee13", ("lru-test", 0)) is first  # used again: now the newest
+    worker_engine("ieee13", ("lru-test", "one more"))
+    assert worker_engine("ieee13", ("lru-test", 0)) is first
+    assert ("ieee13", ("lru-test", 1), threading.get_ident()) not in screening._ENGINES

@@ -2,8 +2,9 @@
 
 Engine and circuit reuse
     :func:`run_screening` is what every sweep run calls in its worker. It keeps one OpenDSS
-    engine (one private DSS context) per feeder, per worker thread, for the life of the
-    worker process, and hands it to each run's grid instead of letting the grid create a new
+    engine (one private DSS context) per feeder and circuit structure, per worker thread
+    (the :data:`MAX_CIRCUITS_PER_WORKER` most recently used), for the life of the worker
+    process, and hands it to each run's grid instead of letting the grid create a new
     context (8 to 10 ms each here, and memory that is not given back). It also keeps the
     compiled circuit: the grid is built with ``reuse_circuit = True``, so its reset compiles
     and attaches the feeder only for the first run of a structure on that engine and takes a
@@ -36,9 +37,10 @@ Engine and circuit reuse
     batteries); a grid with its own new engine, as ``g2gsim run`` builds it, takes 14 to
     19 ms. Serial sweeps of 1 to 10 simulated seconds per run save 5 to 10 ms a run, 8 to
     25 % of their wall time (``bench_sweep.py``'s 100 IEEE 13 OFO runs of 10 s: 14 to 30 %);
-    for hour-long runs the saving is negligible. A worker keeps one circuit per feeder (and
-    thread), so a sweep whose runs alternate between structures of one feeder (site buses,
-    say) still compiles at each change; ``screening_stats()`` counts compiles and reuses.
+    for hour-long runs the saving is negligible. Because a worker keeps a circuit per
+    structure, a sweep whose runs alternate between structures (a siting sweep with seeds:
+    the site moves between buses) compiles once per structure, not at every change;
+    ``screening_stats()`` counts compiles and reuses.
 
 Linearised grid (``linearized = True``)
     :class:`LinearizedOpenDSSGrid` replaces each step's power flow by
@@ -57,6 +59,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -64,22 +67,35 @@ import pandas as pd
 
 from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.errors import GridError
-from g2gsim.grid.opendss import OpenDSSGrid
+from g2gsim.grid.opendss import OpenDSSGrid, circuit_structure_key
 from g2gsim.kernel.context import RunContext
 from g2gsim.scenarios import Scenario, build_simulation, bundled_scenarios, load_scenario
 from g2gsim.scenarios.build import BuiltScenario
 
-_ENGINES: dict[tuple[str, int], DSSEngine] = {}
+#: Engines of this process, least recently used first, keyed by (feeder, circuit structure
+#: or None, thread): a sweep that alternates structures (siting: the site moves between buses)
+#: keeps one compiled circuit per structure, up to :data:`MAX_CIRCUITS_PER_WORKER` per thread.
+_ENGINES: OrderedDict[tuple[str, Any, int], DSSEngine] = OrderedDict()
 _STATS = {"runs": 0, "engines_created": 0, "circuits_compiled": 0, "circuits_reused": 0}
+#: Compiled circuits a worker thread keeps (each is an OpenDSS context of a few MB).
+MAX_CIRCUITS_PER_WORKER = 8
 
 
-def worker_engine(feeder: str) -> DSSEngine:
-    """This worker thread's OpenDSS engine for `feeder` (created on first use)."""
-    key = (feeder, threading.get_ident())
+def worker_engine(feeder: str, structure: Any = None) -> DSSEngine:
+    """This worker thread's OpenDSS engine for `feeder` and circuit `structure` (a
+    :func:`~g2gsim.grid.opendss.circuit_structure_key`; None: one engine per feeder), created
+    on first use; the least recently used engine of the thread goes beyond the limit."""
+    thread = threading.get_ident()
+    key = (feeder, structure, thread)
     engine = _ENGINES.get(key)
-    if engine is None:
-        engine = _ENGINES[key] = DSSEngine()
-        _STATS["engines_created"] += 1
+    if engine is not None:
+        _ENGINES.move_to_end(key)
+        return engine
+    engine = _ENGINES[key] = DSSEngine()
+    _STATS["engines_created"] += 1
+    mine = [k for k in _ENGINES if k[2] == thread]
+    for stale in mine[: max(0, len(mine) - MAX_CIRCUITS_PER_WORKER)]:
+        del _ENGINES[stale]
     return engine
 
 
@@ -241,7 +257,8 @@ def run_screening(
     grid = built.grid
     compiles_before = 0
     if reuse_engine:
-        grid._engine = worker_engine(grid.feeder.name)
+        structure = circuit_structure_key(grid.feeder, grid.config) if reuse_circuit else None
+        grid._engine = worker_engine(grid.feeder.name, structure)
         grid.reuse_circuit = reuse_circuit
         compiles_before = grid._engine.n_compiles
     start = time.perf_counter()
