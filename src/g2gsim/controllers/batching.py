@@ -74,11 +74,17 @@ class FeasibleBatches:
         return len(self.labels)
 
     def clip(self, x: np.ndarray) -> np.ndarray:
-        """x clipped to [log2 min B_i, log2 max B_i] per model."""
-        return np.clip(x, self.x_min, self.x_max)
+        """x clipped to [log2 min B_i, log2 max B_i] per model (NaN stays NaN).
+
+        ``minimum(maximum(x, lo), hi)``: the same values as ``np.clip`` without its
+        Python-level dispatch, which dominates for a handful of models.
+        """
+        return np.minimum(np.maximum(x, self.x_min), self.x_max)
 
     def nearest(self, x: Iterable[float]) -> list[int]:
         """The feasible batch nearest to 2^x_i for every model."""
+        if isinstance(x, np.ndarray):
+            x = x.tolist()  # Python floats: the same values, cheaper to convert one by one
         return [nearest_batch(sizes, xi) for sizes, xi in zip(self.sizes, x, strict=True)]
 
     def at_min(self, label: str, batch: int) -> bool:

@@ -110,9 +110,7 @@ class LogisticCurves:
         self.b0 = np.array([_parameter(f, "b0") for f in fits], dtype=float)
 
     def _sigmoid(self, x: np.ndarray) -> np.ndarray:
-        a = self.k * (np.asarray(x, dtype=float) - self.x0)
-        ea = np.exp(-np.abs(a))
-        return np.where(a >= 0, 1.0 / (1.0 + ea), ea / (1.0 + ea))
+        return _sigmoid(self.k * (np.asarray(x, dtype=float) - self.x0))
 
     def value(self, x: np.ndarray) -> np.ndarray:
         """y(x) per model."""
@@ -126,6 +124,33 @@ class LogisticCurves:
     def finite(self) -> np.ndarray:
         """Per model: all four parameters finite."""
         return np.isfinite(self.L) & np.isfinite(self.x0) & np.isfinite(self.k) & np.isfinite(self.b0)
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    """Numerically stable 1 / (1 + e^-a), element-wise."""
+    ea = np.exp(-np.abs(a))
+    denominator = 1.0 + ea
+    return np.where(a >= 0, 1.0 / denominator, ea / denominator)
+
+
+class _StackedSlopes:
+    """dy/dx of several :class:`LogisticCurves` (same models) in one vectorised pass.
+
+    Row j of :meth:`at` is ``curves[j].slope(x)``, with the same element-wise arithmetic,
+    so the per-step cost is one set of NumPy calls instead of one per curve.
+    """
+
+    __slots__ = ("L", "k", "x0")
+
+    def __init__(self, curves: Sequence[LogisticCurves]) -> None:
+        self.L = np.stack([c.L for c in curves])
+        self.x0 = np.stack([c.x0 for c in curves])
+        self.k = np.stack([c.k for c in curves])
+
+    def at(self, x: np.ndarray) -> np.ndarray:
+        """(n_curves, n_models) slopes at x (one x per model)."""
+        s = _sigmoid(self.k * (x - self.x0))
+        return self.L * (self.k * s * (1.0 - s))
 
 
 def _fit_part(fit: Any, metric: str, label: str, owner: str) -> Any:
@@ -188,6 +213,8 @@ class OFOBatchController(Controller):
         self._latency: LogisticCurves | None = None
         self._throughput: LogisticCurves | None = None
         self._r_max = np.zeros(0)  # R_i(x_max,i), the throughput normaliser
+        self._slopes: _StackedSlopes | None = None  # P', L', R' in one pass
+        self._coupling = _VoltageCoupling()
         self._h: np.ndarray | None = None  # H, (n_v, 3) pu/kW
         self._lambda_under: np.ndarray | None = None
         self._lambda_over: np.ndarray | None = None
@@ -219,11 +246,13 @@ class OFOBatchController(Controller):
                 f"attached: {sorted(grid.sites)}"
             )
         self._site, self._grid = site, grid
+        self._owner = f"OFO {self.name!r}"
         specs = dict(site.specs)
         self._labels = tuple(specs)
         self._batches = FeasibleBatches.from_specs(specs, union=self.config.union_feasible_sets)
         self._deadline = np.array([float(specs[m].itl_deadline_s) for m in self._labels])
         self._power, self._latency, self._throughput = self._curves(specs)
+        self._slopes = _StackedSlopes((self._power, self._latency, self._throughput))
         # R_i(x_max,i); <= 0 or non-finite -> 1 (SPEC 5.2)
         r_max = self._throughput.value(self._batches.x_max)
         self._r_max = np.where(np.isfinite(r_max) & (r_max > 0), r_max, 1.0)
@@ -263,7 +292,7 @@ class OFOBatchController(Controller):
     @property
     def latency_duals(self) -> dict[str, float]:
         """mu_i per model."""
-        return {m: float(v) for m, v in zip(self._labels, self._mu, strict=True)}
+        return dict(zip(self._labels, self._mu.tolist(), strict=True))
 
     @property
     def voltage_duals(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -291,10 +320,10 @@ class OFOBatchController(Controller):
         cfg = self.config
         batches = self._batches
         assert batches is not None and self._power is not None
-        assert self._latency is not None and self._throughput is not None
+        assert self._latency is not None and self._throughput is not None and self._slopes is not None
         state = self._dc_box.value
         voltages = np.asarray(self._grid_box.value.voltages, dtype=float)
-        cols = state_columns(state, self._labels, owner=f"OFO {self.name!r}")
+        cols = state_columns(state, self._labels, owner=self._owner)
         replicas = np.asarray(state.replicas, dtype=float)[cols]
         itl = np.asarray(state.itl_s, dtype=float)[cols]
         if self._x is None:
@@ -308,6 +337,7 @@ class OFOBatchController(Controller):
         estimated = self._h is None or (interval > 0 and self._steps % interval == 0)
         if estimated:
             self._h = self._estimate_h(len(voltages))
+            self._coupling.clear()
         h = self._h
         assert h is not None
         if h.shape[0] != voltages.shape[0]:
@@ -319,9 +349,12 @@ class OFOBatchController(Controller):
         if self._lambda_under is None or self._lambda_over is None:
             self._lambda_under = np.zeros(len(voltages))
             self._lambda_over = np.zeros(len(voltages))
+        under_gap = cfg.v_min - voltages  # v_min - v
+        over_gap = voltages - cfg.v_max  # v - v_max
         seen = np.isfinite(voltages)
-        under_gap = np.where(seen, cfg.v_min - voltages, 0.0)  # v_min - v
-        over_gap = np.where(seen, voltages - cfg.v_max, 0.0)  # v - v_max
+        if not seen.all():
+            under_gap = np.where(seen, under_gap, 0.0)
+            over_gap = np.where(seen, over_gap, 0.0)
         self._lambda_under = np.maximum(self._lambda_under + cfg.voltage_dual_step_size * under_gap, 0.0)
         self._lambda_over = np.maximum(self._lambda_over + cfg.voltage_dual_step_size * over_gap, 0.0)
         eta = self._lambda_over - self._lambda_under
@@ -337,17 +370,17 @@ class OFOBatchController(Controller):
         # 4. primal step in x = log2(batch)
         x, x_prev = self._x, self._x_prev
         w = np.where(np.isfinite(replicas) & (replicas > 0), replicas, 0.0)  # w_i
-        e = _phase_shares(getattr(state, "phase_share", None), cols)  # e_i, rows sum to 1
-        g_v = eta @ (h @ e.T)  # g_v,i = eta . (H e_i)
-        d_p = w * self._power.slope(x) / 1000.0  # dP_i, kW per unit x
-        d_r = w * self._throughput.slope(x) / self._r_max  # dR_i, normalised
+        g_v = eta @ self._coupling.he(h, getattr(state, "phase_share", None), cols)  # g_v,i = eta . (H e_i)
+        p_slope, l_slope, r_slope = self._slopes.at(x)
+        d_p = w * p_slope / 1000.0  # dP_i, kW per unit x
+        d_r = w * r_slope / self._r_max  # dR_i, normalised
         grad = (
             -cfg.w_throughput * d_r
             + cfg.voltage_gradient_scale * g_v * d_p
-            + self._mu * self._latency.slope(x)
+            + self._mu * l_slope
             + cfg.w_switch * (x - x_prev)
         )
-        if not np.all(np.isfinite(grad)):
+        if not np.isfinite(grad).all():
             bad = [m for m, ok in zip(self._labels, np.isfinite(grad), strict=True) if not ok]
             raise FloatingPointError(
                 f"OFO {self.name!r}: non-finite gradient for model(s) {bad} (check H, the fits and the voltages)"
@@ -407,6 +440,38 @@ class OFOBatchController(Controller):
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self._steps}
+
+
+class _VoltageCoupling:
+    """H e_i^T for every model (n_v, n_models), recomputed only when H or the shares change.
+
+    The phase shares of a site change only with its allocation, so most steps reuse the
+    previous product. The cache key is the exact bytes of the shares and columns, so a
+    datacenter that publishes new arrays with the same values still hits it, and one that
+    changes values never does.
+    """
+
+    __slots__ = ("_he", "_key")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the cached product (call when H changes)."""
+        self._key: tuple[Any, ...] | None = None
+        self._he = np.zeros((0, 0))
+
+    def he(self, h: np.ndarray, share: Any, cols: np.ndarray) -> np.ndarray:
+        """H @ e.T with e = :func:`_phase_shares` (share, cols)."""
+        if share is None:
+            key: tuple[Any, ...] = (None, cols.tobytes())
+        else:
+            share = np.asarray(share, dtype=float)
+            key = (share.shape, share.tobytes(), cols.tobytes())
+        if key != self._key:
+            self._he = h @ _phase_shares(share, cols).T
+            self._key = key
+        return self._he
 
 
 def _phase_shares(share: Any, cols: np.ndarray) -> np.ndarray:

@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 __all__ = ["OfflineDatacenter"]
 
 
+_NO_RAMP = Fraction(0)  # ramp-up rate of a model a SetBatchSize gives no rate for
+
+
 @dataclass(frozen=True)
 class _BatchRamp:
     """A batch rising from `start` at t0 toward `target` at `rate` requests/s (exact times)."""
@@ -315,6 +318,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
     def _set_batch(self, command: SetBatchSize, tick: int) -> None:
         """Validate the whole command, then set batches (at once, or as a ramp-up)."""
         targets: dict[int, tuple[int, Fraction]] = {}
+        rates = command.ramp_up_rate
         for label, batch in command.batch.items():
             m = self._index(label, command)
             if batch not in self._known[m]:
@@ -322,16 +326,17 @@ class OfflineDatacenter(ConfiguredDatacenter):
                     f"SetBatchSize for site {self.name!r}: batch {batch} of {label!r} is not a known "
                     f"batch size; allowed: {list(self._known[m])}"
                 )
-            rate = command.ramp_up_rate.get(label, 0.0)
-            targets[m] = (int(batch), as_seconds(rate, name=f"ramp_up_rate[{label!r}]"))
-        for label in command.ramp_up_rate:
+            # Most commands carry no ramp: skip the exact (Fraction) conversion of a default 0.
+            rate = as_seconds(rates[label], name=f"ramp_up_rate[{label!r}]") if label in rates else _NO_RAMP
+            targets[m] = (int(batch), rate)
+        for label in rates:
             self._index(label, command)
-        t_now = self.ctx.clock.seconds(tick)
         batch = self._batch.copy()
         for m, (target, rate) in targets.items():
-            self._ramps.pop(m, None)
+            if self._ramps:
+                self._ramps.pop(m, None)
             if rate > 0 and target > batch[m]:
-                self._ramps[m] = _BatchRamp(int(batch[m]), target, rate, t_now)
+                self._ramps[m] = _BatchRamp(int(batch[m]), target, rate, self.ctx.clock.seconds(tick))
             else:
                 batch[m] = target
         self._set_batches(batch)

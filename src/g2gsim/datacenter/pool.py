@@ -341,6 +341,7 @@ class FleetPower:
         self._extended = np.zeros(n + 1)  # allocated servers, then the overlay per phase
         self._power = self._extended[:n]
         self._upper = np.empty(n)
+        self._factor = np.empty(n)  # noise factors, reused every step
         members = np.zeros((PHASES + self.n_models, n + 1))
         columns = np.arange(n)
         members[pool.phase[servers], columns] = 1.0
@@ -383,7 +384,7 @@ class FleetPower:
             return power
         nf = self.noise_fraction
         if self._at_least_one:
-            factor = rng.normal(1.0, nf, power.size)
+            factor = self._unit_normal(rng, nf)
             np.maximum(factor, 0.0, out=factor)
             factor *= self._gain
             power *= factor
@@ -395,6 +396,15 @@ class FleetPower:
         np.maximum(power, 0.0, out=power)
         return power
 
+    def _unit_normal(self, rng: np.random.Generator, sd: float) -> np.ndarray:
+        """Normal(1, sd) per server in a reused work array: the same draws and arithmetic as
+        ``rng.normal(1.0, sd, n)`` (loc + scale * z), without its argument handling and
+        allocation."""
+        factor = rng.standard_normal(out=self._factor)
+        factor *= sd
+        factor += 1.0
+        return factor
+
     def _capped(self, power: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """Capped servers: min(P * gain, cap * gpus_per_server), then noise as above."""
         assert self._cap is not None
@@ -404,7 +414,7 @@ class FleetPower:
             return power
         nf = self.noise_fraction
         if self._at_least_one:
-            factor = rng.normal(1.0, nf, power.size)
+            factor = self._unit_normal(rng, nf)
             np.maximum(factor, 0.0, out=factor)
             power *= factor
             return power

@@ -60,6 +60,18 @@ _STORAGE_COLUMNS = ("kwh", "soc", "kw", "kvar")
 _NO_STORAGE: Mapping[str, Mapping[str, float]] = MappingProxyType({})
 
 
+def _phase_kw(power_w: Any) -> tuple[Any, Any, Any]:
+    """kW of phases a, b, c from a site power sample in W.
+
+    A float64 array goes through Python floats (the same IEEE arithmetic as NumPy scalars,
+    at a fraction of the cost); anything else keeps its own scalar arithmetic.
+    """
+    if isinstance(power_w, np.ndarray) and power_w.dtype == np.float64:
+        w_a, w_b, w_c = power_w[:3].tolist()
+        return w_a / 1e3, w_b / 1e3, w_c / 1e3
+    return power_w[0] / 1e3, power_w[1] / 1e3, power_w[2] / 1e3
+
+
 # -- small records built at reset -------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Regulator:
@@ -640,13 +652,13 @@ class OpenDSSGrid(Grid):
         kw, kvar = loads.kw, loads.kvar
         for site in self._sites:
             power_w = self._site_power_w(site, time_s)
-            kw_a, kw_b, kw_c = power_w[0] / 1e3, power_w[1] / 1e3, power_w[2] / 1e3
+            kw_a, kw_b, kw_c = _phase_kw(power_w)
             if not math.isfinite(kw_a + kw_b + kw_c):
                 raise ValueError(f"grid {self.name!r}, t = {time_s:g} s: datacenter {site.name!r} power is not finite: {power_w} W")
             tphi = site.tan_phi
             j = site.slot
-            kw[j], kw[j + 1], kw[j + 2] = kw_a, kw_b, kw_c
-            kvar[j], kvar[j + 1], kvar[j + 2] = kw_a * tphi, kw_b * tphi, kw_c * tphi
+            kw[j : j + 3] = (kw_a, kw_b, kw_c)
+            kvar[j : j + 3] = (kw_a * tphi, kw_b * tphi, kw_c * tphi)
             site.power_w = power_w
         if self._injection_kw.shape[1]:
             start = 3 * len(self._sites)

@@ -52,6 +52,10 @@ class RunContext:
         self.component = component
         self.env = shared.env
         self.clock = shared.clock
+        # The tick as plain ints: Fraction's numerator/denominator are properties, and
+        # seconds() runs several times per step.
+        self._tick_numerator = shared.clock.tick.numerator
+        self._tick_denominator = shared.clock.tick.denominator
         self.horizon = shared.horizon
         self.seed = shared.seed if component.seed is None else component.seed
         self.priority = priority(component.role, order)
@@ -65,8 +69,7 @@ class RunContext:
 
     def seconds(self, tick: int) -> float:
         """Seconds of a tick as a correctly rounded float (for numerics and records)."""
-        tick_length = self.clock.tick
-        return tick * tick_length.numerator / tick_length.denominator
+        return tick * self._tick_numerator / self._tick_denominator
 
     @property
     def now_s(self) -> float:
