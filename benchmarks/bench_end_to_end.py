@@ -315,9 +315,10 @@ def main() -> None:
         print(json.dumps(memory_worker(args.memory_worker, horizon)))
         return
 
-    from g2gsim.scenarios.library import bundled_scenarios
+    from g2gsim.scenarios.library import bundled_scenarios, load_scenario
 
-    every = list(bundled_scenarios())
+    # Live presets run in wall-clock time against real servers: nothing to benchmark here.
+    every = [name for name in bundled_scenarios() if not load_scenario(name).is_live]
     scenarios = choose(args.scenarios, QUICK_SCENARIOS if args.quick else tuple(every), every)
     memory = choose(args.memory_scenarios, ("ieee13_ofo_tapchange",) if args.quick else QUICK_SCENARIOS, every)
     info = bu.machine_info()
