@@ -449,3 +449,74 @@ def test_site_gpu_power_settings_come_from_the_scenario_file(tmp_path: Path) -> 
     raw["sites"][0]["gpu_power"] = {"rated_w": 300.0, "min_cap_w": 400.0}
     with pytest.raises(ScenarioError, match="min_cap_w"):
         Scenario.from_dict(raw)
+
+
+# -- invariants of the naive baseline and of the grid operator -------------------------------------
+_draws = st.lists(st.floats(50.0, 700.0), min_size=1, max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(draws=_draws, gpus=st.lists(st.integers(0, 4000), min_size=5, max_size=5), share=st.floats(0.0, 1.5))
+def test_proportional_caps_are_on_the_grid_and_fit_the_allowance(draws, gpus, share) -> None:
+    from g2gsim.controllers.power_budget import proportional_caps
+
+    draw = np.array(draws)
+    n = np.array(gpus[: len(draws)], dtype=float)
+    uncapped_kw = float(np.sum(draw * n)) / 1e3
+    allowed = share * uncapped_kw
+    f, caps = proportional_caps(draw, n, allowed, GPU)
+    if uncapped_kw <= 0 or share >= 1.0:
+        assert caps == [None] * len(draws)
+        return
+    levels = set(GPU.levels())
+    for cap, d in zip(caps, draw, strict=True):
+        assert cap in levels and GPU.min_cap_w <= cap <= GPU.rated_w
+        assert cap <= max(f * d, GPU.min_cap_w) + 1e-9  # rounded down, never above f x draw
+    if all(f * d >= GPU.min_cap_w for d in draw):  # no cap clamped up to the minimum
+        drawn_kw = float(np.sum(np.minimum(np.array(caps), draw) * n)) / 1e3
+        assert drawn_kw <= allowed + 1e-6
+
+
+@settings(max_examples=100, deadline=None)
+@given(draws=_draws, gpus=st.integers(1, 4000), shares=st.tuples(st.floats(0.05, 1.2), st.floats(0.05, 1.2)))
+def test_proportional_caps_never_rise_when_the_allowance_falls(draws, gpus, shares) -> None:
+    from g2gsim.controllers.power_budget import proportional_caps
+
+    draw = np.array(draws)
+    n = np.full(len(draws), float(gpus))
+    uncapped_kw = float(np.sum(draw * n)) / 1e3
+    low, high = sorted(shares)
+    _, caps_low = proportional_caps(draw, n, low * uncapped_kw, GPU)
+    _, caps_high = proportional_caps(draw, n, high * uncapped_kw, GPU)
+    for a, b in zip(caps_low, caps_high, strict=True):
+        assert (math.inf if a is None else a) <= (math.inf if b is None else b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hold=st.floats(0.0, 30.0),
+    observations=st.lists(st.tuples(st.floats(0.01, 10.0), st.booleans()), min_size=1, max_size=60),
+)
+def test_grid_operator_episodes_alternate_and_hold_before_release(hold, observations) -> None:
+    from g2gsim.controllers.budget import CurtailmentEpisodes
+
+    episodes = CurtailmentEpisodes(hold)
+    now, changes, clear_from = 0.0, [], None
+    for gap, stressed in observations:
+        now += gap
+        change = episodes.observe(now, stressed)
+        if stressed:
+            assert change in (None, "curtailment") and episodes.curtailing
+            clear_from = None
+        elif change is None and episodes.curtailing:
+            clear_from = now if clear_from is None else clear_from
+        if change == "release":
+            start = now if clear_from is None else clear_from
+            assert now - start >= hold - 1e-9, "released before the condition was clear for hold_s"
+            clear_from = None
+        if change is not None:
+            changes.append(change)
+        if not stressed and not episodes.curtailing:
+            assert change in (None, "release")
+    # episodes alternate, starting with a curtailment
+    assert changes == ["curtailment", "release"] * (len(changes) // 2) + ["curtailment"] * (len(changes) % 2)

@@ -25,7 +25,7 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ __all__ = [
     "BudgetSignal",
     "BudgetSource",
     "ConstantBudget",
+    "CurtailmentEpisodes",
     "GridOperator",
     "ScheduledBudget",
     "budget_from_csv",
@@ -263,21 +264,42 @@ class GridOperator(BudgetSource):
         ctx = self.ctx
         yield ctx.at_tick(0)
         self.publish(self.normal_kw, "normal")
-        curtailing = False
-        clear_since: float | None = None
+        episodes = CurtailmentEpisodes(self.hold_s)
         while True:
             waits = [self._grid_box.changed(ctx.priority), *(b.changed(ctx.priority) for b in self._site_boxes)]
             yield ctx.env.any_of(waits)
-            now = ctx.now_s
-            if self.stressed():
-                clear_since = None
-                if not curtailing:
-                    curtailing = True
-                    self.events += 1
-                    self.publish(self.curtail_kw, "curtailment")
-            elif curtailing:
-                clear_since = now if clear_since is None else clear_since
-                if now - clear_since >= self.hold_s:
-                    curtailing = False
-                    clear_since = None
-                    self.publish(self.normal_kw, "release")
+            change = episodes.observe(ctx.now_s, self.stressed())
+            if change == "curtailment":
+                self.events += 1
+                self.publish(self.curtail_kw, change)
+            elif change == "release":
+                self.publish(self.normal_kw, change)
+
+
+class CurtailmentEpisodes:
+    """When a grid operator starts and ends curtailment: an episode starts at the first
+    stressed observation and ends once observations have been clear for `hold_s` (a stressed
+    observation in between restarts the hold)."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = float(hold_s)
+        self.curtailing = False
+        self._clear_since: float | None = None
+
+    def observe(self, now_s: float, stressed: bool) -> Literal["curtailment", "release"] | None:
+        """Record one observation; the change it causes, if any."""
+        if stressed:
+            self._clear_since = None
+            if not self.curtailing:
+                self.curtailing = True
+                return "curtailment"
+            return None
+        if not self.curtailing:
+            return None
+        if self._clear_since is None:
+            self._clear_since = now_s
+        if now_s - self._clear_since >= self.hold_s:
+            self.curtailing = False
+            self._clear_since = None
+            return "release"
+        return None

@@ -68,6 +68,7 @@ __all__ = [
     "PowerBudgetConfig",
     "PowerBudgetController",
     "ProportionalCurtailment",
+    "proportional_caps",
     "RatioEstimator",
     "flexibility_band",
     "model_options",
@@ -544,11 +545,8 @@ class ProportionalCurtailment(_BudgetReactive):
         self._draw = np.where(capped | (gpus <= 0), self._draw, draw)  # learn only while uncapped
         uncontrolled = (float(np.sum(state.power_w)) - float(np.sum(state.model_power_w))) / 1e3
         allowed = self._budget_box.value.kw * (1 - self.margin) - uncontrolled
-        uncapped_kw = float(np.sum(self._draw * gpus)) / 1e3
-        f = allowed / uncapped_kw if uncapped_kw > 0 else 1.0
-        wanted: dict[str, float | None] = {}
-        for i, label in enumerate(self._labels):
-            wanted[label] = None if f >= 1.0 else self._gpu_power.quantise(max(f * float(self._draw[i]), 1e-3))
+        f, caps = proportional_caps(self._draw, gpus, allowed, self._gpu_power)
+        wanted = dict(zip(self._labels, caps, strict=True))
         changed = {lb: c for lb, c in wanted.items() if self._sent.get(lb, None) != c}
         if not changed:
             return ()
@@ -559,3 +557,15 @@ class ProportionalCurtailment(_BudgetReactive):
 
     def summary(self) -> dict[str, Any]:
         return {"cap_changes": self.changes}
+
+
+def proportional_caps(
+    draw_w: np.ndarray, gpus: np.ndarray, allowed_kw: float, gpu_power: GpuPowerCaps
+) -> tuple[float, list[float | None]]:
+    """The naive baseline's caps: f = allowed / uncapped inference power (per-GPU draw x
+    GPUs), and each model capped at f x its draw on the cap grid; no caps when f >= 1."""
+    uncapped_kw = float(np.sum(draw_w * gpus)) / 1e3
+    f = allowed_kw / uncapped_kw if uncapped_kw > 0 else 1.0
+    if f >= 1.0:
+        return f, [None] * len(draw_w)
+    return f, [gpu_power.quantise(max(f * float(d), 1e-3)) for d in draw_w]
