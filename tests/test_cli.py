@@ -353,3 +353,11 @@ def test_run_live_with_fakes_serves_the_scenario_endpoints(cli, tmp_path: Path) 
     result = cli("run", str(path), "--live", "--fakes", "--duration", "2", "--json", "--no-plots")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["n_solves"] > 0
+
+
+def test_run_power_budget_shows_budget_rows(cli) -> None:
+    result = cli("run", "ieee13_power_budget", "--duration", "5", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert "time above power budget (s)" in result.stdout
+    plain = cli("run", "ieee13_ofo_notap", "--duration", "1", "--no-plots")
+    assert "power budget" not in plain.stdout

@@ -37,6 +37,11 @@ METRIC_ROWS = (
     ("n_solves", "power-flow solves", "{:,d}"),
     ("wall_s", "wall clock (s)", "{:.2f}"),
 )
+#: Rows shown only when some run has them (scenarios with a power budget).
+OPTIONAL_METRIC_ROWS = (
+    ("budget_violation_s", "time above power budget (s)", "{:.1f}"),
+    ("budget_excess_kwh", "energy above power budget (kWh)", "{:.2f}"),
+)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -76,7 +81,8 @@ def _metrics_table(rows: dict[str, dict[str, Any]]) -> Table:
     table.add_column("metric")
     for name in rows:
         table.add_column(name, justify="right")
-    for key, label, fmt in METRIC_ROWS:
+    optional = [row for row in OPTIONAL_METRIC_ROWS if any(row[0] in metrics for metrics in rows.values())]
+    for key, label, fmt in (*METRIC_ROWS, *optional):
         cells = []
         for metrics in rows.values():
             value = metrics.get(key)
