@@ -538,3 +538,44 @@ def test_progress_and_streaming(tmp_path: Path) -> None:
     for key, frame in result.tables.items():
         assert_frame_equal(chunks[key], frame)
     assert len(list((tmp_path / "chunks" / "site__state").glob("part-*.parquet"))) == 4
+
+
+class _Stopper(DatacenterComponent):
+    """Counts stop() calls; raises `error` at tick 3 (a run failing or interrupted mid-way)."""
+
+    def __init__(self, name: str, error: BaseException | None = None) -> None:
+        super().__init__(name, "0.25")
+        self.error = error
+        self.stops = 0
+
+    def reset(self, ctx) -> None:
+        super().reset(ctx)
+        self.rows: list[float] = []
+
+    def step(self, tick: int) -> None:
+        self.rows.append(self.ctx.seconds(tick))
+        if tick == 3 and self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self.stops += 1
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"state": pd.DataFrame({"time_s": self.rows})}
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_run_stops_every_component_and_keeps_its_chunks(
+    tmp_path: Path, error: BaseException
+) -> None:
+    failing, bystander = _Stopper("f", error), _Stopper("b")
+    with pytest.raises((ComponentError, KeyboardInterrupt)):
+        Simulation([failing, bystander], 10).run(stream_to=tmp_path, chunk_s=300)
+    assert failing.stops == 1 and bystander.stops == 1
+    assert (tmp_path / "chunks").is_dir(), "what was computed before the failure is on disk"
+
+
+def test_a_finished_run_stops_every_component_once() -> None:
+    one, two = _Stopper("a"), _Stopper("b")
+    Simulation([one, two], 1).run()
+    assert one.stops == 1 and two.stops == 1

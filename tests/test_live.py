@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -265,22 +266,83 @@ def test_power_stream_drop_is_a_stale_data_event(no_leaks: None) -> None:
     assert state["power_a_w"].iloc[-1] > 0  # ... and the site holds the last values
 
 
-def test_failed_batch_call_keeps_the_old_value(no_leaks: None) -> None:
-    scenario = _scenario(4, request_timeout_s=0.5, health_interval_s=5.0)
+def test_refused_batch_call_keeps_the_old_value(no_leaks: None) -> None:
+    scenario = _scenario(4, health_interval_s=5.0)
+    fakes = _fakes(scenario)
+    server = fakes.vllm[MODEL]
+
+    def refuse_then_command():
+        server.reject_batch = True  # the server answers 503 and keeps its batch
+        return [SetBatchSize(batch={MODEL: 16}, target="dc")]
+
+    try:
+        live = with_endpoints(scenario, fakes.endpoints())
+        result = _run_with_fault(live, _Fault(1.0, refuse_then_command))
+        kept = server.max_num_seqs
+    finally:
+        server.reject_batch = False
+        fakes.stop()
+    failed = _events(result, "batch_set_failed")
+    assert failed and failed[0]["batch"] == 16 and failed[0]["kept"] == 8 and "503" in failed[0]["reason"]
+    assert kept == 8 and (result.tables["dc/state"][f"{MODEL}.batch"] == 8).all()
+    assert result.summary["dc"]["batch_set_failures"] == 1
+
+
+def test_unanswered_batch_call_is_retried_and_reported_unconfirmed(no_leaks: None) -> None:
+    scenario = _scenario(5, request_timeout_s=0.4, health_interval_s=5.0)
     fakes = _fakes(scenario)
     server = fakes.vllm[MODEL]
 
     def slow_then_command():
-        server.delay_s = 2.0  # slow responses: the call times out
+        server.delay_s = 1.0  # answers come after the timeout; the server still applies them
         return [SetBatchSize(batch={MODEL: 16}, target="dc")]
 
     try:
         live = with_endpoints(scenario, fakes.endpoints())
         result = _run_with_fault(live, _Fault(1.0, slow_then_command))
+        calls = list(server.set_calls)
     finally:
         server.delay_s = 0.0
         fakes.stop()
-    failed = _events(result, "batch_set_failed")
-    assert failed and failed[0]["batch"] == 16 and failed[0]["kept"] == 8
-    assert (result.tables["dc/state"][f"{MODEL}.batch"] == 8).all()
-    assert result.summary["dc"]["batch_set_failures"] == 1
+    unconfirmed = _events(result, "batch_set_unconfirmed")
+    assert unconfirmed and unconfirmed[0]["batch"] == 16 and unconfirmed[0]["attempts"] == 3
+    assert "0.4 s" in unconfirmed[0]["reason"] and unconfirmed[0]["reported"] == 8
+    assert calls.count((16, 0.0)) >= 1  # the server got it although no answer came back
+    assert not _events(result, "batch_set_failed")
+
+
+def test_batch_calls_never_overtake_each_other(no_leaks: None) -> None:
+    """A slow call to 16 followed by a command back to 8: the server ends at 8, as commanded."""
+    scenario = _scenario(4, request_timeout_s=2.0, health_interval_s=5.0)
+    fakes = _fakes(scenario)
+    server = fakes.vllm[MODEL]
+
+    class _TwoCommands(_Fault):
+        def run(self):
+            ctx = self.ctx
+            yield ctx.at_tick(ctx.clock.ticks(Fraction(1)))
+            server.delay_s = 0.4
+            ctx.send(SetBatchSize(batch={MODEL: 16}, target="dc"))
+            yield ctx.at_tick(ctx.clock.ticks(Fraction(11, 10)))
+            ctx.send(SetBatchSize(batch={MODEL: 8}, target="dc"))
+
+    try:
+        live = with_endpoints(scenario, fakes.endpoints())
+        result = _run_with_fault(live, _TwoCommands(1.0, lambda: ()))
+        final = server.max_num_seqs
+        calls = list(server.set_calls)
+    finally:
+        server.delay_s = 0.0
+        fakes.stop()
+    assert calls[-1] == (8, 0.0) and final == 8
+    assert result.tables["dc/state"][f"{MODEL}.batch"].iloc[-1] == 8
+
+
+def test_warm_up_ends_when_the_buffer_is_full_even_if_buffer_s_is_not_whole_samples(no_leaks: None) -> None:
+    scenario = _scenario(1, buffer_s=0.25, warmup_timeout_s=8.0)  # 0.25 s holds 2 samples of 0.1 s
+    fakes = _fakes(scenario)
+    try:
+        run = run_scenario(with_endpoints(scenario, fakes.endpoints()), plots=False)
+    finally:
+        fakes.stop()
+    assert len(run.result.tables["dc/state"]) == 10

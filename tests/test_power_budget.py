@@ -520,3 +520,52 @@ def test_grid_operator_episodes_alternate_and_hold_before_release(hold, observat
             assert change in (None, "release")
     # episodes alternate, starting with a curtailment
     assert changes == ["curtailment", "release"] * (len(changes) // 2) + ["curtailment"] * (len(changes) % 2)
+
+
+def test_budget_csv_rows_with_missing_values_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text("t_s,budget_kw\n0,5000\n\n600\n")
+    with pytest.raises(ValueError, match=r"short.csv, line 4: needs a value for both t_s and budget_kw"):
+        budget_from_csv(path)
+    (tmp_path / "empty.csv").write_text("t_s,budget_kw\n")
+    with pytest.raises(ValueError, match="no rows after the header"):
+        budget_from_csv(tmp_path / "empty.csv")
+
+
+def test_flat_latency_fit_gives_the_upper_bound_without_overflow() -> None:
+    from mlenergy.data.modeling import LogisticModel
+
+    fit = LogisticModel(L=1.0, x0=0.0, k=0.01, b0=0.0)  # deadline just under the asymptote
+    assert logistic_batch_limit(fit, 0.999999, 1, 512) == 512
+
+
+def test_power_budget_params_are_checked() -> None:
+    with pytest.raises(ValueError, match="knobs must not repeat"):
+        PowerBudgetConfig(knobs=("caps", "caps"))
+    with pytest.raises(ValueError, match="cap_levels_w must be positive"):
+        PowerBudgetConfig(cap_levels_w=(0.0, -100.0))
+
+
+def test_power_budget_weights_must_name_site_models() -> None:
+    site = OfflineDatacenter("dc", small_site(), DATA, period="1")
+    source = ConstantBudget("b", "dc", 1000.0)
+    controller = PowerBudgetController("pb", "dc", "b", PowerBudgetConfig(weights={"Llama-3.1-8b": 2.0}), period=1)
+    with pytest.raises(ValueError, match=r"params.weights names \['Llama-3.1-8b'\]"):
+        Simulation([site, source, controller], 2).run()
+
+
+def test_live_site_refuses_controllers_that_send_power_caps() -> None:
+    from g2gsim.scenarios.build import build_simulation
+    from g2gsim.scenarios.library import load_scenario
+    from g2gsim.scenarios.model import Scenario, ScenarioError
+
+    raw = load_scenario("ieee13_live_ofo").to_dict()
+    budget = {"type": "budget", "name": "b", "site": "dc", "kw": 4000.0}
+    naive = {"type": "proportional_curtailment", "name": "naive", "site": "dc", "budget": "b"}
+    with pytest.raises(ScenarioError, match="controllers.naive: proportional_curtailment sets GPU power caps"):
+        build_simulation(Scenario.from_dict({**raw, "controllers": [budget, naive]}), check_only=True)
+    planner = {"type": "power_budget", "name": "pb", "site": "dc", "budget": "b"}
+    with pytest.raises(ScenarioError, match=r"controllers.pb.params.knobs: \['batch', 'replicas', 'caps'\]"):
+        build_simulation(Scenario.from_dict({**raw, "controllers": [budget, planner]}), check_only=True)
+    planner["params"] = {"knobs": ["batch", "replicas"]}
+    build_simulation(Scenario.from_dict({**raw, "controllers": [budget, planner]}), check_only=True)

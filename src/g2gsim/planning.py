@@ -57,7 +57,8 @@ def logistic_batch_limit(fit: Any, deadline_s: float, lo: int, hi: int) -> int |
         if q <= 0.0:
             return None  # unreachable given lo passed, but keep the algebra honest
         x_star = x0 + math.log(q / (1.0 - q)) / k
-        batch = min(hi, max(lo, math.floor(2.0**x_star)))
+        # a flat fit can put the crossing far beyond hi (2**x_star would overflow)
+        batch = hi if x_star >= math.log2(hi) else min(hi, max(lo, math.floor(2.0**x_star)))
     else:
         batch = hi  # non-increasing latency: the largest batch is the worst only at lo
     # guard against rounding at the boundary: step down until the fit agrees

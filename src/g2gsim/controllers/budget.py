@@ -87,20 +87,27 @@ def budget_from_csv(path: str | Path) -> BudgetSchedule:
     """A step profile from a CSV with columns ``t_s`` and ``budget_kw`` (one level per row)."""
     file = Path(path)
     try:
-        with file.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        handle = file.open(newline="")
     except FileNotFoundError:
         raise FileNotFoundError(f"budget profile {file} does not exist") from None
-    if not rows or not {"t_s", "budget_kw"} <= set(rows[0]):
-        raise ValueError(f"budget profile {file}: needs columns t_s and budget_kw, found {list(rows[0]) if rows else []}")
     schedule: BudgetSchedule | None = None
-    for i, row in enumerate(rows, start=2):
-        try:
-            entry = Budget(float(row["budget_kw"])).at(row["t_s"].strip())
-        except ValueError as exc:
-            raise ValueError(f"budget profile {file}, line {i}: {exc}") from None
-        schedule = entry if schedule is None else schedule | entry
-    assert schedule is not None
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        if not {"t_s", "budget_kw"} <= set(columns):
+            raise ValueError(f"budget profile {file}: needs columns t_s and budget_kw, found {columns}")
+        for row in reader:
+            where = f"budget profile {file}, line {reader.line_num}"
+            t_s, kw = row.get("t_s"), row.get("budget_kw")
+            if t_s is None or kw is None or not t_s.strip() or not kw.strip():
+                raise ValueError(f"{where}: needs a value for both t_s and budget_kw, got t_s={t_s!r}, budget_kw={kw!r}")
+            try:
+                entry = Budget(float(kw)).at(t_s.strip())
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            schedule = entry if schedule is None else schedule | entry
+    if schedule is None:
+        raise ValueError(f"budget profile {file}: no rows after the header")
     return schedule
 
 

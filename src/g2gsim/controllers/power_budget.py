@@ -113,6 +113,10 @@ class PowerBudgetConfig(BaseModel):
             raise ValueError(f"standdown_levels must lie in [0, 1) and include 0, got {self.standdown_levels}")
         if any(w < 0 or not math.isfinite(w) for w in self.weights.values()):
             raise ValueError(f"weights must be finite and >= 0, got {self.weights}")
+        if len(set(self.knobs)) != len(self.knobs):
+            raise ValueError(f"knobs must not repeat, got {list(self.knobs)}")
+        if self.cap_levels_w is not None and any(not (math.isfinite(c) and c > 0) for c in self.cap_levels_w):
+            raise ValueError(f"cap_levels_w must be positive powers in W, got {list(self.cap_levels_w)}")
         return self
 
 
@@ -229,6 +233,12 @@ class PowerBudgetController(_BudgetReactive):
         specs = dict(site.specs)
         self._labels = tuple(specs)
         cfg = self.config
+        unknown = sorted(set(cfg.weights) - set(specs))
+        if unknown:
+            raise ValueError(
+                f"power budget controller {self.name!r}: params.weights names {unknown}, not models of site "
+                f"{self.datacenter!r}; its models: {sorted(specs)}"
+            )
         self._gpu_power = getattr(getattr(site, "config", None), "gpu_power", None) or GpuPowerCaps()
         facility = getattr(getattr(site, "config", None), "facility", None)
         gps = getattr(facility, "gpus_per_server", None)

@@ -188,17 +188,7 @@ class Simulation:
 
             return RealtimeEnvironment(initial_time=0, factor=tick_s * factor, strict=False)
 
-        stopped = False
-        try:
-            result = self._run(progress, stream_to, chunk_s, None, make_env=make_env, lag=lag)
-            stopped = True
-        finally:
-            if not stopped:
-                for component in self.components:
-                    try:
-                        component.stop()
-                    except Exception:  # noqa: BLE001 - best effort while already failing
-                        pass
+        result = self._run(progress, stream_to, chunk_s, None, make_env=make_env, lag=lag)
         result.meta["realtime"] = lag.summary(factor)
         return result
 
@@ -212,19 +202,58 @@ class Simulation:
         make_env: Callable[[], simpy.Environment] | None = None,
         lag: _LagMonitor | None = None,
     ) -> RunResult:
+        """One run. Whatever ends it (an error, Ctrl-C), streamed chunks are flushed to disk and
+        every component's stop() is called, so live components release threads and sockets."""
         wall_start = time.perf_counter()
         env = simpy.Environment() if make_env is None else make_env()
         shared = RunShared(
             env, self.clock, self.horizon, self.seed, {c.name: c for c in self.components}
         )
+        stopped = False
+        try:
+            setup_end, writer = self._start(env, shared, progress, stream_to, chunk_s, lag)
+            try:
+                env.run(until=shared.horizon_ticks)
+            except BaseException:  # an error, or Ctrl-C: keep what was computed on disk
+                if writer is not None:
+                    writer.flush()
+                raise
+            for component in self.components:
+                component.stop()
+            stopped = True
+        finally:
+            if not stopped:  # release threads and connections of live components whatever happened
+                _stop_quietly(self.components)
+        if writer is not None:
+            writer.flush()
+        if timer is None:
+            return self._collect(shared, time.perf_counter() - wall_start)
+        simulate_end = time.perf_counter()
+        result = self._collect(shared, simulate_end - wall_start)
+        collect_end = time.perf_counter()
+        result.meta["timing_s"] = dict(timer.totals)
+        result.meta["timing_phases_s"] = {
+            "setup": setup_end - wall_start,
+            "simulate": simulate_end - setup_end,
+            "collect": collect_end - simulate_end,
+        }
+        return result
+
+    def _start(
+        self,
+        env: simpy.Environment,
+        shared: RunShared,
+        progress: ProgressCallback | None,
+        stream_to: str | Path | None,
+        chunk_s: TimeLike,
+        lag: _LagMonitor | None,
+    ) -> tuple[float, ChunkWriter | None]:
+        """Reset and start every component, create the processes; (set-up end time, writer)."""
         orders: dict[Phase, int] = {}
-        contexts = []
         for component in self.components:
             order = orders.get(component.role, 0)
             orders[component.role] = order + 1
-            context = RunContext(shared, component, order)
-            contexts.append(context)
-            component.reset(context)
+            component.reset(RunContext(shared, component, order))
         for component in self.components:
             component.start()
         for component in self.components:
@@ -240,28 +269,7 @@ class Simulation:
             writer = ChunkWriter(Path(stream_to), self.components)
             chunk_ticks = max(1, math.ceil(as_period(chunk_s, name="chunk_s") / self.clock.tick))
             env.process(_chunk_process(env, shared, writer, chunk_ticks))
-        try:
-            env.run(until=shared.horizon_ticks)
-        except ComponentError:
-            if writer is not None:
-                writer.flush()
-            raise
-        for component in self.components:
-            component.stop()
-        if writer is not None:
-            writer.flush()
-        if timer is None:
-            return self._collect(shared, time.perf_counter() - wall_start)
-        simulate_end = time.perf_counter()
-        result = self._collect(shared, simulate_end - wall_start)
-        collect_end = time.perf_counter()
-        result.meta["timing_s"] = dict(timer.totals)
-        result.meta["timing_phases_s"] = {
-            "setup": setup_end - wall_start,
-            "simulate": simulate_end - setup_end,
-            "collect": collect_end - simulate_end,
-        }
-        return result
+        return setup_end, writer
 
     def _collect(self, shared: RunShared, wall_s: float) -> RunResult:
         tables = {}
@@ -290,6 +298,16 @@ class Simulation:
 
 
 _MISSING = object()
+
+
+def _stop_quietly(components: Sequence[Component]) -> None:
+    """Call every component's stop() while a run is already failing (their errors would
+    hide the original one)."""
+    for component in components:
+        try:
+            component.stop()
+        except Exception:  # noqa: BLE001 - best effort while already failing
+            pass
 
 
 class _LagMonitor:

@@ -13,8 +13,12 @@ each virtual server reads the rolling buffer of one of its model's real GPUs (vi
 of a model cycle over its real GPUs), `stagger` samples (``stagger x dt`` seconds) before the
 newest, times ``gpus_per_server x amplitude``, plus the same optional noise.
 
-Batch: the state reports the batch each server last *accepted*; a failed
-``/set_max_num_seqs`` call keeps the old value and records a ``batch_set_failed`` event.
+Batch: each model has one sender on the loop that sends its targets one call at a time, the
+newest winning (a target superseded while a call is in flight is never sent), so calls never
+overtake each other. The state reports the batch each server last *accepted*. A refused
+``/set_max_num_seqs`` call keeps the old value (``batch_set_failed``); a call with no answer
+is retried, and if it never gets one the server may or may not run the new batch
+(``batch_set_unconfirmed``); either way the next command with that batch is sent again.
 ITL: the sliding-window ITL of each server (NaN before the first sample). A server that goes
 down is reported (``server_down``); with ``on_server_failure = "continue"`` the site keeps its
 last values, with ``"stop"`` the step raises :class:`LiveServerError` and the run stops (every
@@ -44,6 +48,10 @@ from g2gsim.live.config import LiveServerError, LiveSiteConfig, LiveStartupError
 if TYPE_CHECKING:
     from g2gsim.data.source import DataSource
     from g2gsim.kernel.context import RunContext
+    from g2gsim.live.vllm import BatchCall
+
+#: Calls of one batch target that get no answer before the sender gives up (and reports it).
+BATCH_CALL_ATTEMPTS = 3
 
 __all__ = ["LiveDatacenter"]
 
@@ -118,6 +126,9 @@ class LiveDatacenter(ConfiguredDatacenter):
         self._events: deque = deque()
         self._outcomes: deque = deque()
         self._batch = np.array([d.initial_batch for d in config.deployments], dtype=np.int64)
+        self._requested: list[int | None] = [int(b) for b in self._batch]  # last target sent, per model
+        self._targets: dict[int, tuple[int, float]] = {}  # on the I/O loop: newest unsent target
+        self._senders: set[int] = set()  # on the I/O loop: models whose sender runs
         self._down: set[str] = set()
         self._refused = 0
         self._failed_sets = 0
@@ -181,11 +192,11 @@ class LiveDatacenter(ConfiguredDatacenter):
         self._power.start()
         self._power.wait_first_reading(live.first_reading_timeout_s)
 
-        async def _initial_batches() -> list[tuple[bool, str]]:
+        async def _initial_batches() -> list[BatchCall]:
             return [await link.set_batch(int(b)) for link, b in zip(self._links, self._batch)]
 
         outcomes = loop.call(_initial_batches(), timeout=setup_timeout * len(self._links))
-        failed = {link.label: why for link, (ok, why) in zip(self._links, outcomes) if not ok}
+        failed = {link.label: call.reason for link, call in zip(self._links, outcomes) if not call.ok}
         if failed:
             raise LiveStartupError(f"site {self.name!r}: could not set the initial batch sizes: {failed}")
 
@@ -207,7 +218,8 @@ class LiveDatacenter(ConfiguredDatacenter):
             for link in self._links:
                 link.trajectory.append((round(elapsed, 2), float(link.running)))
             saturated = all(link.running >= n for link, n in zip(self._links, need))
-            if saturated and self._power.filled_s >= live.warmup_fill_s - 1e-9:
+            # the buffer holds whole samples: never wait for more than it can hold
+            if saturated and self._power.filled_s >= min(live.warmup_fill_s, self._power.capacity_s) - 1e-9:
                 return
             if elapsed > live.warmup_timeout_s:
                 lines = []
@@ -288,16 +300,21 @@ class LiveDatacenter(ConfiguredDatacenter):
             elif topic == "server_up":
                 self._down.discard(payload["model"])
         while self._outcomes:
-            m, batch, ok, why = self._outcomes.popleft()
-            if ok:
+            m, batch, call, attempts = self._outcomes.popleft()
+            if call.ok:
                 self._batch[m] = batch
                 self.ctx.event("batch_set", {"model": self._labels[m], "batch": int(batch)})
+                continue
+            self._failed_sets += 1
+            if self._requested[m] == batch:
+                self._requested[m] = None  # the next command with this batch is sent again
+            payload = {"model": self._labels[m], "batch": int(batch), "reason": call.reason, "attempts": attempts}
+            if call.uncertain:
+                # No answer: the server may run the new batch; the state keeps reporting the
+                # last acknowledged one, and the event says so.
+                self.ctx.event("batch_set_unconfirmed", {**payload, "reported": int(self._batch[m])})
             else:
-                self._failed_sets += 1
-                self.ctx.event(
-                    "batch_set_failed",
-                    {"model": self._labels[m], "batch": int(batch), "kept": int(self._batch[m]), "reason": why},
-                )
+                self.ctx.event("batch_set_failed", {**payload, "kept": int(self._batch[m])})
         if self._down and self.live.on_server_failure == "stop":
             raise LiveServerError(
                 f"live site {self.name!r}: server(s) down for {sorted(self._down)} and on_server_failure = 'stop'"
@@ -322,7 +339,11 @@ class LiveDatacenter(ConfiguredDatacenter):
             ) from None
 
     def _set_batch(self, command: SetBatchSize) -> None:
-        """Validate, then schedule the HTTP calls (the step does not wait for them)."""
+        """Validate, then hand the new targets to each model's sender (the step does not wait).
+
+        A target equal to the last one requested (not the last one acknowledged, which may
+        be about to change) is not sent again, unless that request failed.
+        """
         requests = []
         for label, batch in command.batch.items():
             m = self._index(label, command)
@@ -333,13 +354,33 @@ class LiveDatacenter(ConfiguredDatacenter):
             self._index(label, command)
         assert self._loop is not None
         for m, batch, rate in requests:
-            if batch == self._batch[m] and rate == 0:
+            if batch == self._requested[m] and rate == 0:
                 continue
-            self._loop.submit(self._call_set_batch(m, batch, rate))
+            self._requested[m] = batch
+            self._loop.submit(self._request_batch(m, batch, rate))
 
-    async def _call_set_batch(self, m: int, batch: int, rate: float) -> None:
-        ok, why = await self._links[m].set_batch(batch, rate)
-        self._outcomes.append((m, batch, ok, why))
+    async def _request_batch(self, m: int, batch: int, rate: float) -> None:
+        """On the I/O loop: make (batch, rate) model m's newest target; start its sender if idle.
+
+        One sender per model sends targets one at a time, newest first wins (a target
+        superseded while a call is in flight is never sent), so calls never overtake each
+        other. A call without an answer is retried (the server may or may not have applied
+        it) up to :data:`BATCH_CALL_ATTEMPTS` times unless a newer target arrives.
+        """
+        self._targets[m] = (batch, rate)
+        if m in self._senders:
+            return
+        self._senders.add(m)
+        try:
+            while m in self._targets:
+                target = self._targets.pop(m)
+                for attempt in range(1, BATCH_CALL_ATTEMPTS + 1):
+                    call = await self._links[m].set_batch(*target)
+                    if call.ok or not call.uncertain or m in self._targets or attempt == BATCH_CALL_ATTEMPTS:
+                        break
+                self._outcomes.append((m, target[0], call, attempt))
+        finally:
+            self._senders.discard(m)
 
     def _shift(self, command: ShiftReplicas, k: int) -> None:
         """Add a simulated-replica offset if it stays >= 0 and within capacity; else an event."""

@@ -22,7 +22,8 @@ P being the model's fitted power curve (W per replica), with 1 % noise; an idle 
 ``idle_fraction`` of P(1).
 
 Faults: :meth:`FakeVLLM.kill` (the server stops listening: connections refused),
-:attr:`FakeVLLM.delay_s` (every response is delayed), :meth:`FakeZeusd.drop_stream` (open
+:attr:`FakeVLLM.delay_s` (every response is delayed), :attr:`FakeVLLM.reject_batch`
+(``/set_max_num_seqs`` answers 503 and keeps its batch), :meth:`FakeZeusd.drop_stream` (open
 power streams are closed and new ones refused until :meth:`FakeZeusd.restore_stream`).
 """
 
@@ -89,6 +90,7 @@ class FakeVLLM:
         self._limit = float(max_num_seqs)  # effective limit during a ramp-up
         self._ramp_rate = 0.0
         self.delay_s = 0.0
+        self.reject_batch = False  # fault: /set_max_num_seqs answers 503 and keeps its batch
         self.running: list[_Request] = []
         self.waiting: deque[_Request] = deque()
         self.preemptions = 0
@@ -185,6 +187,8 @@ class FakeVLLM:
             return web.json_response({"error": "max_num_seqs (int) is required"}, status=400)
         if value < 1 or rate < 0 or not math.isfinite(rate):
             return web.json_response({"error": "max_num_seqs must be >= 1, ramp_up_rate >= 0"}, status=400)
+        if self.reject_batch:
+            return web.json_response({"error": "fault injected: batch changes refused"}, status=503)
         self.set_calls.append((value, rate))
         self.max_num_seqs = value
         if rate > 0 and value > self._limit:

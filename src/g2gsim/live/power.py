@@ -102,8 +102,19 @@ class PowerFeed:
         assert self._client is not None
         column = np.zeros(len(self.rows))
         next_time = time.monotonic()
+        failing = False
         while not self._stop.is_set():
-            readings = self._client.get_power()
+            try:
+                readings = self._client.get_power()
+            except Exception as exc:  # noqa: BLE001 - the sampler must outlive a bad reading
+                if not failing:
+                    failing = True
+                    self._events.append(("power_read_failed", {"error": f"{type(exc).__name__}: {exc}"}))
+                readings = {}
+            else:
+                if failing:
+                    failing = False
+                    self._events.append(("power_read_restored", {}))
             now = time.time()
             for i, (endpoint, gpu) in enumerate(self.rows):
                 reading = readings.get(endpoint)
@@ -111,10 +122,12 @@ class PowerFeed:
                     column[i] = reading.gpu_power_w[gpu]
             for endpoint in self.endpoints:
                 reading = readings.get(endpoint)
-                if reading is None:
+                if reading is not None:
+                    self.last_timestamp[endpoint] = reading.timestamp_s
+                elif endpoint not in self.last_timestamp:
                     continue
-                self.last_timestamp[endpoint] = reading.timestamp_s
-                age = now - reading.timestamp_s
+                # no reading now: the last one keeps ageing, so a silent meter turns stale
+                age = now - self.last_timestamp[endpoint]
                 if age > self.stale_after_s and endpoint not in self.stale:
                     self.stale.add(endpoint)
                     self.stale_events += 1
@@ -137,6 +150,11 @@ class PowerFeed:
     def filled_s(self) -> float:
         """Seconds of buffer filled so far."""
         return self._filled * self.dt
+
+    @property
+    def capacity_s(self) -> float:
+        """Seconds the buffer holds when full (``buffer_s`` rounded to whole samples)."""
+        return self.length * self.dt
 
     def snapshot(self) -> tuple[np.ndarray, int, int]:
         """(copy of the buffer, index of the newest column, columns filled)."""

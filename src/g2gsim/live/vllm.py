@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,15 @@ def _streaming(body: dict[str, Any], served_name: str) -> dict[str, Any]:
         "stream": True,
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCall:
+    """Outcome of one /set_max_num_seqs call."""
+
+    ok: bool
+    reason: str
+    uncertain: bool = False  # no answer: the server may or may not have applied it
 
 
 class ServerLink:
@@ -159,8 +169,13 @@ class ServerLink:
             raise LiveStartupError(f"{where} does not serve {self.served_name!r}; it serves {served}")
 
     # -- batch size ------------------------------------------------------------------------
-    async def set_batch(self, batch: int, ramp_up_rate: float = 0.0) -> tuple[bool, str]:
-        """POST /set_max_num_seqs; on success the accepted batch becomes `self.batch`."""
+    async def set_batch(self, batch: int, ramp_up_rate: float = 0.0) -> BatchCall:
+        """POST /set_max_num_seqs; on success the accepted batch becomes `self.batch`.
+
+        A refused connection or an error status means the server kept its batch; a timeout or
+        a connection lost after the request went out leaves it unknown (``uncertain``): the
+        server may have applied it.
+        """
         params = {"max_num_seqs": str(int(batch))}
         if ramp_up_rate > 0:
             params["ramp_up_rate"] = repr(float(ramp_up_rate))
@@ -170,12 +185,16 @@ class ServerLink:
                 self.base + "/set_max_num_seqs", params=params, timeout=self._short()
             ) as response:
                 if response.status != 200:
-                    return False, f"HTTP {response.status}: {(await response.text())[:200]}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+                    return BatchCall(False, f"HTTP {response.status}: {(await response.text())[:200]}")
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            return BatchCall(False, f"{type(exc).__name__}: {exc}")
+        except asyncio.TimeoutError:
+            return BatchCall(False, f"no answer within {self.site.request_timeout_s:g} s", uncertain=True)
+        except (aiohttp.ClientError, OSError) as exc:
+            return BatchCall(False, f"{type(exc).__name__}: {exc}", uncertain=True)
         self.batch = int(batch)
         self._wake.set()
-        return True, ""
+        return BatchCall(True, "")
 
     # -- load ------------------------------------------------------------------------------
     def target_inflight(self) -> int:

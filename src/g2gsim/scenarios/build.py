@@ -204,8 +204,32 @@ def build_controller(section: Any, scenario: Scenario) -> Component:
             **common,
         )
     if isinstance(section, BudgetSection | GridOperatorSection | PowerBudgetSection | ProportionalCurtailmentSection):
+        _check_caps_reach_a_trace_driven_site(section, scenario)
         return _build_budget_controller(section, common)
     raise ScenarioError(f"controller {section.name!r}: unsupported type {type(section).__name__}")
+
+
+def _check_caps_reach_a_trace_driven_site(section: Any, scenario: Scenario) -> None:
+    """GPU power caps (SetPowerCap) exist only in the trace-driven datacenter: a controller
+    that would send them to a live site is an error now, not minutes into a hardware run."""
+    site = next((s for s in scenario.sites if s.name == getattr(section, "site", None)), None)
+    if site is None or site.live is None:
+        return
+    if isinstance(section, ProportionalCurtailmentSection):
+        raise ScenarioError(
+            f"controllers.{section.name}: proportional_curtailment sets GPU power caps, which live site "
+            f"{site.name!r} cannot apply (its servers take batch sizes only); use power_budget with "
+            "params.knobs = ['batch', 'replicas']"
+        )
+    if isinstance(section, PowerBudgetSection):
+        from g2gsim.controllers.power_budget import PowerBudgetConfig
+
+        knobs = list(section.params.get("knobs", PowerBudgetConfig.model_fields["knobs"].default))
+        if "caps" in knobs:
+            raise ScenarioError(
+                f"controllers.{section.name}.params.knobs: {knobs} includes 'caps', but live site {site.name!r} "
+                "cannot apply GPU power caps; allowed there: 'batch', 'replicas'"
+            )
 
 
 def _build_budget_controller(section: Any, common: dict[str, Any]) -> Component:
