@@ -136,6 +136,14 @@ def test_live_site_needs_one_server_per_model() -> None:
         Scenario.from_dict(raw)
 
 
+@pytest.mark.parametrize("zeusd", ["http://gpu-node:4938", "gpu-node", "gpu-node:port", ":4938"])
+def test_live_zeusd_endpoint_must_be_host_and_port(zeusd: str) -> None:
+    raw = load_scenario(PRESET).to_dict()
+    raw["sites"][0]["live"]["servers"][0]["zeusd"] = zeusd
+    with pytest.raises(ValueError, match="zeusd must be host:port"):
+        Scenario.from_dict(raw)
+
+
 def test_parse_metrics_uses_prometheus_text() -> None:
     text = (
         "# HELP vllm:num_requests_running x\n# TYPE vllm:num_requests_running gauge\n"

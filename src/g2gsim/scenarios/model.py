@@ -91,8 +91,8 @@ class LiveServerEntry(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"zeusd must be host:port, got {value!r}")
+        if not sep or not host or not port.isdigit() or "/" in host:
+            raise ValueError(f"zeusd must be host:port (no scheme or path), got {value!r}")
         return value
 
 
