@@ -361,3 +361,17 @@ def test_run_power_budget_shows_budget_rows(cli) -> None:
     assert "time above power budget (s)" in result.stdout
     plain = cli("run", "ieee13_ofo_notap", "--duration", "1", "--no-plots")
     assert "power budget" not in plain.stdout
+
+
+def test_compare_refuses_two_scenarios_of_one_name(cli, tmp_path: Path) -> None:
+    text = bundled_scenarios()["ieee13_baseline_notap"].read_text()
+    (tmp_path / "a.toml").write_text(text)
+    (tmp_path / "b.toml").write_text(text.replace("source_pu = 1.0", "source_pu = 1.05"))
+    assert "source_pu = 1.05" in (tmp_path / "b.toml").read_text()
+    result = cli("compare", str(tmp_path / "a.toml"), str(tmp_path / "b.toml"), "--duration", "1",
+                 "--out", str(tmp_path / "cmp"))
+    _assert_clean_failure(result)
+    assert result.exit_code == 2
+    text = _flat(result.output)
+    assert "a.toml" in text and "b.toml" in text and "'ieee13_baseline_notap'" in text and "distinct" in text
+    assert not (tmp_path / "cmp").exists(), "nothing ran"

@@ -325,3 +325,70 @@ def test_worker_engines_are_bounded_least_recently_used_first() -> None:
     worker_engine("ieee13", ("lru-test", "one more"))
     assert worker_engine("ieee13", ("lru-test", 0)) is first
     assert ("ieee13", ("lru-test", 1), threading.get_ident()) not in screening._ENGINES
+
+
+def test_worker_engines_are_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dask runs tasks in threads: concurrent look-ups neither fail nor exceed a thread's limit."""
+    import sys
+    from collections import OrderedDict
+
+    from g2gsim.studies import screening
+
+    class StandIn:  # a stand-in for DSSEngine: creating real contexts is too slow to race
+        circuit_snapshot = None
+
+    monkeypatch.setattr(screening, "DSSEngine", StandIn)
+    monkeypatch.setattr(screening, "_ENGINES", OrderedDict())
+    monkeypatch.setattr(screening, "_STATS", dict.fromkeys(screening._STATS, 0))
+    errors: list[str] = []
+    kept: dict[int, int] = {}
+
+    def work(t: int) -> None:
+        try:
+            for i in range(20000):
+                key = (t, i % 12)
+                engine = worker_engine("ieee13", key)
+                assert worker_engine("ieee13", key) is engine  # still this thread's engine for the key
+            kept[t] = sum(k[2] == threading.get_ident() for k in list(screening._ENGINES))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert kept == dict.fromkeys(range(4), screening.MAX_CIRCUITS_PER_WORKER)
+    stats = screening.screening_stats()
+    assert stats["engines_created"] == 4 * screening.MAX_CIRCUITS_PER_WORKER
+    assert stats["engines_created"] + stats["engines_recycled"] == 4 * 20000  # 12 keys cycled through 8: every first look-up misses
+
+
+def test_a_full_worker_cache_recycles_its_least_recently_used_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the limit the oldest engine takes the new structure (an engine's memory is not
+    given back when it is dropped): one OpenDSS context for three structures, results unchanged."""
+    from collections import OrderedDict
+
+    from g2gsim.studies import screening
+
+    base = scenario("ieee13_baseline_notap", horizon_s=1.0)
+    at = {bus: apply_parameters(base, {"sites.0.bus": bus}) for bus in ("671", "675")}
+    fresh = {bus: run_screening(s, reuse_engine=False) for bus, s in at.items()}
+    monkeypatch.setattr(screening, "MAX_CIRCUITS_PER_WORKER", 1)
+    monkeypatch.setattr(screening, "_ENGINES", OrderedDict())
+    monkeypatch.setattr(screening, "_STATS", dict.fromkeys(screening._STATS, 0))
+    engines = []
+    for bus in ("671", "675", "671"):
+        again = run_screening(at[bus])
+        assert {k: v for k, v in again.items() if k != "wall_s"} == {k: v for k, v in fresh[bus].items() if k != "wall_s"}
+        (engine,) = screening._ENGINES.values()
+        engines.append(engine)
+    assert engines[0] is engines[1] is engines[2] and engines[0].n_compiles == 3
+    stats = screening.screening_stats()
+    assert (stats["engines_created"], stats["engines_recycled"], stats["circuits_compiled"]) == (1, 2, 3)

@@ -321,9 +321,11 @@ def test_cli_hosting_capacity_json(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "hosting-capacity", "ieee13", "--bus", "671", "--duration", "2", "--max-gpus", "16000",
         "--resolution", "4000", "--json", "--out", str(tmp_path / "hc"),
     ])
+    # the 16000-GPU site's power flow does not converge: beyond the feeder, so infeasible, not an error
     assert result.exit_code == 0, result.output
     line = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(line["capacity_gpus"]) == {"671"} and 0 < line["capacity_gpus"]["671"] <= 16000
+    assert set(line["capacity_gpus"]) == {"671"} and 0 < line["capacity_gpus"]["671"] < 16000
+    assert (line["runs"], line["failed"], line["unsolved"]) == (3, 0, 1)
     assert (tmp_path / "hc" / "hosting_capacity.png").is_file()
 
 
@@ -340,3 +342,171 @@ def test_cli_study_commands_screen_with_the_linearised_grid(tmp_path: Path) -> N
     json_line(invoke("ensemble", "ieee13_baseline_notap", "--duration", "2", "--seeds", "0-1", "--out", full,
                      "--no-progress", "--json"))
     assert "linearized" not in set(load_results(full, write=False).get("grid_mode", ["full"]))
+
+
+# -- reviewed defects: studies sharing a folder, metric checks, failures, interrupts, dotted keys -----
+HC = {"buses": ["671"], "resolution_gpus": 3600, "max_gpus": 7200, "progress": False}
+
+
+def test_hosting_capacity_matches_rows_by_this_studys_run_ids(tmp_path: Path) -> None:
+    base = load_scenario("ieee13_baseline_notap").with_overrides(horizon_s=1)
+    hot = apply_parameters(base, {"grid.source_pu": 1.2})  # every size violates
+    seed_ensemble(base, 2, tmp_path, progress=False)  # another study's rows: no bus, no site_gpus
+    first = hosting_capacity(base, tmp_path, **HC)
+    assert (first.table.loc[0, "capacity_gpus"], first.table.loc[0, "infeasible_gpus"]) == (3600, 7200)
+    second = hosting_capacity(hot, tmp_path, **HC)  # same buses and sizes, another base scenario
+    assert (second.table.loc[0, "capacity_gpus"], second.table.loc[0, "infeasible_gpus"]) == (0, 3600)
+    assert sorted(second.runs["site_gpus"]) == [3600, 7200] and (second.runs["violation_time_s"] > 0).all()
+    assert set(second.runs["run_id"]).isdisjoint(first.runs["run_id"])
+    again = hosting_capacity(base, tmp_path, **HC)  # resumes: the first study's rows, not the second's
+    pd.testing.assert_frame_equal(again.table, first.table)
+    assert sorted(again.runs["run_id"]) == sorted(first.runs["run_id"])
+    assert len(load_results(tmp_path)) == 2 + 2 + 2
+
+
+def test_hosting_capacity_counts_failed_runs(tmp_path: Path) -> None:
+    base = load_scenario("ieee13_baseline_notap").with_overrides(horizon_s=1)
+    result = hosting_capacity(base, tmp_path, **{**HC, "buses": ["652"]})  # a single-phase bus: every run fails
+    assert result.n_failed == 2 and result.table.loc[0, "n_failed"] == 2
+    assert result.table.loc[0, "capacity_gpus"] == 0 and set(result.runs["status"]) == {"failed"}
+
+
+def test_run_sweep_returns_only_this_sweeps_runs(tmp_path: Path) -> None:
+    one = Sweep(base="ieee13_baseline_notap", overrides={"horizon_s": 1}, axes={"seed": [0, 1]})
+    two = Sweep(base="ieee13_baseline_notap", overrides={"horizon_s": 2}, axes={"seed": [0, 1]})
+    first = run_sweep(one, tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="holds the runs of another sweep"):
+        second = run_sweep(two, tmp_path, progress=False)
+    assert len(first.table) == len(second.table) == 2
+    assert set(second.table["horizon_s"]) == {2.0} and set(first.table["run_id"]).isdisjoint(second.table["run_id"])
+    assert len(pd.read_parquet(tmp_path / "results.parquet")) == 4  # the folder's table keeps every run
+    with pytest.warns(UserWarning, match="another sweep"):
+        resumed = run_sweep(one, tmp_path, progress=False)
+    assert resumed.n_skipped == 2 and sorted(resumed.table["run_id"]) == sorted(first.table["run_id"])
+
+
+def test_ctrl_c_stops_a_serial_sweep_at_once_and_keeps_written_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from g2gsim.studies import sweep as sweep_module
+
+    real = sweep_module.execute_task
+    started: list[str] = []
+
+    def interrupted_at(n: int):
+        def run(task):
+            started.append(task.run_id)
+            if len(started) == n:
+                raise KeyboardInterrupt  # the user presses Ctrl-C during run n
+            return real(task)
+        return run
+
+    seeds = Sweep(base="ieee13_baseline_notap", overrides={"horizon_s": 1}, axes={"seed": [0, 1, 2, 3]})
+    monkeypatch.setattr(sweep_module, "execute_task", interrupted_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(seeds, tmp_path / "first", progress=False)
+    assert len(started) == 1 and not sweep_module.completed_run_ids(tmp_path / "first")  # no run after Ctrl-C
+    started.clear()
+    monkeypatch.setattr(sweep_module, "execute_task", interrupted_at(2))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(seeds, tmp_path / "second", progress=False)
+    assert len(started) == 2 and sweep_module.completed_run_ids(tmp_path / "second") == {started[0]}
+
+
+def test_unquoted_dotted_keys_in_a_sweep_file_are_paths(tmp_path: Path) -> None:
+    file = tmp_path / "dotted.toml"
+    file.write_text(
+        'name = "dotted"\nbase = "ieee13_ofo_notap"\nmode = "random"\nsamples = 2\n'
+        "[overrides]\nhorizon_s = 1\ngrid.source_pu = 1.02\n"
+        "[axes]\nsites.0.bus = [\"671\", \"675\"]\ncontrollers.0.params.primal_step_size = {low = 0.05, high = 0.2}\n"
+    )
+    sweep = Sweep.from_toml(file)
+    assert sweep.overrides == {"horizon_s": 1, "grid.source_pu": 1.02}
+    assert list(sweep.axes) == ["sites.0.bus", STEP] and sweep.axes[STEP].high == 0.2
+    assert sweep.base_scenario().grid.source_pu == 1.02 and len(sweep.tasks()) == 2
+    assert Sweep(base="x", overrides={"grid": {"initial_tap_steps": {}}}).overrides == {"grid.initial_tap_steps": {}}
+    file.write_text('base = "ieee13_ofo_notap"\n[overrides]\ngrid.source_pu = 1.02\n"grid.source_pu" = 1.0\n')
+    with pytest.raises(SweepError, match="'grid.source_pu' is given twice"):
+        Sweep.from_toml(file)
+
+
+def test_cli_sweep_reports_its_own_runs_and_errors_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def sweep_file(name: str, body: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'base = "ieee13_baseline_notap"\n{body}\n')
+        return path
+
+    one = sweep_file("one", "[overrides]\nhorizon_s = 1\n[axes]\nseed = [0, 1]")
+    two = sweep_file("two", "[overrides]\nhorizon_s = 2\n[axes]\nseed = [0, 1]")
+    out = tmp_path / "shared"
+    assert json_line(invoke("sweep", one, "--out", out, "--no-progress", "--json"))["ok"] == 2
+    second = invoke("sweep", two, "--out", out, "--no-progress")
+    assert second.exit_code == 0, second.output
+    assert "2 run(s)" in second.stdout and "ok=2 failed=0 lost=0" in second.stdout
+    assert "warning:" in second.stderr and "another sweep" in second.stderr
+    # a failing run: exit 1 after the table, and again on resume (the failure is recorded)
+    failing = sweep_file("fail", '[overrides]\nhorizon_s = 1\n[axes]\n"sites.0.bus" = ["671", "652"]')
+    for attempt in range(2):
+        result = invoke("sweep", failing, "--out", tmp_path / "fail", "--no-progress")
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "2 run(s)" in result.stdout and "1 of 2 run(s) failed" in result.stderr and "652" in result.stderr
+    # bad input: exit 2 with a message, nothing run
+    (tmp_path / "bad_base.toml").write_text('base = "no_such_preset"\n[axes]\nseed = [0, 1]\n')
+    cases = [
+        ((tmp_path / "bad_base.toml",), "no_such_preset"),
+        ((sweep_file("bad_val", "[axes]\nhorizon_s = [1, -5]"),), "horizon_s"),
+        ((one, "--workers", "0"), "--workers 0"),
+        ((one, "--scheduler", "localhost"), "--scheduler 'localhost'"),
+    ]
+    for args, fragment in cases:
+        result = invoke("sweep", *args, "--no-progress")
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+        assert result.stderr.startswith("error: ") and fragment in result.stderr
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_cli_scheduler_connection_errors_exit_1(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        swept = invoke("ensemble", "ieee13_baseline_notap", "--seeds", "0-1", "--duration", "1",
+                       "--scheduler", "tcp://127.0.0.1:1", "--out", tmp_path / "e", "--no-progress")
+        sweep_file = tmp_path / "s.toml"
+        sweep_file.write_text('base = "ieee13_baseline_notap"\n[axes]\nseed = [0, 1]\n')
+        plain = invoke("sweep", sweep_file, "--scheduler", "tcp://127.0.0.1:1", "--out", tmp_path / "s", "--no-progress")
+    for result in (swept, plain):
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "error: --scheduler tcp://127.0.0.1:1" in result.stderr
+
+
+def test_cli_hosting_capacity_checks_the_metric_and_reports_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from g2gsim.scenarios.library import bundled_scenarios
+
+    monkeypatch.chdir(tmp_path)
+    args = ("hosting-capacity", "ieee13", "--bus", "671", "--max-gpus", "7200", "--resolution", "3600", "--no-progress")
+    misspelt = invoke(*args, "--duration", "1", "--metric", "violation_tme_s", "--out", tmp_path / "hc")
+    assert misspelt.exit_code == 2 and isinstance(misspelt.exception, SystemExit), misspelt.output
+    assert "--metric 'violation_tme_s'" in misspelt.stderr and "violation_time_s" in misspelt.stderr
+    from g2gsim.studies.studies import MetricError
+
+    base = load_scenario("ieee13_baseline_notap").with_overrides(horizon_s=1)
+    with pytest.raises(MetricError, match="metric 'nope'.*violation_time_s"):  # from the recorded rows
+        hosting_capacity(base, tmp_path / "hc", metric="nope", **HC)
+    # every run fails (an external load at an unknown bus): outputs written, failures reported, exit 1
+    broken = tmp_path / "broken.toml"
+    broken.write_text(bundled_scenarios()["ieee13_baseline_notap"].read_text().replace('bus = "680"', 'bus = "nope"'))
+    failed = invoke(*args, "--scenario", broken, "--duration", "1", "--json")
+    assert failed.exit_code == 1 and isinstance(failed.exception, SystemExit), failed.output
+    line = json.loads(failed.stdout.strip().splitlines()[-1])
+    assert line["failed"] == 2 and line["capacity_gpus"] == {"671": 0}
+    assert "2 of 2 run(s) failed" in failed.stderr and "nope" in failed.stderr
+    folder = Path(line["out"])
+    assert folder == Path("sweeps") / "hosting_ieee13_baseline_notap_site0_1s"  # scenario, site and duration
+    assert (tmp_path / folder / "hosting_capacity.csv").is_file()
+    longer = invoke(*args, "--scenario", broken, "--duration", "2", "--json")
+    assert longer.exit_code == 1 and json.loads(longer.stdout.strip().splitlines()[-1])["out"].endswith("_2s")

@@ -164,9 +164,18 @@ def compare(
     out: Annotated[Path | None, typer.Option(help="folder for each run's results")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print all metrics as one JSON line")] = False,
 ) -> None:
-    """Run several scenarios and print one table."""
+    """Run several scenarios and print one table (each scenario needs its own ``name``)."""
     from g2gsim.scenarios.runner import RunFailed, run_scenario
 
+    given: dict[str, str] = {}
+    for name in scenarios:  # every scenario is loaded and checked before anything runs
+        loaded = _load(name)
+        if loaded.name in given:
+            _fail(
+                f"scenarios {given[loaded.name]!r} and {name!r} are both named {loaded.name!r}; the table's columns "
+                "and the --out folders are named after the scenario: give each scenario a distinct `name`"
+            )
+        given[loaded.name] = name
     rows: dict[str, dict[str, Any]] = {}
     for name in scenarios:
         loaded = _apply_overrides(_load(name), duration, seed, data)

@@ -12,10 +12,12 @@ See :mod:`g2gsim.studies.sweep`, :mod:`g2gsim.studies.studies`,
 """
 
 from g2gsim.studies.sweep import (
+    ExecutorError,
     RangeAxis,
     RunTask,
     Sweep,
     SweepError,
+    SweepFolderWarning,
     SweepResult,
     apply_parameters,
     load_results,
@@ -23,10 +25,12 @@ from g2gsim.studies.sweep import (
 )
 
 __all__ = [
+    "ExecutorError",
     "RangeAxis",
     "RunTask",
     "Sweep",
     "SweepError",
+    "SweepFolderWarning",
     "SweepResult",
     "apply_parameters",
     "load_results",

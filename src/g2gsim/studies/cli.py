@@ -9,11 +9,14 @@
 - ``g2gsim ensemble SCENARIO``: one run per seed, mean and confidence interval of each metric.
 
 Every command writes its runs (``results.parquet``, one JSON row per run in ``runs/``) into
-one output folder and resumes into it (finished runs are skipped); they share the executor
-options ``--workers N`` / ``--scheduler ADDR``, ``--out``, ``--progress/--no-progress`` and
-(except hosting-capacity) ``--json``. Exit codes: 2 for bad input (the message names the
-option, the value and what is allowed), 1 when runs failed (outputs are still written),
-3 when the executor lost runs (run again with the same ``--out`` to resume).
+one output folder and resumes into it (finished runs are skipped); a folder may hold other
+studies' runs too (``results.parquet`` has them all), but each command reports, plots and
+counts its own runs only. They share the executor options ``--workers N`` /
+``--scheduler ADDR``, ``--out``, ``--progress/--no-progress`` and ``--json``. Exit codes:
+2 for bad input (the message names the option, the value and what is allowed), 1 when runs
+failed (outputs are still written; hosting-capacity counts a failed run as infeasible and
+still exits 1) or the executor cannot be reached, 3 when the executor lost runs (run again
+with the same ``--out`` to resume).
 
 The main CLI registers them with ``register(app)``; they can also be mounted on any
 ``typer.Typer()`` (the tests do).
@@ -83,9 +86,6 @@ def _summary(table: Any, params: list[str], metrics: tuple[str, ...]) -> None:
     for _, row in table.head(50).iterrows():
         view.add_row(*[_fmt(row[c]) for c in columns])
     console.print(view)
-    if "status" in table:
-        for _, row in table[table["status"] == "failed"].head(5).iterrows():
-            console.print(f"[red]failed {row['run_id']}[/red]: {row['error']}")
 
 
 def _fmt(value: Any) -> str:
@@ -207,14 +207,20 @@ def _check_workers(workers: int | None) -> None:
 
 @contextmanager
 def _running(scheduler: str | None) -> Iterator[None]:
-    """Run a study: scenario errors exit 2, executor errors exit 1; lost-run warnings are left to the caller's counts."""
+    """Run a study: scenario errors and a bad ``--scheduler`` address exit 2, executor errors exit 1;
+    lost-run and shared-folder warnings are left to the caller (its counts, its own rows)."""
     from g2gsim.scenarios import ScenarioError
-    from g2gsim.studies.sweep import SweepError
+    from g2gsim.studies.sweep import ExecutorError, SweepError, SweepFolderWarning
 
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*lost by the executor")
+            warnings.simplefilter("ignore", SweepFolderWarning)
             yield
+    except ExecutorError as exc:
+        if scheduler is None:
+            _fail(str(exc))
+        _fail(f"--scheduler {scheduler!r}: not a scheduler address; give one like tcp://host:8786")
     except (SweepError, ScenarioError) as exc:
         _fail(str(exc))
     except ImportError as exc:
@@ -238,10 +244,11 @@ def _counts(runs: pd.DataFrame, expected: int, out: Path) -> dict[str, Any]:
             "lost": expected - len(runs), "results": str(out / "results.parquet")}
 
 
-def _report_failures(runs: pd.DataFrame, counts: dict[str, Any], label: str) -> None:
+def _report_failures(runs: pd.DataFrame, counts: dict[str, Any], label: str | None) -> None:
     if counts["failed"]:
         for _, row in runs[runs["status"] == "failed"].head(5).iterrows():
-            typer.echo(f"failed {row['run_id']} ({label}={_fmt(row.get(label))}): {row['error']}", err=True)
+            where = f" ({label}={_fmt(row.get(label))})" if label else ""
+            typer.echo(f"failed {row['run_id']}{where}: {row['error']}", err=True)
 
 
 def _check_metric(runs: pd.DataFrame, metric: str, counts: dict[str, Any], label: str, json_output: bool) -> None:
@@ -260,7 +267,7 @@ def _check_metric(runs: pd.DataFrame, metric: str, counts: dict[str, Any], label
         _fail(f"--metric {metric!r}: not a metric of these runs; metrics: {', '.join(known)}")
 
 
-def _finish(runs: pd.DataFrame, counts: dict[str, Any], label: str, json_output: bool, extra: dict[str, Any]) -> None:
+def _finish(runs: pd.DataFrame, counts: dict[str, Any], label: str | None, json_output: bool, extra: dict[str, Any]) -> None:
     """Print the JSON line (with --json), the failures, and exit 1 (failed runs) or 3 (lost runs)."""
     if json_output:
         typer.echo(json.dumps(_plain({**counts, **extra})))
@@ -321,35 +328,40 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="print the counts as one JSON line")] = False,
     ) -> None:
         """Run a sweep; resumes into an existing output folder (completed runs are skipped)."""
-        from g2gsim.studies.sweep import Sweep, SweepError, run_sweep
+        from g2gsim.scenarios import ScenarioError
+        from g2gsim.studies.sweep import (
+            Sweep,
+            SweepError,
+            run_sweep,
+            sweep_folder_mismatch,
+        )
 
-        try:
+        _check_workers(workers)
+        executor, n = _executor(workers, scheduler)
+        try:  # the file, the base scenario, every path and value, checked before anything runs
             sweep = Sweep.from_toml(file)
-            executor, n = _executor(workers, scheduler)
-            folder = out or Path("sweeps") / sweep.name
-            result = run_sweep(sweep, folder, executor, workers=n, progress=progress)
-        except SweepError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        plot = None
+            expected = len(sweep.tasks())
+        except (SweepError, ScenarioError) as exc:
+            _fail(str(exc))
+        folder = out or Path("sweeps") / _slug(sweep.name)
+        mismatch = sweep_folder_mismatch(folder, sweep)
+        if mismatch:
+            typer.echo(f"warning: {mismatch}", err=True)
+        with _running(scheduler):
+            result = run_sweep(sweep, folder, executor, workers=n, progress=progress and not json_output)
+        runs = result.table
         axes = list(sweep.axes)
-        if len(axes) >= 2 and not result.table.empty and heatmap in result.table:
+        plot = None
+        if len(axes) >= 2 and "status" in runs and heatmap in runs and (runs["status"] == "ok").any():
             from g2gsim.plots import write_figure
             from g2gsim.studies.studies import plot_metric_heatmap
 
-            plot = write_figure(plot_metric_heatmap(result.table, axes[0], axes[1], heatmap), folder / f"heatmap_{heatmap}.png")
-        counts = {
-            "out": str(folder), "total": result.n_total, "skipped": result.n_skipped, "ok": result.n_ok,
-            "failed": result.n_failed, "lost": result.n_lost, "wall_s": round(result.wall_s, 3),
-            "results": str(folder / "results.parquet"), "heatmap": None if plot is None else str(plot),
-        }
-        if json_output:
-            typer.echo(json.dumps(counts))
-        else:
-            _summary(result.table, axes, ("violation_time_s", "integral_violation_pu_s", "worst_vmin", "mean_throughput_tps"))
-            typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
-        if result.n_lost:
-            raise typer.Exit(3)
+            plot = write_figure(plot_metric_heatmap(runs, axes[0], axes[1], heatmap), folder / f"heatmap_{_slug(heatmap)}.png")
+        counts = _counts(runs, expected, folder)
+        if not json_output:
+            _summary(runs, axes, ("violation_time_s", "integral_violation_pu_s", "worst_vmin", "mean_throughput_tps"))
+        extra = {"skipped": result.n_skipped, "wall_s": round(result.wall_s, 3), "heatmap": None if plot is None else str(plot)}
+        _finish(runs, counts, axes[0] if axes else None, json_output, extra)
 
     @app.command("hosting-capacity")
     def hosting_capacity_command(
@@ -365,7 +377,8 @@ def register(app: typer.Typer) -> None:
         linearized: Annotated[bool, typer.Option(help="screen with the linearised grid")] = False,
         workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
         scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address")] = None,
-        out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+        out: Annotated[Path | None, typer.Option(
+            help="output folder (default: sweeps/hosting_<scenario>_site<N>_<duration>s)")] = None,
         progress: Annotated[bool, typer.Option(help="progress bars")] = True,
         json_output: JsonOutput = False,
     ) -> None:
@@ -373,10 +386,12 @@ def register(app: typer.Typer) -> None:
         from g2gsim.plots import write_figure
         from g2gsim.studies.studies import (
             DEFAULT_BASE,
+            MetricError,
             feeder_topology,
             hosting_capacity,
             plot_hosting_capacity,
         )
+        from g2gsim.studies.sweep import ExecutorError
 
         _check_workers(workers)
         name = scenario or DEFAULT_BASE.get(feeder)
@@ -391,7 +406,8 @@ def register(app: typer.Typer) -> None:
             _fail(f"--max-gpus {max_gpus}: must be at least 1 GPU")
         buses = _study_buses(base, bus)
         executor, n = _executor(workers, scheduler)
-        folder = out or Path("sweeps") / f"hosting_{base.grid.feeder}"
+        mode = "_linearized" if linearized else ""
+        folder = out or Path("sweeps") / _slug(f"hosting_{base.name}_site{site}_{duration:g}s{mode}")
         with _running(scheduler):
             try:
                 result = hosting_capacity(
@@ -399,18 +415,31 @@ def register(app: typer.Typer) -> None:
                     max_gpus=max_gpus, resolution_gpus=resolution, executor=executor, workers=n,
                     progress=progress and not json_output, linearized_grid=linearized,
                 )
+            except ExecutorError:
+                raise  # a bad --scheduler address: _running reports it
+            except MetricError as exc:
+                _fail(f"--metric {exc.metric!r}: not a metric of these runs; metrics: {', '.join(exc.available)} "
+                      f"(the first round's runs are kept in {folder})")
             except (KeyError, ValueError, RuntimeError) as exc:
                 _fail(f"hosting capacity on {base.name!r}: {exc}; runs so far are kept in {folder}", 1)
         capacity = dict(zip(result.table["bus"], result.table["capacity_gpus"], strict=True))
         topology = feeder_topology(base.grid.feeder)
         plot = write_figure(plot_hosting_capacity(topology, capacity, f"{base.grid.feeder}: hosting capacity "
                                                   f"({metric} <= {threshold:g})"), folder / "hosting_capacity.png")
+        n_failed, n_unsolved = result.n_failed, result.n_unsolved
         if json_output:
             typer.echo(json.dumps(_plain({"capacity_gpus": capacity, "metric": metric, "threshold": threshold,
+                                          "runs": len(result.runs), "failed": n_failed, "unsolved": n_unsolved,
                                           "out": str(folder)})))
-            return
-        typer.echo(result.table.to_string(index=False))
-        typer.echo(f"table: {folder / 'hosting_capacity.csv'}  plot: {plot}  runs: {folder / 'results.parquet'}")
+        else:
+            typer.echo(result.table.to_string(index=False))
+            typer.echo(f"table: {folder / 'hosting_capacity.csv'}  plot: {plot}  runs: {folder / 'results.parquet'}")
+            if n_unsolved:
+                typer.echo(f"{n_unsolved} run(s) had no power-flow solution (site beyond the feeder): counted infeasible")
+        if n_failed:
+            _report_failures(result.runs, {"failed": n_failed}, "site_gpus")
+            _fail(f"{n_failed} of {len(result.runs)} run(s) failed and were counted as infeasible; "
+                  f"outputs were written to {folder}", 1)
 
     @app.command("sensitivity")
     def sensitivity_command(

@@ -40,7 +40,11 @@ Engine and circuit reuse
     for hour-long runs the saving is negligible. Because a worker keeps a circuit per
     structure, a sweep whose runs alternate between structures (a siting sweep with seeds:
     the site moves between buses) compiles once per structure, not at every change;
-    ``screening_stats()`` counts compiles and reuses.
+    ``screening_stats()`` counts compiles and reuses. The cache is shared by the worker's
+    threads (Dask runs tasks in threads) under a lock; each thread keeps at most
+    :data:`MAX_CIRCUITS_PER_WORKER` engines, and beyond that the least recently used
+    engine is given the new structure (its next compile replaces its circuit) rather than
+    dropped, since a dropped context's memory is not given back to the process.
 
 Linearised grid (``linearized = True``)
     :class:`LinearizedOpenDSSGrid` replaces each step's power flow by
@@ -69,40 +73,67 @@ from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.errors import GridError
 from g2gsim.grid.opendss import OpenDSSGrid, circuit_structure_key
 from g2gsim.kernel.context import RunContext
-from g2gsim.scenarios import Scenario, build_simulation, bundled_scenarios, load_scenario
+from g2gsim.scenarios import (
+    Scenario,
+    build_simulation,
+    bundled_scenarios,
+    load_scenario,
+)
 from g2gsim.scenarios.build import BuiltScenario
 
 #: Engines of this process, least recently used first, keyed by (feeder, circuit structure
 #: or None, thread): a sweep that alternates structures (siting: the site moves between buses)
 #: keeps one compiled circuit per structure, up to :data:`MAX_CIRCUITS_PER_WORKER` per thread.
 _ENGINES: OrderedDict[tuple[str, Any, int], DSSEngine] = OrderedDict()
-_STATS = {"runs": 0, "engines_created": 0, "circuits_compiled": 0, "circuits_reused": 0}
+#: Guards _ENGINES and _STATS (a Dask worker runs tasks in several threads).
+_LOCK = threading.Lock()
+_STATS = {"runs": 0, "engines_created": 0, "engines_recycled": 0, "circuits_compiled": 0, "circuits_reused": 0}
 #: Compiled circuits a worker thread keeps (each is an OpenDSS context of a few MB).
 MAX_CIRCUITS_PER_WORKER = 8
 
 
 def worker_engine(feeder: str, structure: Any = None) -> DSSEngine:
     """This worker thread's OpenDSS engine for `feeder` and circuit `structure` (a
-    :func:`~g2gsim.grid.opendss.circuit_structure_key`; None: one engine per feeder), created
-    on first use; the least recently used engine of the thread goes beyond the limit."""
+    :func:`~g2gsim.grid.opendss.circuit_structure_key`; None: one engine per feeder).
+
+    A new key gets a new engine while the thread has fewer than
+    :data:`MAX_CIRCUITS_PER_WORKER`, else the thread's least recently used engine (its
+    circuit snapshot dropped, so its next run compiles). Thread-safe.
+    """
     thread = threading.get_ident()
     key = (feeder, structure, thread)
-    engine = _ENGINES.get(key)
-    if engine is not None:
-        _ENGINES.move_to_end(key)
+    limit = max(1, MAX_CIRCUITS_PER_WORKER)
+    with _LOCK:
+        engine = _ENGINES.get(key)
+        if engine is not None:
+            _ENGINES.move_to_end(key)
+            return engine
+        mine = [k for k in _ENGINES if k[2] == thread]
+        if len(mine) >= limit:
+            for stale in mine[: len(mine) - limit]:  # beyond a lowered limit: dropped
+                del _ENGINES[stale]
+            engine = _ENGINES.pop(mine[len(mine) - limit])
+            engine.circuit_snapshot = None  # the old structure's circuit is never reused under the new key
+            _STATS["engines_recycled"] += 1
+        else:
+            engine = DSSEngine()  # under the lock: creating a context briefly changes the working directory
+            _STATS["engines_created"] += 1
+        _ENGINES[key] = engine
         return engine
-    engine = _ENGINES[key] = DSSEngine()
-    _STATS["engines_created"] += 1
-    mine = [k for k in _ENGINES if k[2] == thread]
-    for stale in mine[: max(0, len(mine) - MAX_CIRCUITS_PER_WORKER)]:
-        del _ENGINES[stale]
-    return engine
+
+
+def _count(name: str, n: int = 1) -> None:
+    with _LOCK:
+        _STATS[name] += n
 
 
 def screening_stats() -> dict[str, int]:
-    """Runs, engines and circuit compiles of this process (engines_created stays at one per
-    feeder and thread; circuits_compiled at one per structure while runs alternate little)."""
-    return dict(_STATS)
+    """Runs, engines and circuit compiles of this process: engines_created reaches one per
+    structure and thread up to :data:`MAX_CIRCUITS_PER_WORKER`, then engines_recycled counts
+    engines given another structure; circuits_compiled stays at one per structure while a
+    thread's structures fit in the limit."""
+    with _LOCK:
+        return dict(_STATS)
 
 
 # -- the linearised grid -----------------------------------------------------------------------
@@ -271,9 +302,9 @@ def run_screening(
             grid._loads.close()
             grid._loads = None
         if grid._engine is not None:
-            _STATS["circuits_compiled"] += grid._engine.n_compiles - compiles_before
-        _STATS["circuits_reused"] += int(grid.circuit_reused)
-    _STATS["runs"] += 1
+            _count("circuits_compiled", grid._engine.n_compiles - compiles_before)
+        _count("circuits_reused", int(grid.circuit_reused))
+    _count("runs")
     if linearized:
         metrics["grid_mode"] = "linearized"
         metrics["n_linearizations"] = grid.n_linearizations  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,13 @@ import numpy as np
 import pandas as pd
 
 from g2gsim.scenarios import Scenario, load_scenario
-from g2gsim.studies.sweep import Sweep, SweepResult, load_results, run_sweep, sweep_from_points
+from g2gsim.studies.sweep import (
+    Sweep,
+    SweepFolderWarning,
+    SweepResult,
+    run_sweep,
+    sweep_from_points,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -207,13 +214,50 @@ def scaled_site(scenario: Scenario, gpus: int, site: int = 0) -> dict[str, Any]:
     }
 
 
+class MetricError(ValueError):
+    """A study's `metric` is not a numeric metric of its runs."""
+
+    def __init__(self, metric: str, available: Sequence[str]) -> None:
+        self.metric = metric
+        self.available = list(available)
+        super().__init__(f"metric {metric!r}: not a numeric metric of these runs; metrics: {', '.join(self.available)}")
+
+
+def numeric_metrics(runs: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Numeric metric columns of the ok rows of `runs` (bookkeeping and `exclude` left out)."""
+    ok = runs[runs["status"] == "ok"] if "status" in runs else runs
+    skip = set(NOT_METRICS) | set(exclude) | {"worker_wall_s"}
+    return sorted(c for c in ok.dropna(axis=1, how="all").select_dtypes("number").columns if c not in skip)
+
+
 @dataclass
 class HostingCapacity:
-    """Per bus: the largest feasible site found, the smallest infeasible one, and the runs."""
+    """Per bus: the largest feasible site found, the smallest infeasible one, and this study's runs."""
 
-    table: pd.DataFrame  # bus, capacity_gpus, infeasible_gpus, n_evaluations, bracketed
-    runs: pd.DataFrame
+    table: pd.DataFrame  # bus, capacity_gpus, infeasible_gpus, at_upper_bound, n_evaluations, n_failed
+    runs: pd.DataFrame  # this study's runs (every round), not other studies' in the same folder
     out: Path
+
+    @property
+    def n_unsolved(self) -> int:
+        """Runs whose power flow did not converge: a site that large is beyond the feeder's
+        capacity, so the bisection counts them infeasible (they are not errors)."""
+        return int(_unsolved(self.runs).sum())
+
+    @property
+    def n_failed(self) -> int:
+        """Runs that failed for any other reason (also counted infeasible; errors in `runs`)."""
+        if "status" not in self.runs:
+            return 0
+        return int(((self.runs["status"] == "failed") & ~_unsolved(self.runs)).sum())
+
+
+def _unsolved(runs: pd.DataFrame) -> pd.Series:
+    """Failed runs whose error is a power flow that did not converge."""
+    if "status" not in runs or "error" not in runs:
+        return pd.Series(False, index=runs.index)
+    errors = runs["error"].fillna("").astype(str)
+    return (runs["status"] == "failed") & errors.str.contains("did not converge", regex=False)
 
 
 def hosting_capacity(
@@ -232,9 +276,13 @@ def hosting_capacity(
 
     Sizes are searched in [0, max_gpus] (default: four times the base site) in steps of
     `resolution_gpus`; a failed run (e.g. a power flow that does not converge) counts as
-    infeasible. Each bisection round runs every still-open bus as one sweep (in parallel),
-    all rounds into the same folder, so a study resumes without repeating runs. Assumes the
-    metric grows with the size (true of violations under load; not checked).
+    infeasible and is counted per bus (``n_failed``; :attr:`HostingCapacity.n_failed`).
+    Each bisection round runs every still-open bus as one sweep (in parallel), all rounds
+    into the same folder, so a study resumes without repeating runs; rows are matched by
+    this study's run ids, so other studies in the folder do not interfere. Raises
+    :class:`MetricError` after the first round with an ok run when `metric` is not one of
+    its numeric metrics. Assumes the metric grows with the size (true of violations under
+    load; not checked).
     """
     scenario = _scenario(base)
     linearized = bool(run.pop("linearized_grid", False))
@@ -246,8 +294,11 @@ def hosting_capacity(
     lo = {b: 0 for b in candidates}  # largest size known feasible (0: none tried / assumed)
     hi: dict[str, int | None] = {b: None for b in candidates}  # smallest size known infeasible
     n_eval = {b: 0 for b in candidates}
+    n_failed = {b: 0 for b in candidates}
     trial = {b: top for b in candidates}
     round_no = 0
+    checked = False
+    study_rows: list[pd.DataFrame] = []
     while trial:
         round_no += 1
         points, labels = [], []
@@ -257,20 +308,30 @@ def hosting_capacity(
         sweep = sweep_from_points(
             scenario, points, name=f"hosting capacity round {round_no}", labels=labels, linearized_grid=linearized
         )
-        result = run_sweep(sweep, folder, **run)
+        with warnings.catch_warnings():  # the rounds are different sweeps into one folder by design
+            warnings.simplefilter("ignore", SweepFolderWarning)
+            result = run_sweep(sweep, folder, **run)
         if result.n_lost and result.n_lost == len(trial) - result.n_skipped:
             raise RuntimeError(
                 f"hosting capacity: the executor lost every run of round {round_no}; fix it and call again "
                 f"with the same folder ({folder}) to resume"
             )
-        rows = {(r["bus"], int(r["site_gpus"])): r for r in result.table.to_dict("records") if "bus" in r}
+        run_of = {(t.labels["bus"], t.labels["site_gpus"]): t.run_id for t in sweep.tasks()}
+        rows = {r["run_id"]: r for r in result.table.to_dict("records")}
+        study_rows.append(result.table)
+        if not checked and "status" in result.table and (result.table["status"] == "ok").any():
+            available = numeric_metrics(result.table, exclude=["site_gpus", *points[0]])
+            if metric not in available:
+                raise MetricError(metric, available)
+            checked = True
         next_trial: dict[str, int] = {}
         for bus, size in trial.items():
-            row = rows.get((bus, size))
+            row = rows.get(run_of[(bus, size)])
             if row is None:  # lost to the executor: try again next round
                 next_trial[bus] = size
                 continue
             n_eval[bus] += 1
+            n_failed[bus] += int(row.get("status") != "ok")
             value = row.get(metric)
             feasible = row.get("status") == "ok" and value is not None and not pd.isna(value) and value <= threshold
             if feasible:
@@ -292,12 +353,21 @@ def hosting_capacity(
                 "infeasible_gpus": hi[b],
                 "at_upper_bound": hi[b] is None,
                 "n_evaluations": n_eval[b],
+                "n_failed": n_failed[b],
             }
             for b in candidates
         ]
     )
     table.to_csv(folder / "hosting_capacity.csv", index=False)
-    return HostingCapacity(table=table, runs=load_results(folder), out=folder)
+    return HostingCapacity(table=table, runs=_concat_runs(study_rows), out=folder)
+
+
+def _concat_runs(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of several sweeps' tables, once each."""
+    frames = [t for t in tables if not t.empty]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).drop_duplicates("run_id").reset_index(drop=True)
 
 
 # -- seed ensembles -------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ parameters, so running a sweep again into the same folder skips every run alread
 (succeeded or failed) and only runs the rest. A run that raises is recorded with
 ``status = "failed"`` and its error; the sweep goes on. A run lost to the executor itself
 (a worker process killed, a cluster gone) is not recorded, so the next resume runs it.
+A folder may hold the runs of several sweeps: ``results.parquet`` has them all, while
+:func:`run_sweep` returns (and the CLI prints) this sweep's runs only, and warns
+(:class:`SweepFolderWarning`) when the folder's ``sweep.json`` describes another sweep.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ class SweepError(ValueError):
     """A sweep definition is invalid; the message names the axis (dotted path) and the problem."""
 
 
+class ExecutorError(ValueError):
+    """The `executor` argument (e.g. a ``--scheduler`` address) names no executor this module knows."""
+
+
+class SweepFolderWarning(UserWarning):
+    """The output folder already holds another sweep's runs (its ``sweep.json`` differs)."""
+
+
 # -- the sweep definition ----------------------------------------------------------------------
 class RangeAxis(BaseModel):
     """A continuous (or integer) range sampled by ``mode = "random"``."""
@@ -82,7 +93,15 @@ class RangeAxis(BaseModel):
 
 
 class Sweep(BaseModel):
-    """A base scenario and the parameter axes to vary (see the module docstring)."""
+    """A base scenario and the parameter axes to vary (see the module docstring).
+
+    ``overrides`` and ``axes`` are keyed by dotted path; a nested table is read as dotted
+    paths to its entries, so TOML's unquoted dotted keys (``grid.source_pu = 1.02`` under
+    ``[overrides]`` or ``[axes]``) mean the same as quoted ones. An override's table value
+    therefore sets the table's entries, not the whole table (an empty table ``{}`` is kept
+    as a value, so ``"grid.initial_tap_steps" = {}`` clears it); an axis's ``{low, high}``
+    table is a range.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -98,6 +117,18 @@ class Sweep(BaseModel):
     labels: list[dict[str, Any]] = Field(
         default_factory=list, description="zip mode: extra columns per point (recorded, not applied, not hashed)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dotted_paths(cls, data: Any) -> Any:
+        """Nested ``overrides`` / ``axes`` tables (TOML dotted keys) -> dotted paths."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section in ("overrides", "axes"):
+            if isinstance(data.get(section), dict):
+                data[section] = flatten_paths(data[section], section, keep=_is_range if section == "axes" else None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Sweep:
@@ -208,6 +239,30 @@ class Sweep(BaseModel):
 
 
 # -- dotted paths ------------------------------------------------------------------------------
+def _is_range(value: Any) -> bool:
+    """True for an axis's ``{low, high, ...}`` table (a :class:`RangeAxis`), not a nested path."""
+    return isinstance(value, dict) and {"low", "high"} <= set(value) and set(value) <= set(RangeAxis.model_fields)
+
+
+def flatten_paths(
+    table: Mapping[str, Any], what: str, keep: Callable[[Any], bool] | None = None, prefix: str = ""
+) -> dict[str, Any]:
+    """``{"grid": {"source_pu": 1}}`` -> ``{"grid.source_pu": 1}``; empty tables and tables
+    `keep` accepts stay values. Raises SweepError when two entries name the same path."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not (keep and keep(value)):
+            entries = flatten_paths(value, what, keep, prefix=f"{path}.")
+        else:
+            entries = {path: value}
+        for name, entry in entries.items():
+            if name in flat:
+                raise SweepError(f"{what}: {name!r} is given twice (as a dotted key and in a table); give it once")
+            flat[name] = entry
+    return flat
+
+
 def _split(path: str) -> list[str]:
     parts = path.split(".")
     if not path or any(not p for p in parts):
@@ -405,7 +460,11 @@ def load_results(out: str | Path, *, write: bool = True) -> pd.DataFrame:
 # -- running ---------------------------------------------------------------------------------------
 @dataclass
 class SweepResult:
-    """What :func:`run_sweep` did: the table of every recorded run and the counts of this call."""
+    """What :func:`run_sweep` did: this sweep's recorded runs and the counts of this call.
+
+    `table` holds this sweep's rows only (recorded by this call or an earlier one); the
+    folder's ``results.parquet`` holds every run in the folder, other sweeps' too.
+    """
 
     out: Path
     table: pd.DataFrame
@@ -424,13 +483,17 @@ class SweepResult:
 
 
 class _SerialExecutor(cf.Executor):
-    """Runs each task at submit time in this process (same code path as the pools)."""
+    """Runs each task at submit time in this process (same code path as the pools).
+
+    An exception is delivered through the future; KeyboardInterrupt and SystemExit propagate
+    at once (Ctrl-C stops the sweep in the run it interrupts).
+    """
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         future: cf.Future = cf.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+        except Exception as exc:  # noqa: BLE001 - delivered through the future
             future.set_exception(exc)
         return future
 
@@ -462,7 +525,8 @@ def make_executor(executor: Any = None, workers: int | None = None) -> tuple[cf.
     None: serial when `workers` is None or 1, else local processes; ``"processes"``: a process
     pool of `workers` (default: CPU count); ``"serial"``; a ``dask.distributed.Client`` (its
     concurrent.futures view); a scheduler address string ``"tcp://host:port"``; or any object
-    with ``submit`` returning concurrent futures (e.g. Ray's or loky's executors).
+    with ``submit`` returning concurrent futures (e.g. Ray's or loky's executors). Another
+    string raises :class:`ExecutorError`; an unreachable scheduler, OSError.
     """
     if executor is None:
         executor = "serial" if workers in (None, 1) else "processes"
@@ -482,7 +546,10 @@ def make_executor(executor: Any = None, workers: int | None = None) -> tuple[cf.
             view = client.get_executor(pure=False)
             view._g2gsim_client = client  # type: ignore[attr-defined]
             return view, True, max(1, sum(client.nthreads().values()))
-        raise ValueError(f"unknown executor {executor!r}: use 'serial', 'processes', a scheduler address, a Client or an Executor")
+        raise ExecutorError(
+            f"unknown executor {executor!r}: use 'serial', 'processes', a scheduler address (tcp://host:port), "
+            "a Client or an Executor"
+        )
     if _is_dask_client(executor):
         return executor.get_executor(pure=False), False, max(1, sum(executor.nthreads().values()))
     if not hasattr(executor, "submit"):
@@ -519,15 +586,19 @@ def run_sweep(
     """
     start = time.perf_counter()
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     tasks = sweep.tasks()
-    (folder / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2, default=str))
+    pool, owned, parallelism = make_executor(executor, workers)  # a bad executor fails before anything is written
+    try:
+        done = _prepare_folder(folder, sweep)
+    except BaseException:
+        if owned:
+            _close(pool)
+        raise
     order = {t.run_id: i for i, t in enumerate(tasks)}
-    done = completed_run_ids(folder)
     pending = [t for t in tasks if t.run_id not in done]
     n_skipped = len(tasks) - len(pending)
-    pool, owned, parallelism = make_executor(executor, workers)
-    window = max_in_flight or max(2, 2 * parallelism)
+    # the serial executor runs a task at submit: one at a time, so each row is written before the next run
+    window = 1 if isinstance(pool, _SerialExecutor) else max_in_flight or max(2, 2 * parallelism)
     n_ok = n_failed = 0
     lost: list[str] = []
     from tqdm import tqdm
@@ -573,7 +644,10 @@ def run_sweep(
         bar.close()
         if owned:
             _close(pool)
+    ids = set(order)
     table = load_results(folder)
+    if not table.empty and "run_id" in table:
+        table = table[table["run_id"].isin(ids)].reset_index(drop=True)
     if lost:
         warnings.warn(
             f"sweep {sweep.name!r}: {len(lost)} run(s) were lost by the executor and are not recorded; "
@@ -591,6 +665,35 @@ def run_sweep(
         wall_s=time.perf_counter() - start,
         lost=lost,
     )
+
+
+def sweep_folder_mismatch(folder: str | Path, sweep: Sweep) -> str | None:
+    """Why `folder` holds another sweep (its ``sweep.json`` differs from `sweep`), or None."""
+    file = Path(folder) / "sweep.json"
+    if not file.is_file():
+        return None
+    try:
+        recorded = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return f"{folder} has an unreadable sweep.json"
+    mine = json.loads(json.dumps(sweep.model_dump(mode="json"), default=str))
+    if recorded == mine:
+        return None
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    return (
+        f"{folder} holds the runs of another sweep ({name!r}); results.parquet has both sweeps' runs, "
+        f"the table of sweep {sweep.name!r} only its own"
+    )
+
+
+def _prepare_folder(folder: Path, sweep: Sweep) -> set[str]:
+    """Create `folder`, warn if it holds another sweep, record `sweep` in it; the ids already recorded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mismatch = sweep_folder_mismatch(folder, sweep)
+    if mismatch:
+        warnings.warn(mismatch, SweepFolderWarning, stacklevel=3)
+    (folder / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2, default=str))
+    return completed_run_ids(folder)
 
 
 def _pool_is_broken(pool: Any) -> bool:
