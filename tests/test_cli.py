@@ -375,3 +375,15 @@ def test_compare_refuses_two_scenarios_of_one_name(cli, tmp_path: Path) -> None:
     text = _flat(result.output)
     assert "a.toml" in text and "b.toml" in text and "'ieee13_baseline_notap'" in text and "distinct" in text
     assert not (tmp_path / "cmp").exists(), "nothing ran"
+
+
+def test_run_interrupted_exits_130_and_points_at_the_chunks(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import g2gsim.scenarios.runner as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_scenario", interrupted)
+    result = cli("run", "ieee13_ofo_notap", "--duration", "1", "--no-plots")
+    assert result.exit_code == 130
+    assert "interrupted" in result.output and "chunks" in _flat(result.output)

@@ -128,6 +128,9 @@ def run(
     except (RunFailed, ScenarioError, RuntimeError) as exc:
         _fail(str(exc), code=1)
         return
+    except KeyboardInterrupt:
+        _fail(f"interrupted; what was computed so far is in {folder / 'chunks'}", code=130)
+        return
     except ImportError as exc:
         _fail(f"{exc}: live runs need the live extra (pip install 'g2gsim[live]')", code=1)
         return
