@@ -354,3 +354,16 @@ def test_warm_up_ends_when_the_buffer_is_full_even_if_buffer_s_is_not_whole_samp
     finally:
         fakes.stop()
     assert len(run.result.tables["dc/state"]) == 10
+
+
+def test_every_live_site_option_reaches_the_live_datacenter() -> None:
+    """Each [sites.live] field is a LiveSiteConfig field of the same name and default."""
+    import dataclasses
+
+    from g2gsim.live.config import LiveSiteConfig
+    from g2gsim.scenarios.model import LiveSection
+
+    site_fields = {f.name: f.default for f in dataclasses.fields(LiveSiteConfig) if f.name != "servers"}
+    section_fields = {name: f.default for name, f in LiveSection.model_fields.items()
+                      if name not in ("servers", "realtime_factor")}
+    assert section_fields == site_fields

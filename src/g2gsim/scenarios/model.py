@@ -112,6 +112,7 @@ class LiveSection(_Section):
     itl_window_s: float = Field(default=1.0, gt=0)
     stale_after_s: float = Field(default=2.0, gt=0)
     health_interval_s: float = Field(default=1.0, gt=0)
+    metrics_interval_s: float = Field(default=0.5, gt=0, description="how often each server's /metrics is scraped, s")
     request_timeout_s: float = Field(default=5.0, gt=0)
     on_server_failure: Literal["continue", "stop"] = "continue"
 
