@@ -435,3 +435,26 @@ def test_batched_load_writes_equal_loads_idx_kw_kvar(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(module, "_LoadBatch", PerLoad)
     per_load = run([OpenDSSGrid("grid", ieee13(generators=[pv])), FakeSite("dc", swing)], 2.0)
     np.testing.assert_array_equal(batched.table("grid/voltages").to_numpy(), per_load.table("grid/voltages").to_numpy())
+
+
+def test_fast_c_api_path_and_public_api_path_solve_and_read_alike() -> None:
+    """The engine's direct C-API solve and voltage read equal OpenDSSDirect's public calls."""
+    from g2gsim.grid.engine import DSSEngine
+    from g2gsim.grid.errors import GridError
+    from g2gsim.grid.feeders import load_feeder
+
+    fast, public = DSSEngine(), DSSEngine()
+    public._fast = False  # as on a binding without the C-API entry points
+    for engine in (fast, public):
+        engine.compile_feeder(load_feeder("ieee13"))
+        engine.run("Set Mode=Snap")
+        engine.solve(0.0)
+    assert fast._fast
+    assert np.array_equal(fast.all_bus_mag_pu(), public.all_bus_mag_pu())
+    assert np.array_equal(fast.all_bus_mag_pu(), np.asarray(fast.dss.Circuit.AllBusMagPu(), dtype=float))
+    view = fast.bus_mag_pu_view()
+    assert not view.flags.writeable
+    for engine in (fast, public):  # a load the circuit cannot carry: no solution
+        engine.run("New Load.huge bus1=671 phases=3 kv=4.16 kw=120000 kvar=1000 model=1 vminpu=0 vlowpu=0")
+        with pytest.raises(GridError, match="did not converge"):
+            engine.solve(1.0)

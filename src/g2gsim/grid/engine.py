@@ -9,6 +9,12 @@ off): files are compiled by absolute path.
 Text commands (:meth:`DSSEngine.run`) are for setup only: each one makes OpenDSS parse and
 often rebuild its system matrix. Per-step changes go through the element API
 (:meth:`DSSEngine.set_load_kw_kvar`).
+
+The per-step calls (:meth:`DSSEngine.solve`, :meth:`DSSEngine.bus_mag_pu_view`) go to the
+context's DSS C-API functions directly and read its error number through its pointer, the
+way OpenDSSDirect's wrappers do, and hand an error to the same check those wrappers use;
+the voltage read is a NumPy view of the context's global-result buffer instead of a Python
+list. Same calls into OpenDSS, same floats, a few microseconds less per step.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ class DSSEngine:
         finally:
             if os.getcwd() != cwd:
                 os.chdir(cwd)
+        try:
+            self._bind_c_api()
+            self._fast = True
+        except (AttributeError, TypeError):  # a binding without these C-API entry points
+            self._fast = False
         self._feeder_name: str | None = None
         #: Number of feeder compiles this engine has done (each one clears the circuit).
         self.n_compiles = 0
@@ -46,6 +57,31 @@ class DSSEngine:
         #: instead of recompiling (see ``OpenDSSGrid(reuse_circuit=True)``); every compile
         #: drops it, so it never outlives the circuit it describes.
         self.circuit_snapshot: Any = None
+
+    def _bind_c_api(self) -> None:
+        """Keep the context's C functions, error number and float64 global-result buffer at hand."""
+        lib, ffi = self._dss.dss_lib, self._dss.dss_ffi
+        self._ffi = ffi
+        self._error = lib.Error_Get_NumberPtr()
+        self._c_solve = lib.Solution_Solve
+        self._c_solve_no_control = lib.Solution_SolveNoControl
+        self._c_converged = lib.Solution_Get_Converged
+        self._c_bus_mag_pu = lib.Circuit_Get_AllBusVmagPu_GR
+        pointers = (ffi.new("char****"), ffi.new("double***"), ffi.new("int32_t***"), ffi.new("int8_t***"))
+        counts = (ffi.new("int32_t**"), ffi.new("int32_t**"), ffi.new("int32_t**"), ffi.new("int32_t**"))
+        lib.DSS_GetGRPointers(*pointers, *counts)
+        self._gr_data = pointers[1][0]  # double**: where the buffer is now
+        self._gr_count = counts[1][0]  # int32_t[4]: its element count first
+        self._gr_seen: Any = None  # (data pointer, count) of the view below
+        self._gr_view = np.zeros(0)
+
+    def _check_error(self) -> None:
+        """What OpenDSSDirect does after each C call: raise a pending error (exceptions on).
+        Without that hook the error stays pending for :meth:`_raise_pending_error`."""
+        if self._error[0]:
+            check = getattr(self._dss, "_check_for_error", None)
+            if check is not None:
+                check()
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -99,6 +135,26 @@ class DSSEngine:
         `controls`, ``Solve`` (OpenDSS's own regulator control). Non-convergence is a GridError
         naming the feeder and the simulation time `time_s`.
         """
+        if not self._fast:
+            self._solve_public(time_s, controls)
+            return
+        try:
+            if controls:
+                self._c_solve()
+            else:
+                self._c_solve_no_control()
+            self._check_error()
+        except self._dss.DSSException as exc:
+            raise GridError(f"{self._where()}: the power flow at t = {time_s:g} s failed: {exc}") from exc
+        if self._error[0]:  # exceptions off: the error is still pending
+            self._raise_pending_error(f"{self._where()}: the power flow at t = {time_s:g} s failed")
+        converged = self._c_converged()
+        self._check_error()
+        if not converged:
+            self._not_converged(time_s)
+
+    def _solve_public(self, time_s: float, controls: bool) -> None:
+        """:meth:`solve` through OpenDSSDirect's public API (bindings without the fast path)."""
         solution = self._dss.Solution
         try:
             if controls:
@@ -109,11 +165,16 @@ class DSSEngine:
             raise GridError(f"{self._where()}: the power flow at t = {time_s:g} s failed: {exc}") from exc
         self._raise_pending_error(f"{self._where()}: the power flow at t = {time_s:g} s failed")
         if not solution.Converged():
-            raise GridError(
-                f"{self._where()}: the power flow at t = {time_s:g} s did not converge "
-                f"(OpenDSS: solution not converged after {solution.Iterations()} iterations, "
-                f"MaxIterations = {solution.MaxIterations()})"
-            )
+            self._not_converged(time_s)
+
+    def _not_converged(self, time_s: float) -> None:
+        """Raise the GridError of a power flow that did not converge at `time_s`."""
+        solution = self._dss.Solution
+        raise GridError(
+            f"{self._where()}: the power flow at t = {time_s:g} s did not converge "
+            f"(OpenDSS: solution not converged after {solution.Iterations()} iterations, "
+            f"MaxIterations = {solution.MaxIterations()})"
+        )
 
     def _where(self) -> str:
         """How error messages name this engine: by its feeder."""
@@ -130,7 +191,30 @@ class DSSEngine:
 
     def all_bus_mag_pu(self) -> np.ndarray:
         """Voltage magnitude (pu of each bus's base) of every node, in :meth:`node_names` order."""
-        return np.asarray(self._dss.Circuit.AllBusMagPu(), dtype=float)
+        return self.bus_mag_pu_view().copy()
+
+    def bus_mag_pu_view(self) -> np.ndarray:
+        """Like :meth:`all_bus_mag_pu`, but a read-only view of OpenDSS's result buffer:
+        valid only until the next OpenDSS call on this engine (index or copy it at once)."""
+        if not self._fast:
+            return np.asarray(self._dss.Circuit.AllBusMagPu(), dtype=float)
+        self._c_bus_mag_pu()
+        self._check_error()
+        if self._error[0]:
+            self._raise_pending_error(f"{self._where()}: reading bus voltages failed")
+        data, count = self._gr_data[0], self._gr_count[0]
+        if self._gr_seen is None or count != self._gr_seen[1] or data != self._gr_seen[0]:
+            self._gr_view = self._result_view(data, count)
+            self._gr_seen = (data, count)
+        return self._gr_view
+
+    def _result_view(self, data: Any, count: int) -> np.ndarray:
+        """A read-only float64 view of `count` values at `data` (remade when the buffer moves)."""
+        if count <= 0:
+            return np.zeros(0)
+        view = np.frombuffer(self._ffi.buffer(data, count * 8), dtype=np.float64)
+        view.setflags(write=False)
+        return view
 
     def regcontrol_names(self) -> list[str]:
         """Names of the compiled circuit's regulator controls, lower-case."""

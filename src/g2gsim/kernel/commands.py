@@ -26,7 +26,22 @@ class Command:
 
     def payload_json(self) -> str:
         """Payload as canonical JSON."""
-        return json.dumps(self.payload(), sort_keys=True, default=_json_default)
+        return json.dumps(self._plain_payload() or self.payload(), sort_keys=True, default=_json_default)
+
+    def _plain_payload(self) -> dict[str, Any] | None:
+        """The fields as they are when they hold only plain values and dicts of them (their
+        JSON is that of :meth:`payload`, without its deep copy); None otherwise."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "target"}
+        for value in fields.values():
+            if type(value) in _PLAIN:
+                continue
+            if type(value) is not dict or not all(type(k) in _PLAIN and type(v) in _PLAIN for k, v in value.items()):
+                return None
+        return fields or None
+
+
+#: Value types whose JSON does not depend on a copy (the leaves ``dataclasses.asdict`` keeps).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _json_default(value: Any) -> Any:
