@@ -367,3 +367,23 @@ def test_every_live_site_option_reaches_the_live_datacenter() -> None:
     section_fields = {name: f.default for name, f in LiveSection.model_fields.items()
                       if name not in ("servers", "realtime_factor")}
     assert section_fields == site_fields
+
+
+def test_live_site_shares_the_replica_shift_checks(no_leaks: None) -> None:
+    """ShiftReplicas on a live site: the trace-driven site's checks and refusal reasons."""
+    from g2gsim.commands import ShiftReplicas
+
+    scenario = _scenario(3, buffer_s=1.0)
+    fakes = _fakes(scenario)
+    try:
+        live = with_endpoints(scenario, fakes.endpoints())
+        shifts = [ShiftReplicas(model=MODEL, delta=-100_000, target="dc"),
+                  ShiftReplicas(model=MODEL, delta=100_000, target="dc"),
+                  ShiftReplicas(model=MODEL, delta=-10, target="dc")]
+        result = _run_with_fault(live, _Fault(1.0, lambda: shifts))
+    finally:
+        fakes.stop()
+    refused = [e["reason"] for e in _events(result, "shift_refused")]
+    assert "would have" in refused[0] and "capacity 7200 GPUs" in refused[1]
+    assert _events(result, "replicas_shifted")[0]["delta"] == -10
+    assert result.summary["dc"]["shifts_refused"] == 2

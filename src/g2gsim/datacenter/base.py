@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from g2gsim.commands import SetBatchSize, ShiftReplicas
 from g2gsim.kernel.component import DatacenterComponent
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
     from g2gsim.data.source import DataSource
     from g2gsim.datacenter.config import DatacenterConfig
     from g2gsim.datacenter.spec import ModelSpec
+    from g2gsim.kernel.commands import Command
 
 
 class Datacenter(DatacenterComponent):
@@ -47,11 +50,22 @@ class Datacenter(DatacenterComponent):
 
 class ConfiguredDatacenter(Datacenter):
     """A datacenter built from a :class:`DatacenterConfig` and a data source: the contract's
-    properties read from them (shared by the trace-driven and the live datacenter)."""
+    properties read from them, and the replica bookkeeping both the trace-driven and the live
+    datacenter share (model lookup, capacity checks, ShiftReplicas).
+
+    Subclasses set, at reset: ``_times`` (step times, s), ``_scheduled`` ((steps, models)
+    scheduled replicas), ``_offset`` (replicas shifted per model), ``_gpr`` (GPUs per
+    replica) and ``_refused`` (refused shifts).
+    """
 
     config: DatacenterConfig
     _data: DataSource
     _labels: tuple[str, ...]
+    _times: np.ndarray
+    _scheduled: np.ndarray
+    _offset: np.ndarray
+    _gpr: np.ndarray
+    _refused: int
 
     @property
     def specs(self) -> Mapping[str, ModelSpec]:
@@ -73,3 +87,57 @@ class ConfiguredDatacenter(Datacenter):
     def labels(self) -> tuple[str, ...]:
         """Served model labels, sorted (the order of every state array)."""
         return self._labels
+
+    # -- replica bookkeeping --------------------------------------------------------------------
+    def _index(self, label: str, command: Command) -> int:
+        """Position of a model label; a KeyError naming the served labels otherwise."""
+        try:
+            return self._labels.index(label)
+        except ValueError:
+            raise KeyError(
+                f"{type(command).__name__} for site {self.name!r} names model {label!r}; "
+                f"models here: {list(self._labels)}"
+            ) from None
+
+    def _servers(self, replicas: np.ndarray) -> np.ndarray:
+        """Servers needed per row of a (steps, models) replica table."""
+        per_server = self.config.facility.gpus_per_server
+        return (-(-(replicas * self._gpr) // per_server)).sum(axis=1)
+
+    def _misfits(self, replicas: np.ndarray) -> np.ndarray:
+        """Rows of a replica table that exceed the site's GPUs or servers."""
+        over = (replicas @ self._gpr > self.config.capacity_gpus) | (self._servers(replicas) > self.config.num_servers)
+        return np.flatnonzero(over)
+
+    def _shift(self, command: ShiftReplicas, k: int) -> None:
+        """Add a replica offset if it keeps the model >= 0 now and the site within capacity
+        for the rest of the run; otherwise record a ``shift_refused`` event."""
+        m = self._index(command.model, command)
+        offset = self._offset.copy()
+        offset[m] += int(command.delta)
+        now = int(self._scheduled[k, m] + offset[m])
+        payload: dict[str, Any] = {"model": command.model, "delta": int(command.delta)}
+        if now < 0:
+            self._refuse(payload, f"the model would have {now} replicas")
+            return
+        future = np.maximum(self._scheduled[k:] + offset, 0)
+        bad = self._misfits(future)
+        if bad.size:
+            j = int(bad[0])
+            self._refuse(
+                payload,
+                f"at t = {self._times[k + j]:g} s the site would need {int(future[j] @ self._gpr)} GPUs / "
+                f"{int(self._servers(future[j:j+1])[0])} servers (capacity {self.config.capacity_gpus} GPUs, "
+                f"{self.config.num_servers} servers)",
+            )
+            return
+        self._offset = offset
+        self._offset_changed()
+        self.ctx.event("replicas_shifted", {**payload, "replicas": now})
+
+    def _offset_changed(self) -> None:
+        """Hook: the replica offsets just changed (a shift was accepted)."""
+
+    def _refuse(self, payload: dict[str, Any], reason: str) -> None:
+        self._refused += 1
+        self.ctx.event("shift_refused", {**payload, "reason": reason})

@@ -216,16 +216,6 @@ class OfflineDatacenter(ConfiguredDatacenter):
                 f"servers but capacity_gpus = {self.config.capacity_gpus} ({self.config.num_servers} servers)"
             )
 
-    def _servers(self, replicas: np.ndarray) -> np.ndarray:
-        """Servers needed per row of a (steps, models) replica table."""
-        per_server = self.config.facility.gpus_per_server
-        return (-(-(replicas * self._gpr) // per_server)).sum(axis=1)
-
-    def _misfits(self, replicas: np.ndarray) -> np.ndarray:
-        """Rows of a replica table that exceed the site's GPUs or servers."""
-        over = (replicas @ self._gpr > self.config.capacity_gpus) | (self._servers(replicas) > self.config.num_servers)
-        return np.flatnonzero(over)
-
     # -- one step -------------------------------------------------------------------------------
     def step(self, tick: int) -> None:
         """Apply commands, update replicas and operating points, compute, publish, record."""
@@ -304,16 +294,6 @@ class OfflineDatacenter(ConfiguredDatacenter):
                 self._set_caps(command, k)
             else:
                 raise self.reject(command)
-
-    def _index(self, label: str, command: Command) -> int:
-        """Position of a model label; a KeyError naming the served labels otherwise."""
-        try:
-            return self._labels.index(label)
-        except ValueError:
-            raise KeyError(
-                f"{type(command).__name__} for site {self.name!r} names model {label!r}; "
-                f"models here: {list(self._labels)}"
-            ) from None
 
     def _set_batch(self, command: SetBatchSize, tick: int) -> None:
         """Validate the whole command, then set batches (at once, or as a ramp-up)."""
@@ -416,35 +396,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
         """Current GPU power cap per model, W per GPU (None: uncapped)."""
         return {label: (float(c) if math.isfinite(c) else None) for label, c in zip(self._labels, self._caps.tolist())}
 
-    def _shift(self, command: ShiftReplicas, k: int) -> None:
-        """Add a replica offset if it keeps the model >= 0 now and the site within capacity
-        for the rest of the run; otherwise record a ``shift_refused`` event."""
-        m = self._index(command.model, command)
-        offset = self._offset.copy()
-        offset[m] += int(command.delta)
-        now = int(self._scheduled[k, m] + offset[m])
-        payload: dict[str, Any] = {"model": command.model, "delta": int(command.delta)}
-        if now < 0:
-            self._refuse(payload, f"the model would have {now} replicas")
-            return
-        future = np.maximum(self._scheduled[k:] + offset, 0)
-        bad = self._misfits(future)
-        if bad.size:
-            j = int(bad[0])
-            self._refuse(
-                payload,
-                f"at t = {self._times[k + j]:g} s the site would need {int(future[j] @ self._gpr)} GPUs / "
-                f"{int(self._servers(future[j:j+1])[0])} servers (capacity {self.config.capacity_gpus} GPUs, "
-                f"{self.config.num_servers} servers)",
-            )
-            return
-        self._offset = offset
+    def _offset_changed(self) -> None:
         self._replicas_stale = True
-        self.ctx.event("replicas_shifted", {**payload, "replicas": now})
-
-    def _refuse(self, payload: dict[str, Any], reason: str) -> None:
-        self._refused += 1
-        self.ctx.event("shift_refused", {**payload, "reason": reason})
 
     @staticmethod
     def _frozen(array: np.ndarray) -> np.ndarray:

@@ -329,15 +329,6 @@ class LiveDatacenter(ConfiguredDatacenter):
             else:
                 raise self.reject(command)
 
-    def _index(self, label: str, command: Command) -> int:
-        try:
-            return self._labels.index(label)
-        except ValueError:
-            raise KeyError(
-                f"{type(command).__name__} for site {self.name!r} names model {label!r}; "
-                f"models here: {list(self._labels)}"
-            ) from None
-
     def _set_batch(self, command: SetBatchSize) -> None:
         """Validate, then hand the new targets to each model's sender (the step does not wait).
 
@@ -381,25 +372,6 @@ class LiveDatacenter(ConfiguredDatacenter):
                 self._outcomes.append((m, target[0], call, attempt))
         finally:
             self._senders.discard(m)
-
-    def _shift(self, command: ShiftReplicas, k: int) -> None:
-        """Add a simulated-replica offset if it stays >= 0 and within capacity; else an event."""
-        m = self._index(command.model, command)
-        offset = self._offset.copy()
-        offset[m] += int(command.delta)
-        payload: dict[str, Any] = {"model": command.model, "delta": int(command.delta)}
-        future = np.maximum(self._scheduled[k:] + offset, 0)
-        now = int(self._scheduled[k, m] + offset[m])
-        per_server = self.config.facility.gpus_per_server
-        servers = (-(-(future * self._gpr) // per_server)).sum(axis=1)
-        over = (future @ self._gpr > self.config.capacity_gpus) | (servers > self.config.num_servers)
-        if now < 0 or over.any():
-            self._refused += 1
-            reason = f"the model would have {now} replicas" if now < 0 else "the site would exceed its capacity"
-            self.ctx.event("shift_refused", {**payload, "reason": reason})
-            return
-        self._offset = offset
-        self.ctx.event("replicas_shifted", {**payload, "replicas": now})
 
     def _update_replicas(self, k: int) -> None:
         requested = np.maximum(self._scheduled[k] + self._offset, 0)
