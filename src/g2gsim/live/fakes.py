@@ -48,6 +48,14 @@ __all__ = ["FakeCluster", "FakeVLLM", "FakeZeusd"]
 HOST = "127.0.0.1"
 
 
+async def _serve(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1 (`port` 0: a free one); the runner and the bound port."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, port).start()
+    return runner, runner.addresses[0][1]
+
+
 @dataclass(eq=False)
 class _Request:
     max_tokens: int
@@ -134,11 +142,7 @@ class FakeVLLM:
         return app
 
     async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await _serve(self.app(), port)
         self._engine = asyncio.get_running_loop().create_task(self._engine_loop())
 
     async def stop(self) -> None:
@@ -326,11 +330,7 @@ class FakeZeusd:
         return app
 
     async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await _serve(self.app(), port)
 
     async def stop(self) -> None:
         self.dropped = True
