@@ -343,6 +343,16 @@ class ScenarioError(ValueError):
     """A scenario file or object is invalid; the message names the file, the key and the problem."""
 
 
+def read_toml(file: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """The tables of a TOML file; a missing file or bad TOML raises `error` naming `what` and the file."""
+    try:
+        return tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise error(f"{what} {file} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{file}: not valid TOML: {exc}") from None
+
+
 class Scenario(_Section):
     """One co-simulation: grid, sites, controllers, horizon, seed and data source."""
 
@@ -395,13 +405,7 @@ class Scenario(_Section):
     def from_toml(cls, path: str | Path) -> Scenario:
         """Load and validate a scenario file; errors name the file, the key and the problem."""
         file = Path(path)
-        try:
-            raw = tomllib.loads(file.read_text())
-        except FileNotFoundError:
-            raise ScenarioError(f"scenario file {file} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ScenarioError(f"{file}: not valid TOML: {exc}") from None
-        return cls.from_dict(raw, source=str(file))
+        return cls.from_dict(read_toml(file, "scenario file", ScenarioError), source=str(file))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "<scenario>") -> Scenario:

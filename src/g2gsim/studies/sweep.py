@@ -33,7 +33,6 @@ import json
 import math
 import os
 import time
-import tomllib
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +45,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from g2gsim.scenarios import Scenario, ScenarioError, load_scenario
+from g2gsim.scenarios.model import read_toml
 
 RESULTS_FILE = "results.parquet"
 RUNS_DIR = "runs"
@@ -152,12 +152,7 @@ class Sweep(BaseModel):
     def from_toml(cls, path: str | Path) -> Sweep:
         """Load a sweep file; a relative ``base`` path is taken relative to the file."""
         file = Path(path)
-        try:
-            raw = tomllib.loads(file.read_text())
-        except FileNotFoundError:
-            raise SweepError(f"sweep file {file} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SweepError(f"{file}: not valid TOML: {exc}") from None
+        raw = read_toml(file, "sweep file", SweepError)
         base = raw.get("base")
         if isinstance(base, str) and (base.endswith(".toml") or "/" in base):
             candidate = (file.parent / base).resolve()
