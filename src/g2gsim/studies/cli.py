@@ -200,6 +200,12 @@ def _study_buses(base: Scenario, bus: Sequence[str] | None) -> list[str]:
     return buses
 
 
+def _check_site(base: Scenario, site: int) -> None:
+    """``--site`` must index one of the scenario's sites; exits 2 otherwise."""
+    if not 0 <= site < len(base.sites):
+        _fail(f"--site {site}: scenario {base.name!r} has {len(base.sites)} site(s); use 0..{len(base.sites) - 1}")
+
+
 def _check_workers(workers: int | None) -> None:
     if workers is not None and workers < 1:
         _fail(f"--workers {workers}: must be 1 or more (leave it out to run serially)")
@@ -398,8 +404,7 @@ def register(app: typer.Typer) -> None:
         if name is None:
             _fail(f"no preset for feeder {feeder!r}; give --scenario (presets: {sorted(DEFAULT_BASE)})")
         base = _load_base(name, duration)
-        if not 0 <= site < len(base.sites):
-            _fail(f"--site {site}: {base.name!r} has {len(base.sites)} site(s), give 0 to {len(base.sites) - 1}")
+        _check_site(base, site)
         if resolution < 1:
             _fail(f"--resolution {resolution}: must be at least 1 GPU")
         if max_gpus is not None and max_gpus < 1:
@@ -527,8 +532,7 @@ def register(app: typer.Typer) -> None:
         _check_workers(workers)
         executor, n = _executor(workers, scheduler)
         base = _load_base(scenario, duration)
-        if not 0 <= site < len(base.sites):
-            _fail(f"--site {site}: scenario {base.name!r} has {len(base.sites)} site(s); use 0..{len(base.sites) - 1}")
+        _check_site(base, site)
         buses = _study_buses(base, bus)
         seed_list = None if seeds is None else parse_seeds(seeds)
         try:
