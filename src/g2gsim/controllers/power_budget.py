@@ -142,6 +142,9 @@ class _BudgetReactive(Controller):
         self._site = ctx.lookup(self.datacenter)
         self._dc_box = ctx.subscribe(self.datacenter)
         self._budget_box = ctx.subscribe(self.budget, "budget")
+        self._labels = tuple(self._site.specs)
+        # the site's cap grid and floors (a datacenter without a configuration: the defaults)
+        self._gpu_power = getattr(getattr(self._site, "config", None), "gpu_power", None) or GpuPowerCaps()
 
     def run(self) -> Generator[Event, Any, None]:
         """Poll every period; in between, react to each budget publish in the same tick."""
@@ -231,7 +234,6 @@ class PowerBudgetController(_BudgetReactive):
         site = self._site
         assert isinstance(site, Datacenter)
         specs = dict(site.specs)
-        self._labels = tuple(specs)
         cfg = self.config
         unknown = sorted(set(cfg.weights) - set(specs))
         if unknown:
@@ -239,7 +241,6 @@ class PowerBudgetController(_BudgetReactive):
                 f"power budget controller {self.name!r}: params.weights names {unknown}, not models of site "
                 f"{self.datacenter!r}; its models: {sorted(specs)}"
             )
-        self._gpu_power = getattr(getattr(site, "config", None), "gpu_power", None) or GpuPowerCaps()
         facility = getattr(getattr(site, "config", None), "facility", None)
         gps = getattr(facility, "gpus_per_server", None)
         models = []
@@ -532,10 +533,7 @@ class ProportionalCurtailment(_BudgetReactive):
 
     def start(self) -> None:
         super().start()
-        site = self._site
-        self._labels = tuple(site.specs)
-        self._gpr = np.array([site.specs[lb].gpus_per_replica for lb in self._labels], dtype=float)
-        self._gpu_power = getattr(getattr(site, "config", None), "gpu_power", None) or GpuPowerCaps()
+        self._gpr = np.array([self._site.specs[lb].gpus_per_replica for lb in self._labels], dtype=float)
 
     def react(self, tick: int) -> Iterable[Command]:
         return self.control(tick)
