@@ -36,7 +36,7 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
 def machine_info() -> dict[str, Any]:
     """Where and when the numbers were taken (the machine is shared: load average too)."""
     return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

@@ -243,15 +243,37 @@ def per_hour(seconds: float, horizon: float) -> float:
 
 def headline_table(rows: list[dict[str, Any]]) -> str:
     """Wall per simulated hour, cold start, solver floor and memory, one row per scenario."""
-    headers = ["scenario", "sites", "wall s/h (median)", "cold 1st run s", "import+build s", "solves",
-               "floor s/h", "end-to-end / floor", "solve-only floor s/h", "peak RSS MB"]
+    headers = [
+        "scenario",
+        "sites",
+        "wall s/h (median)",
+        "cold 1st run s",
+        "import+build s",
+        "solves",
+        "floor s/h",
+        "end-to-end / floor",
+        "solve-only floor s/h",
+        "peak RSS MB",
+    ]
     body = []
     for r in rows:
         h = r["horizon_s"]
         wall = per_hour(r["warm_median_s"], h)
         floor = per_hour(r["floor_s"], h)
-        body.append([r["scenario"], r["n_sites"], wall, r["cold_run_s"], r["import_s"] + r["build_s"], r["n_solves"],
-                     floor, wall / floor, per_hour(r["floor_solve_only_s"], h), r["rss_peak_mb"]])
+        body.append(
+            [
+                r["scenario"],
+                r["n_sites"],
+                wall,
+                r["cold_run_s"],
+                r["import_s"] + r["build_s"],
+                r["n_solves"],
+                floor,
+                wall / floor,
+                per_hour(r["floor_solve_only_s"], h),
+                r["rss_peak_mb"],
+            ]
+        )
     return bu.markdown_table(headers, body)
 
 
@@ -264,8 +286,14 @@ def split_table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         h, split = r["horizon_s"], r["split_s"]
-        body.append([r["scenario"], *(per_hour(split[p], h) for p in SPLIT_PARTS), per_hour(split["total"], h),
-                     per_hour(r["warm_median_s"], h)])
+        body.append(
+            [
+                r["scenario"],
+                *(per_hour(split[p], h) for p in SPLIT_PARTS),
+                per_hour(split["total"], h),
+                per_hour(r["warm_median_s"], h),
+            ]
+        )
     return bu.markdown_table(headers, body)
 
 
@@ -276,7 +304,9 @@ def memory_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         target = MEMORY_TARGET_MB.get(r["feeder"])
         ok = "" if target is None else ("yes" if r["rss_peak_mb"] < target else "NO")
-        body.append([r["scenario"], r["horizon_s"], r["wall_s"], r["rss_after_import_mb"], r["rss_peak_mb"], target, ok])
+        body.append(
+            [r["scenario"], r["horizon_s"], r["wall_s"], r["rss_after_import_mb"], r["rss_peak_mb"], target, ok]
+        )
     return bu.markdown_table(headers, body)
 
 
@@ -301,8 +331,11 @@ def main() -> None:
     parser.add_argument("--horizon", type=float, default=None, help="simulated seconds per run (default 600)")
     parser.add_argument("--repeats", type=int, default=None, help="warm runs per scenario (default 3)")
     parser.add_argument("--scenarios", default=None, help='comma list or "all" (default all; --quick: one per feeder)')
-    parser.add_argument("--memory-scenarios", default=None,
-                        help='one-hour memory runs: comma list, "all" or "none" (default one per feeder)')
+    parser.add_argument(
+        "--memory-scenarios",
+        default=None,
+        help='one-hour memory runs: comma list, "all" or "none" (default one per feeder)',
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -336,16 +369,27 @@ def main() -> None:
         "split_s_per_hour": split_table(rows),
         "memory_one_hour": memory_table(memory_rows),
     }
-    print(f"## End to end ({horizon:g} s simulated, median of {repeats}; {info['cpu_count']} CPUs, "
-          f"{info['platform']}, {info['date_utc']})\n")
+    print(
+        f"## End to end ({horizon:g} s simulated, median of {repeats}; {info['cpu_count']} CPUs, "
+        f"{info['platform']}, {info['date_utc']})\n"
+    )
     print(tables["headline"] + "\n")
     print("### Split of one timed run, seconds per simulated hour\n")
     print(tables["split_s_per_hour"] + "\n")
     print("### Peak memory of a one-hour run (fresh process)\n")
     print(tables["memory_one_hour"])
-    path = bu.write_results("end_to_end", {"machine": info, "horizon_s": horizon, "repeats": repeats,
-                                           "scenarios": rows, "memory_one_hour": memory_rows, "tables": tables},
-                            quick=args.quick)
+    path = bu.write_results(
+        "end_to_end",
+        {
+            "machine": info,
+            "horizon_s": horizon,
+            "repeats": repeats,
+            "scenarios": rows,
+            "memory_one_hour": memory_rows,
+            "tables": tables,
+        },
+        quick=args.quick,
+    )
     print(f"\nwrote {path}", file=sys.stderr)
 
 

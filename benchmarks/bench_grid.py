@@ -56,11 +56,15 @@ TARGET_RATIO = 2.0
 # -- SPEC 7 attachments ------------------------------------------------------------------------
 def _pv(name: str, bus: str, kw_per_phase: float, profile: int) -> GeneratorAttachment:
     """A synthetic PV given in the reference's per-phase kW (converted to g2gsim totals)."""
-    return GeneratorAttachment(name=name, bus=bus, profile=from_openg2g_per_phase(SyntheticPV(peak_kw=kw_per_phase, profile=profile)))
+    return GeneratorAttachment(
+        name=name, bus=bus, profile=from_openg2g_per_phase(SyntheticPV(peak_kw=kw_per_phase, profile=profile))
+    )
 
 
 def _load(name: str, bus: str, kw_per_phase: float, profile: int) -> LoadAttachment:
-    return LoadAttachment(name=name, bus=bus, profile=from_openg2g_per_phase(SyntheticLoad(peak_kw=kw_per_phase, profile=profile)))
+    return LoadAttachment(
+        name=name, bus=bus, profile=from_openg2g_per_phase(SyntheticLoad(peak_kw=kw_per_phase, profile=profile))
+    )
 
 
 #: feeder -> (grid settings, site bus -> typical per-phase kW, generators, loads)
@@ -74,23 +78,35 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, float], list[GeneratorAttachm
     "ieee34": (
         {
             "initial_taps": {
-                "creg1a": tap_pu(12), "creg1b": tap_pu(8), "creg1c": tap_pu(10),
-                "creg2a": tap_pu(8), "creg2b": tap_pu(8), "creg2c": tap_pu(8),
+                "creg1a": tap_pu(12),
+                "creg1b": tap_pu(8),
+                "creg1c": tap_pu(10),
+                "creg2a": tap_pu(8),
+                "creg2b": tap_pu(8),
+                "creg2c": tap_pu(8),
             },
             "source_pu": 1.09,
         },
         {"850": 300.0, "834": 200.0},
         [_pv("pv848", "848", 130.0, 0), _pv("pv830", "830", 65.0, 1)],
         [
-            _load("ld860", "860", 80.0, 0), _load("ld844", "844", 120.0, 1), _load("ld840", "840", 60.0, 2),
-            _load("ld858", "858", 50.0, 3), _load("ld854", "854", 40.0, 4),
+            _load("ld860", "860", 80.0, 0),
+            _load("ld844", "844", 120.0, 1),
+            _load("ld840", "840", 60.0, 2),
+            _load("ld858", "858", 50.0, 3),
+            _load("ld854", "854", 40.0, 4),
         ],
     ),
     "ieee123": (
         {
             "initial_taps": {
-                "creg1a": tap_pu(9), "creg2a": tap_pu(5), "creg3a": tap_pu(5), "creg3c": tap_pu(5),
-                "creg4a": tap_pu(14), "creg4b": tap_pu(1), "creg4c": tap_pu(4),
+                "creg1a": tap_pu(9),
+                "creg2a": tap_pu(5),
+                "creg3a": tap_pu(5),
+                "creg3c": tap_pu(5),
+                "creg4a": tap_pu(14),
+                "creg4b": tap_pu(1),
+                "creg4c": tap_pu(4),
             },
             "source_pu": 1.0,
         },
@@ -119,7 +135,9 @@ class TraceSite(Datacenter):
 
     def step(self, tick: int) -> None:
         empty = np.zeros(0)
-        state = DatacenterState(self.name, self.ctx.seconds(tick), (), self._power_w[tick], empty, empty, empty, empty, np.zeros((0, 3)))
+        state = DatacenterState(
+            self.name, self.ctx.seconds(tick), (), self._power_w[tick], empty, empty, empty, empty, np.zeros((0, 3))
+        )
         self._box.publish(tick, state)
 
 

@@ -85,7 +85,9 @@ def site_buses(raw: dict[str, Any], n: int) -> list[str]:
     engine.compile_feeder(load_feeder(raw["grid"]["feeder"]))
     excluded = {b.lower() for b in raw["grid"].get("excluded_buses", ())} | {"sourcebus"}
     preset = [s["bus"].lower() for s in raw["sites"]]
-    others = [b for b in FeederTopology.from_engine(engine).three_phase_buses() if b not in excluded and b not in preset]
+    others = [
+        b for b in FeederTopology.from_engine(engine).three_phase_buses() if b not in excluded and b not in preset
+    ]
     buses = (preset + others)[:n]
     if len(buses) < n:
         raise ValueError(f"feeder {raw['grid']['feeder']!r} has only {len(buses)} usable three-phase buses, {n} asked")
@@ -107,9 +109,15 @@ def scaled_site(template: dict[str, Any], index: int, bus: str, factor: float) -
         peak = max([replicas, *(r["target"] for r in ramps)])
         needed += peak * PAPER_MODELS[model["model"]].gpus_per_replica
     capacity = max(math.ceil(template["capacity_gpus"] * factor), needed)
-    return {**template, "name": f"{template['name']}_{index:02d}", "bus": bus, "seed": index * 17,
-            "base_kw_per_phase": template.get("base_kw_per_phase", 0.0) * factor,
-            "capacity_gpus": capacity, "models": models}
+    return {
+        **template,
+        "name": f"{template['name']}_{index:02d}",
+        "bus": bus,
+        "seed": index * 17,
+        "base_kw_per_phase": template.get("base_kw_per_phase", 0.0) * factor,
+        "capacity_gpus": capacity,
+        "models": models,
+    }
 
 
 def with_sites(raw: dict[str, Any], n: int) -> dict[str, Any]:
@@ -208,23 +216,61 @@ def sweep_horizon(horizons: tuple[float, ...], repeats: int) -> tuple[list[dict[
     predicted = fixed + slope * x
     spread = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum((y - predicted) ** 2)) / spread if spread > 0 else 1.0
-    return rows, {"fixed_s": float(fixed), "slope_s_per_sim_s": float(slope),
-                  "slope_s_per_hour": float(slope * HOUR_S), "r2": r2}
+    return rows, {
+        "fixed_s": float(fixed),
+        "slope_s_per_sim_s": float(slope),
+        "slope_s_per_hour": float(slope * HOUR_S),
+        "r2": r2,
+    }
 
 
 # -- report --------------------------------------------------------------------------------------
 def periods_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["dc s", "grid s", "ctrl s", "cmd delay s", "tick s", "steps", "solves", "wall s", "wall s/h",
-               "us/step", "us/grid step"]
-    body = [[*r["periods_s"], r["delay_s"], r["tick_s"], r["steps"]["total"], r["n_solves"], r["wall_s"],
-             r["wall_s_per_hour"], r["us_per_step"], r["us_per_grid_step"]] for r in rows]
+    headers = [
+        "dc s",
+        "grid s",
+        "ctrl s",
+        "cmd delay s",
+        "tick s",
+        "steps",
+        "solves",
+        "wall s",
+        "wall s/h",
+        "us/step",
+        "us/grid step",
+    ]
+    body = [
+        [
+            *r["periods_s"],
+            r["delay_s"],
+            r["tick_s"],
+            r["steps"]["total"],
+            r["n_solves"],
+            r["wall_s"],
+            r["wall_s_per_hour"],
+            r["us_per_step"],
+            r["us_per_grid_step"],
+        ]
+        for r in rows
+    ]
     return bu.markdown_table(headers, body)
 
 
 def sites_table(rows: list[dict[str, Any]]) -> str:
     headers = ["sites", "buses", "steps", "solves", "wall s", "wall s/h", "us/step", "us/grid step"]
-    body = [[r["n_sites"], " ".join(r["buses"]), r["steps"]["total"], r["n_solves"], r["wall_s"],
-             r["wall_s_per_hour"], r["us_per_step"], r["us_per_grid_step"]] for r in rows]
+    body = [
+        [
+            r["n_sites"],
+            " ".join(r["buses"]),
+            r["steps"]["total"],
+            r["n_solves"],
+            r["wall_s"],
+            r["wall_s_per_hour"],
+            r["us_per_step"],
+            r["us_per_grid_step"],
+        ]
+        for r in rows
+    ]
     return bu.markdown_table(headers, body)
 
 
@@ -233,10 +279,21 @@ def horizon_table(rows: list[dict[str, Any]], fit: dict[str, float]) -> str:
     body = []
     for r in rows:
         predicted = fit["fixed_s"] + fit["slope_s_per_sim_s"] * r["horizon_s"]
-        body.append([r["horizon_s"], r["steps"]["total"], r["wall_s"], r["wall_s_per_hour"], r["us_per_step"],
-                     predicted, 100.0 * (r["wall_s"] - predicted) / predicted])
-    line = (f"\nfit: wall = {fit['fixed_s']:.3f} s + {fit['slope_s_per_hour']:.3f} s per simulated hour "
-            f"(R^2 = {fit['r2']:.5f})")
+        body.append(
+            [
+                r["horizon_s"],
+                r["steps"]["total"],
+                r["wall_s"],
+                r["wall_s_per_hour"],
+                r["us_per_step"],
+                predicted,
+                100.0 * (r["wall_s"] - predicted) / predicted,
+            ]
+        )
+    line = (
+        f"\nfit: wall = {fit['fixed_s']:.3f} s + {fit['slope_s_per_hour']:.3f} s per simulated hour "
+        f"(R^2 = {fit['r2']:.5f})"
+    )
     return bu.markdown_table(headers, body) + line
 
 
@@ -256,13 +313,23 @@ def main() -> None:
     by_horizon, fit = sweep_horizon(horizons, repeats)
     info["load_average_end"] = list(__import__("os").getloadavg())
     tables = {"periods": periods_table(periods), "sites": sites_table(sites), "horizon": horizon_table(by_horizon, fit)}
-    print(f"## Multi-rate ({horizon:g} s simulated, median of {repeats}; {info['cpu_count']} CPUs, "
-          f"{info['platform']}, {info['date_utc']})\n")
+    print(
+        f"## Multi-rate ({horizon:g} s simulated, median of {repeats}; {info['cpu_count']} CPUs, "
+        f"{info['platform']}, {info['date_utc']})\n"
+    )
     print(f"### Periods and command latency ({IEEE13})\n\n{tables['periods']}\n")
     print(f"### Number of sites ({IEEE123}, one OFO per site)\n\n{tables['sites']}\n")
     print(f"### Horizon ({IEEE13})\n\n{tables['horizon']}")
-    payload = {"machine": info, "horizon_s": horizon, "repeats": repeats, "periods": periods, "sites": sites,
-               "horizon_sweep": by_horizon, "horizon_fit": fit, "tables": tables}
+    payload = {
+        "machine": info,
+        "horizon_s": horizon,
+        "repeats": repeats,
+        "periods": periods,
+        "sites": sites,
+        "horizon_sweep": by_horizon,
+        "horizon_fit": fit,
+        "tables": tables,
+    }
     path = bu.write_results("multirate", payload, quick=args.quick)
     print(f"\nwrote {path}", file=sys.stderr)
 

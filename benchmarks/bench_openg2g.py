@@ -167,8 +167,13 @@ def preset() -> dict[str, Any]:
     return {
         "bus": "671",
         "capacity_gpus": 7200,
-        "replicas": {"Llama-3.1-8B": 720, "Llama-3.1-70B": 180, "Llama-3.1-405B": 90,
-                     "Qwen3-30B-A3B": 480, "Qwen3-235B-A22B": 210},
+        "replicas": {
+            "Llama-3.1-8B": 720,
+            "Llama-3.1-70B": 180,
+            "Llama-3.1-405B": 90,
+            "Qwen3-30B-A3B": 480,
+            "Qwen3-235B-A22B": 210,
+        },
         "initial_batch": 128,
         "ramp_s": [2500.0, 3000.0],
         "base_kw_per_phase": 500.0,
@@ -180,22 +185,46 @@ def preset() -> dict[str, Any]:
         "training_s": [1000.0, 2000.0],
         "source_pu": 1.0,
         "initial_taps": {"creg1a": tap(14), "creg1b": tap(6), "creg1c": tap(15)},
-        "tap_events": [[1500.0, {"creg1a": tap(16), "creg1b": tap(6), "creg1c": tap(17)}],
-                       [3300.0, {"creg1a": tap(10), "creg1b": tap(6), "creg1c": tap(10)}]],
+        "tap_events": [
+            [1500.0, {"creg1a": tap(16), "creg1b": tap(6), "creg1c": tap(17)}],
+            [3300.0, {"creg1a": tap(10), "creg1b": tap(6), "creg1c": tap(10)}],
+        ],
         "excluded_buses": ["sourcebus", "650", "rg60"],
-        "pv_bus": "675", "pv_kw_per_phase": 10.0,
-        "load_bus": "680", "load_kw_per_phase": 10.0,
+        "pv_bus": "675",
+        "pv_kw_per_phase": 10.0,
+        "load_bus": "680",
+        "load_kw_per_phase": 10.0,
         "periods_s": ["0.1", "0.1", "1"],
-        "ofo": {"primal_step_size": 0.1, "w_throughput": 0.001, "w_switch": 1.0, "voltage_gradient_scale": 1e6,
-                "v_min": 0.95, "v_max": 1.05, "voltage_dual_step_size": 1.0, "latency_dual_step_size": 1.0,
-                "sensitivity_update_interval": 0, "sensitivity_perturbation_kw": 100.0},
+        "ofo": {
+            "primal_step_size": 0.1,
+            "w_throughput": 0.001,
+            "w_switch": 1.0,
+            "voltage_gradient_scale": 1e6,
+            "v_min": 0.95,
+            "v_max": 1.05,
+            "voltage_dual_step_size": 1.0,
+            "latency_dual_step_size": 1.0,
+            "sensitivity_update_interval": 0,
+            "sensitivity_perturbation_kw": 100.0,
+        },
     }
 
 
 # -- inputs ----------------------------------------------------------------------------------
-OPENG2G_SPEC_FIELDS = ("model_label", "model_id", "gpu_model", "task", "precision", "gpus_per_replica",
-                       "tensor_parallel", "expert_parallel", "itl_deadline_s", "batch_sizes",
-                       "feasible_batch_sizes", "fit_exclude_batch_sizes")
+OPENG2G_SPEC_FIELDS = (
+    "model_label",
+    "model_id",
+    "gpu_model",
+    "task",
+    "precision",
+    "gpus_per_replica",
+    "tensor_parallel",
+    "expert_parallel",
+    "itl_deadline_s",
+    "batch_sizes",
+    "feasible_batch_sizes",
+    "fit_exclude_batch_sizes",
+)
 
 
 def write_inputs(folder: Path, horizon: float) -> Path:
@@ -215,7 +244,9 @@ def write_inputs(folder: Path, horizon: float) -> Path:
         "training_csv": str(training_csv),
         "feeder_dir": str(feeder_dir),
         "feeder_master": master,
-        "specs": [{k: v for k, v in spec.model_dump(mode="json").items() if k in OPENG2G_SPEC_FIELDS} for spec in specs],
+        "specs": [
+            {k: v for k, v in spec.model_dump(mode="json").items() if k in OPENG2G_SPEC_FIELDS} for spec in specs
+        ],
         "preset": preset(),
     }
     path = folder / "config.json"
@@ -251,10 +282,13 @@ def ensure_venv(venv: Path) -> tuple[Path, dict[str, str]]:
     if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
         print(f"[openg2g] pip install {REQUIREMENT}", file=sys.stderr, flush=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", REQUIREMENT], check=True)
-    script = ("import json\nfrom importlib.metadata import version\n"
-              "print(json.dumps({n: version(n) for n in ('openg2g', 'opendssdirect.py', 'dss-python', 'numpy')}))")
-    versions = json.loads(subprocess.run([str(python), "-c", script], capture_output=True, text=True,
-                                         check=True).stdout)
+    script = (
+        "import json\nfrom importlib.metadata import version\n"
+        "print(json.dumps({n: version(n) for n in ('openg2g', 'opendssdirect.py', 'dss-python', 'numpy')}))"
+    )
+    versions = json.loads(
+        subprocess.run([str(python), "-c", script], capture_output=True, text=True, check=True).stdout
+    )
     return python, versions
 
 
@@ -281,11 +315,17 @@ def g2gsim_worker(config_path: str) -> dict[str, Any]:
     ofo = result.table("ofo/ofo")
     final = {c.removeprefix("batch."): int(ofo[c].iloc[-1]) for c in ofo.columns if c.startswith("batch.")}
     return {
-        "import_s": import_s, "load_s": 0.0, "build_s": build_s, "run_s": run_s,
-        "grid_steps": int(result.meta["summary"]["grid"]["n_steps"]), "datacenter_steps": len(state),
-        "worst_vmin": float(voltages["worst_vmin"]), "violation_time_s": float(voltages["violation_time_s"]),
+        "import_s": import_s,
+        "load_s": 0.0,
+        "build_s": build_s,
+        "run_s": run_s,
+        "grid_steps": int(result.meta["summary"]["grid"]["n_steps"]),
+        "datacenter_steps": len(state),
+        "worst_vmin": float(voltages["worst_vmin"]),
+        "violation_time_s": float(voltages["violation_time_s"]),
         "integral_violation_pu_s": float(voltages["integral_violation_pu_s"]),
-        "mean_dc_power_kw": float(power.mean()), "final_batch": final,
+        "mean_dc_power_kw": float(power.mean()),
+        "final_batch": final,
     }
 
 
@@ -312,22 +352,47 @@ def summarize(runs: dict[str, list[dict[str, Any]]], horizon: float) -> dict[str
     for key, _ in MEASURES:
         g = bu.median([r[key] for r in runs["g2gsim"]])
         o = bu.median([r[key] for r in runs["openg2g"]])
-        out[key] = {"g2gsim_s": g, "openg2g_s": o, "g2gsim_s_per_hour": g * HOUR_S / horizon,
-                    "openg2g_s_per_hour": o * HOUR_S / horizon, "ratio_openg2g_over_g2gsim": o / g}
+        out[key] = {
+            "g2gsim_s": g,
+            "openg2g_s": o,
+            "g2gsim_s_per_hour": g * HOUR_S / horizon,
+            "openg2g_s_per_hour": o * HOUR_S / horizon,
+            "ratio_openg2g_over_g2gsim": o / g,
+        }
     return out
 
 
 def timing_table(summary: dict[str, dict[str, float]]) -> str:
     """Median seconds and seconds per simulated hour of both, and the ratio."""
-    rows = [[label, s["g2gsim_s"], s["openg2g_s"], s["g2gsim_s_per_hour"], s["openg2g_s_per_hour"],
-             s["ratio_openg2g_over_g2gsim"]] for (key, label) in MEASURES for s in [summary[key]]]
-    return bu.markdown_table(["measure", "g2gsim s", "OpenG2G s", "g2gsim s/h", "OpenG2G s/h", "OpenG2G / g2gsim"], rows)
+    rows = [
+        [
+            label,
+            s["g2gsim_s"],
+            s["openg2g_s"],
+            s["g2gsim_s_per_hour"],
+            s["openg2g_s_per_hour"],
+            s["ratio_openg2g_over_g2gsim"],
+        ]
+        for (key, label) in MEASURES
+        for s in [summary[key]]
+    ]
+    return bu.markdown_table(
+        ["measure", "g2gsim s", "OpenG2G s", "g2gsim s/h", "OpenG2G s/h", "OpenG2G / g2gsim"], rows
+    )
 
 
 def results_table(g: dict[str, Any], o: dict[str, Any]) -> str:
     """What each simulated (last pair of runs): both should describe the same system."""
-    keys = ("grid_steps", "datacenter_steps", "worst_vmin", "violation_time_s", "integral_violation_pu_s",
-            "mean_dc_power_kw", "final_batch")
+    keys = (
+        "grid_steps",
+        "datacenter_steps",
+        "worst_vmin",
+        "violation_time_s",
+        "integral_violation_pu_s",
+        "mean_dc_power_kw",
+        "final_batch",
+    )
+
     def shown(value: Any) -> Any:
         return dict(sorted(value.items())) if isinstance(value, dict) else value
 
@@ -367,16 +432,27 @@ def main() -> None:
     info["load_average_end"] = list(__import__("os").getloadavg())
     summary = summarize(runs, horizon)
     tables = {"timing": timing_table(summary), "results": results_table(runs["g2gsim"][-1], runs["openg2g"][-1])}
-    print(f"## g2gsim vs OpenG2G {versions['openg2g']}: {SCENARIO}, {horizon:g} s simulated, median of {repeats} "
-          f"alternating pairs ({info['cpu_count']} CPUs, {info['platform']}, {info['date_utc']})\n")
+    print(
+        f"## g2gsim vs OpenG2G {versions['openg2g']}: {SCENARIO}, {horizon:g} s simulated, median of {repeats} "
+        f"alternating pairs ({info['cpu_count']} CPUs, {info['platform']}, {info['date_utc']})\n"
+    )
     print(tables["timing"] + "\n")
     print(f"OpenG2G's known speed on this preset: ~{KNOWN_OPENG2G_S_PER_HOUR:g} s per simulated hour.\n")
     print("### Same system? (last pair of runs)\n")
     print(tables["results"] + "\n")
     print("Differences from an exact mirror:\n" + "\n".join(f"- {d}" for d in DIFFERENCES))
-    payload = {"machine": info, "openg2g_venv": str(args.venv), "openg2g_versions": versions, "scenario": SCENARIO,
-               "horizon_s": horizon, "repeats": repeats, "runs": runs, "summary": summary,
-               "differences": list(DIFFERENCES), "tables": tables}
+    payload = {
+        "machine": info,
+        "openg2g_venv": str(args.venv),
+        "openg2g_versions": versions,
+        "scenario": SCENARIO,
+        "horizon_s": horizon,
+        "repeats": repeats,
+        "runs": runs,
+        "summary": summary,
+        "differences": list(DIFFERENCES),
+        "tables": tables,
+    }
     path = bu.write_results("openg2g", payload, quick=args.quick)
     print(f"\nwrote {path}", file=sys.stderr)
 

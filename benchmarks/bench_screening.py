@@ -33,9 +33,9 @@ import tempfile
 import time
 from typing import Any
 
-import _benchutil as bu
 import numpy as np
 
+import _benchutil as bu
 from g2gsim.grid.engine import DSSEngine
 from g2gsim.scenarios import Scenario, build_simulation, load_scenario
 from g2gsim.studies import run_sweep, screening
@@ -94,15 +94,19 @@ def reset_benchmark(repeats: int) -> list[dict[str, Any]]:
             assert was_reused
             reused.append(seconds)
             identical &= bool(np.array_equal(voltages, reference, equal_nan=True))
-        rows.append({
-            "feeder": feeder, "scenario": name, "repeats": repeats,
-            "new_engine_ms": 1e3 * bu.median(new_engine),
-            "compile_ms": 1e3 * bu.median(compiled),
-            "reused_ms": 1e3 * bu.median(reused),
-            "saving_ms": 1e3 * (bu.median(compiled) - bu.median(reused)),
-            "speedup": bu.median(compiled) / bu.median(reused),
-            "bit_identical": identical,
-        })
+        rows.append(
+            {
+                "feeder": feeder,
+                "scenario": name,
+                "repeats": repeats,
+                "new_engine_ms": 1e3 * bu.median(new_engine),
+                "compile_ms": 1e3 * bu.median(compiled),
+                "reused_ms": 1e3 * bu.median(reused),
+                "saving_ms": 1e3 * (bu.median(compiled) - bu.median(reused)),
+                "speedup": bu.median(compiled) / bu.median(reused),
+                "bit_identical": identical,
+            }
+        )
     return rows
 
 
@@ -177,30 +181,72 @@ def main() -> None:
     sweep = run_sweep_benchmark(*((5, 4) if args.quick else (10, 10)), horizon_s=10.0)
 
     print(f"\n## Grid reset per run (median of {repeats})\n")
-    print(bu.markdown_table(
-        ["feeder", "new engine (ms)", "compile (ms)", "reused (ms)", "saving (ms)", "speed-up", "bit-identical"],
-        [[r["feeder"], r["new_engine_ms"], r["compile_ms"], r["reused_ms"], r["saving_ms"], r["speedup"],
-          r["bit_identical"]] for r in resets],
-    ))
+    print(
+        bu.markdown_table(
+            ["feeder", "new engine (ms)", "compile (ms)", "reused (ms)", "saving (ms)", "speed-up", "bit-identical"],
+            [
+                [
+                    r["feeder"],
+                    r["new_engine_ms"],
+                    r["compile_ms"],
+                    r["reused_ms"],
+                    r["saving_ms"],
+                    r["speedup"],
+                    r["bit_identical"],
+                ]
+                for r in resets
+            ],
+        )
+    )
     print(f"\n## Short-run sweeps through run_screening (median of 2 x {runs} runs per mode, serial)\n")
-    print(bu.markdown_table(
-        ["scenario", "horizon (s)", "per run, compile (s)", "per run, reused (s)", "saving per run (ms)", "saving (%)",
-         "metrics identical"],
-        [[r["scenario"], r["horizon_s"], r["wall_per_run_s_compile"], r["wall_per_run_s_reused"],
-          r["saving_per_run_ms"], r["saving_pct"], r["metrics_identical"]] for r in loops],
-    ))
+    print(
+        bu.markdown_table(
+            [
+                "scenario",
+                "horizon (s)",
+                "per run, compile (s)",
+                "per run, reused (s)",
+                "saving per run (ms)",
+                "saving (%)",
+                "metrics identical",
+            ],
+            [
+                [
+                    r["scenario"],
+                    r["horizon_s"],
+                    r["wall_per_run_s_compile"],
+                    r["wall_per_run_s_reused"],
+                    r["saving_per_run_ms"],
+                    r["saving_pct"],
+                    r["metrics_identical"],
+                ]
+                for r in loops
+            ],
+        )
+    )
     print(f"\n## run_sweep, serial: {sweep['runs']} IEEE 13 OFO runs of {sweep['horizon_s']:g} s\n")
-    print(bu.markdown_table(
-        ["circuit reuse", "wall (s)", "ok"],
-        [["off (compile)", sweep["wall_s_compile"], sweep["ok_compile"]],
-         ["on (reused)", sweep["wall_s_reused"], sweep["ok_reused"]]],
-    ))
-    print(f"\nsaving {sweep['saving_per_run_ms']:.2f} ms per run ({sweep['saving_pct']:.1f} %); "
-          f"load average {bu.machine_info()['load_average_1_5_15']}")
+    print(
+        bu.markdown_table(
+            ["circuit reuse", "wall (s)", "ok"],
+            [
+                ["off (compile)", sweep["wall_s_compile"], sweep["ok_compile"]],
+                ["on (reused)", sweep["wall_s_reused"], sweep["ok_reused"]],
+            ],
+        )
+    )
+    print(
+        f"\nsaving {sweep['saving_per_run_ms']:.2f} ms per run ({sweep['saving_pct']:.1f} %); "
+        f"load average {bu.machine_info()['load_average_1_5_15']}"
+    )
     path = bu.write_results(
         "screening",
-        {"machine": bu.machine_info(), "resets": resets, "short_run_sweeps": loops, "run_sweep": sweep,
-         "quick": args.quick},
+        {
+            "machine": bu.machine_info(),
+            "resets": resets,
+            "short_run_sweeps": loops,
+            "run_sweep": sweep,
+            "quick": args.quick,
+        },
         quick=args.quick,
     )
     print(f"\nwrote {path}")

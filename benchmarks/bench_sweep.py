@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import _benchutil as bu
-
 from g2gsim.scenarios import Scenario, load_scenario
 from g2gsim.studies import run_sweep
 from g2gsim.studies.screening import measure_linear_error, run_screening, warm_up
@@ -53,12 +52,21 @@ def executor_benchmark(n_steps: int, n_seeds: int, horizon_s: float) -> list[dic
         start = time.perf_counter()
         serial = run_sweep(sweep, root / "serial", progress=False)
         serial_wall = time.perf_counter() - start
-        rows.append({"executor": "serial", "workers": 1, "runs": n, "ok": serial.n_ok, "wall_s": serial_wall,
-                     "startup_s": 0.0})
+        rows.append(
+            {"executor": "serial", "workers": 1, "runs": n, "ok": serial.n_ok, "wall_s": serial_wall, "startup_s": 0.0}
+        )
         start = time.perf_counter()
         procs = run_sweep(sweep, root / "processes", workers=2, progress=False)
-        rows.append({"executor": "2 local processes", "workers": 2, "runs": n, "ok": procs.n_ok,
-                     "wall_s": time.perf_counter() - start, "startup_s": None})
+        rows.append(
+            {
+                "executor": "2 local processes",
+                "workers": 2,
+                "runs": n,
+                "ok": procs.n_ok,
+                "wall_s": time.perf_counter() - start,
+                "startup_s": None,
+            }
+        )
         start = time.perf_counter()
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
         client = distributed.Client(cluster)
@@ -67,8 +75,16 @@ def executor_benchmark(n_steps: int, n_seeds: int, horizon_s: float) -> list[dic
         try:
             start = time.perf_counter()
             on_dask = run_sweep(sweep, root / "dask", client, progress=False)
-            rows.append({"executor": "Dask LocalCluster (2 workers)", "workers": 2, "runs": n, "ok": on_dask.n_ok,
-                         "wall_s": time.perf_counter() - start, "startup_s": startup})
+            rows.append(
+                {
+                    "executor": "Dask LocalCluster (2 workers)",
+                    "workers": 2,
+                    "runs": n,
+                    "ok": on_dask.n_ok,
+                    "wall_s": time.perf_counter() - start,
+                    "startup_s": startup,
+                }
+            )
         finally:
             client.close()
             cluster.close()
@@ -105,7 +121,9 @@ def siting_projection(horizon_s: float, overhead_per_run_s: float) -> dict[str, 
         out[f"per_hour_run_s_{mode}"] = per_hour
         out[f"worst_vmin_{mode}"] = metrics["worst_vmin"]
         for workers in (1, 2, 64):
-            out[f"study_h_{mode}_{workers}w"] = OPENG2G_RUNS * (per_hour + max(overhead_per_run_s, 0.0)) / workers / 3600.0
+            out[f"study_h_{mode}_{workers}w"] = (
+                OPENG2G_RUNS * (per_hour + max(overhead_per_run_s, 0.0)) / workers / 3600.0
+            )
     out["openg2g_study_h"] = OPENG2G_RUNS * OPENG2G_S_PER_RUN / 3600.0
     return out
 
@@ -144,35 +162,83 @@ def main() -> None:
     errors = measure_linear_error(horizon_s=60.0 if args.quick else 300.0)
 
     print("\n## Sweep executors (IEEE 13 OFO, 10 simulated s per run)\n")
-    print(bu.markdown_table(
-        ["executor", "runs", "ok", "wall (s)", "per run (s)", "speed-up", "overhead per run (s)", "start-up (s)"],
-        [[r["executor"], r["runs"], r["ok"], r["wall_s"], r["wall_per_run_s"], r["speedup"], r["overhead_per_run_s"],
-          r["startup_s"]] for r in rows],
-    ))
-    print(f"\nCPU calibration (busy loop, 2 forked processes vs serial): speed-up {calibration['speedup']:.2f}"
-          f" (2.0 on two idle cores); load average {bu.machine_info()['load_average_1_5_15']}")
+    print(
+        bu.markdown_table(
+            ["executor", "runs", "ok", "wall (s)", "per run (s)", "speed-up", "overhead per run (s)", "start-up (s)"],
+            [
+                [
+                    r["executor"],
+                    r["runs"],
+                    r["ok"],
+                    r["wall_s"],
+                    r["wall_per_run_s"],
+                    r["speedup"],
+                    r["overhead_per_run_s"],
+                    r["startup_s"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(
+        f"\nCPU calibration (busy loop, 2 forked processes vs serial): speed-up {calibration['speedup']:.2f}"
+        f" (2.0 on two idle cores); load average {bu.machine_info()['load_average_1_5_15']}"
+    )
     print("\n## OpenG2G IEEE 123 siting study (15,225 one-hour runs), projected\n")
-    print(bu.markdown_table(
-        ["grid", "one-hour run (s)", "1 worker (h)", "2 workers (h)", "64 workers (h)", "OpenG2G (h)"],
-        [[mode, projection[f"per_hour_run_s_{mode}"], projection[f"study_h_{mode}_1w"], projection[f"study_h_{mode}_2w"],
-          projection[f"study_h_{mode}_64w"], projection["openg2g_study_h"]] for mode in ("full", "linearized")],
-    ))
+    print(
+        bu.markdown_table(
+            ["grid", "one-hour run (s)", "1 worker (h)", "2 workers (h)", "64 workers (h)", "OpenG2G (h)"],
+            [
+                [
+                    mode,
+                    projection[f"per_hour_run_s_{mode}"],
+                    projection[f"study_h_{mode}_1w"],
+                    projection[f"study_h_{mode}_2w"],
+                    projection[f"study_h_{mode}_64w"],
+                    projection["openg2g_study_h"],
+                ]
+                for mode in ("full", "linearized")
+            ],
+        )
+    )
     print("\n## Linearised grid vs full power flow\n")
     ok = errors[errors.get("max_abs_error_pu").notna()] if "max_abs_error_pu" in errors else errors
-    print(bu.markdown_table(
-        ["scenario", "max |dV| (pu)", "mean |dV| (pu)", "viol. time full/lin (s)", "worst vmin full/lin", "wall full/lin (s)"],
-        [[r["scenario"], r["max_abs_error_pu"], r["mean_abs_error_pu"],
-          f"{r['violation_time_s_full']:.1f} / {r['violation_time_s_linear']:.1f}",
-          f"{r['worst_vmin_full']:.4f} / {r['worst_vmin_linear']:.4f}",
-          f"{r['wall_s_full']:.2f} / {r['wall_s_linear']:.2f}"] for r in ok.to_dict("records")],
-    ))
+    print(
+        bu.markdown_table(
+            [
+                "scenario",
+                "max |dV| (pu)",
+                "mean |dV| (pu)",
+                "viol. time full/lin (s)",
+                "worst vmin full/lin",
+                "wall full/lin (s)",
+            ],
+            [
+                [
+                    r["scenario"],
+                    r["max_abs_error_pu"],
+                    r["mean_abs_error_pu"],
+                    f"{r['violation_time_s_full']:.1f} / {r['violation_time_s_linear']:.1f}",
+                    f"{r['worst_vmin_full']:.4f} / {r['worst_vmin_linear']:.4f}",
+                    f"{r['wall_s_full']:.2f} / {r['wall_s_linear']:.2f}",
+                ]
+                for r in ok.to_dict("records")
+            ],
+        )
+    )
     if "skipped" in errors:
         for r in errors[errors["skipped"].notna()].to_dict("records"):
             print(f"- skipped {r['scenario']}: {r['skipped'][:120]}")
     path = bu.write_results(
         "sweep",
-        {"machine": bu.machine_info(), "cpu_calibration": calibration, "executors": rows, "siting_projection": projection,
-         "linear_error": errors.to_dict("records"), "quick": args.quick},
+        {
+            "machine": bu.machine_info(),
+            "cpu_calibration": calibration,
+            "executors": rows,
+            "siting_projection": projection,
+            "linear_error": errors.to_dict("records"),
+            "quick": args.quick,
+        },
         quick=args.quick,
     )
     print(f"\nwrote {path}")

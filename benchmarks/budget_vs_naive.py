@@ -36,8 +36,13 @@ def variants(base: Scenario) -> dict[str, Scenario]:
     raw = base.to_dict()
     others = [c for c in raw["controllers"] if c["type"] != "power_budget"]
     budget = next(c for c in raw["controllers"] if c["type"] == "power_budget")
-    naive = {"type": "proportional_curtailment", "name": "naive", "site": budget["site"],
-             "budget": budget["budget"], "period_s": budget.get("period_s", 1.0)}
+    naive = {
+        "type": "proportional_curtailment",
+        "name": "naive",
+        "site": budget["site"],
+        "budget": budget["budget"],
+        "period_s": budget.get("period_s", 1.0),
+    }
     return {
         "ofo only": Scenario.from_dict({**raw, "controllers": others}, source="ofo only"),
         "power budget": base,
@@ -92,16 +97,36 @@ def main(argv: list[str] | None = None) -> int:
             "peak_dc_power_kw": m["peak_dc_power_kw"],
         }
         payload[label] = facts
-        rows.append([
-            label, f"{facts['budget_violation_s']:.1f}", f"{facts['budget_excess_kwh']:.2f}",
-            f"{facts['throughput_retained']:.3f}", f"{facts['throughput_retained_in_window']:.3f}",
-            f"{facts['itl_deadline_fraction']:.4f}", f"{facts['voltage_violation_s']:.1f}",
-        ])
-    print(markdown_table(
-        ["controller", "budget violation (s)", "excess (kWh)", "throughput retained",
-         "retained in 3.5 MW window", "ITL deadline misses", "voltage violation (s)"], rows))
-    write_results("budget_vs_naive", {"machine": machine_info(), "horizon_s": float(base.horizon_s),
-                                      "results": payload}, quick=bool(args.quick))
+        rows.append(
+            [
+                label,
+                f"{facts['budget_violation_s']:.1f}",
+                f"{facts['budget_excess_kwh']:.2f}",
+                f"{facts['throughput_retained']:.3f}",
+                f"{facts['throughput_retained_in_window']:.3f}",
+                f"{facts['itl_deadline_fraction']:.4f}",
+                f"{facts['voltage_violation_s']:.1f}",
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "controller",
+                "budget violation (s)",
+                "excess (kWh)",
+                "throughput retained",
+                "retained in 3.5 MW window",
+                "ITL deadline misses",
+                "voltage violation (s)",
+            ],
+            rows,
+        )
+    )
+    write_results(
+        "budget_vs_naive",
+        {"machine": machine_info(), "horizon_s": float(base.horizon_s), "results": payload},
+        quick=bool(args.quick),
+    )
     return 0
 
 

@@ -39,15 +39,27 @@ def compare(data: Path, seeds: int, scenarios: tuple[str, ...] = tuple(REFERENCE
             ours = sum(values) / len(values)
             ref = REFERENCE[name][metric]
             rel = None if ref is None else (ours - ref) / ref
-            rows.append({"scenario": name, "metric": metric, "openg2g": ref, "g2gsim": ours, "min": min(values),
-                         "max": max(values), "rel_diff": rel, "seeds": seeds})
+            rows.append(
+                {
+                    "scenario": name,
+                    "metric": metric,
+                    "openg2g": ref,
+                    "g2gsim": ours,
+                    "min": min(values),
+                    "max": max(values),
+                    "rel_diff": rel,
+                    "seeds": seeds,
+                }
+            )
     return rows
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
     """The comparison as a Markdown table."""
-    out = ["| scenario | metric | OpenG2G (published, one run) | g2gsim (mean over seeds) | g2gsim range | difference |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| scenario | metric | OpenG2G (published, one run) | g2gsim (mean over seeds) | g2gsim range | difference |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ref = "n/a" if r["openg2g"] is None else f"{r['openg2g']:g}"
         diff = "" if r["rel_diff"] is None else f"{100 * float(r['rel_diff']):+.1f}%"

@@ -30,11 +30,19 @@ def with_command_delay(scenario: Scenario, delay_s: float, jitter_s: float = 0.0
 def sweep(horizon_s: float, data: str | None, seeds: int = 3) -> list[dict[str, Any]]:
     """One row per command latency (means over `seeds` seeds), plus no control as the yardstick."""
     base = load_scenario("ieee13_ofo_notap").with_overrides(horizon_s=horizon_s, data=data)
-    cases: list[tuple[str, Scenario]] = [("no control", load_scenario("ieee13_baseline_notap").with_overrides(horizon_s=horizon_s, data=data))]
+    cases: list[tuple[str, Scenario]] = [
+        ("no control", load_scenario("ieee13_baseline_notap").with_overrides(horizon_s=horizon_s, data=data))
+    ]
     cases += [(f"OFO, {d:g} s", with_command_delay(base, d)) for d in DELAYS_S]
     cases.append(("OFO, 2 s +- 0.5 s jitter", with_command_delay(base, 2.0, 0.5)))
-    keys = ("violation_time_s", "integral_violation_pu_s", "worst_vmin", "itl_deadline_fraction",
-            "mean_throughput_tps", "wall_s")
+    keys = (
+        "violation_time_s",
+        "integral_violation_pu_s",
+        "worst_vmin",
+        "itl_deadline_fraction",
+        "mean_throughput_tps",
+        "wall_s",
+    )
     rows = []
     for label, scenario in cases:
         runs = [run_scenario(scenario.with_overrides(seed=seed), plots=False).metrics for seed in range(seeds)]
@@ -44,18 +52,24 @@ def sweep(horizon_s: float, data: str | None, seeds: int = 3) -> list[dict[str, 
             row[key] = sum(values) / len(values)
             row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
         rows.append(row)
-        print(f"  {label}: {row['violation_time_s']:.1f} s mean violation, {row['wall_s']:.1f} s wall per run", flush=True)
+        print(
+            f"  {label}: {row['violation_time_s']:.1f} s mean violation, {row['wall_s']:.1f} s wall per run", flush=True
+        )
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    out = ["| command latency | violation time (s) | integral (pu*s) | worst vmin (pu) | ITL deadline misses | "
-           "mean throughput (M tokens/s) |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| command latency | violation time (s) | integral (pu*s) | worst vmin (pu) | ITL deadline misses | "
+        "mean throughput (M tokens/s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         spread = f" ({r['violation_time_s_min']:.0f}-{r['violation_time_s_max']:.0f})"
-        out.append(f"| {r['case']} | {r['violation_time_s']:.1f}{spread} | {r['integral_violation_pu_s']:.4f} | "
-                   f"{r['worst_vmin']:.4f} | {100 * r['itl_deadline_fraction']:.2f}% | {r['mean_throughput_tps'] / 1e6:.2f} |")
+        out.append(
+            f"| {r['case']} | {r['violation_time_s']:.1f}{spread} | {r['integral_violation_pu_s']:.4f} | "
+            f"{r['worst_vmin']:.4f} | {100 * r['itl_deadline_fraction']:.2f}% | {r['mean_throughput_tps'] / 1e6:.2f} |"
+        )
     return "\n".join(out)
 
 

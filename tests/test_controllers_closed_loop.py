@@ -47,8 +47,13 @@ PAPER = {
 TAPS = {"creg1a": 1 + 14 * 0.00625, "creg1b": 1 + 6 * 0.00625, "creg1c": 1 + 15 * 0.00625}
 HORIZON = 120  # s, 1 s steps
 PAPER_OFO = OFOConfig(
-    primal_step_size=0.1, w_throughput=0.001, w_switch=1.0, voltage_gradient_scale=1e6,
-    voltage_dual_step_size=1.0, latency_dual_step_size=1.0, sensitivity_perturbation_kw=100.0,
+    primal_step_size=0.1,
+    w_throughput=0.001,
+    w_switch=1.0,
+    voltage_gradient_scale=1e6,
+    voltage_dual_step_size=1.0,
+    latency_dual_step_size=1.0,
+    sensitivity_perturbation_kw=100.0,
 )
 
 
@@ -57,7 +62,9 @@ def fits(reference_dir) -> dict[str, Fits]:
     table = pd.read_csv(reference_dir / "mlenergy-derived" / "logistic_fits.csv")
     out = {}
     for label in PAPER:
-        rows = {r["metric"]: LogisticModel.from_dict(r) for r in table[table["model_label"] == label].to_dict("records")}
+        rows = {
+            r["metric"]: LogisticModel.from_dict(r) for r in table[table["model_label"] == label].to_dict("records")
+        }
         out[label] = Fits(rows["power"], rows["latency"], rows["throughput"])
     return out
 
@@ -97,15 +104,28 @@ class FitSite(Datacenter):
         model_w = self.replicas * per_replica
         phase_w = np.full(3, self.base_kw * 1000.0 + model_w.sum() / 3.0)
         self.itl_rows.append(itl)
-        self._box.publish(tick, DatacenterState(
-            self.name, self.ctx.seconds(tick), self.labels, phase_w, model_w, self.batch.copy(),
-            self.replicas.copy(), itl, np.full((len(self.labels), 3), 1 / 3),
-        ))
+        self._box.publish(
+            tick,
+            DatacenterState(
+                self.name,
+                self.ctx.seconds(tick),
+                self.labels,
+                phase_w,
+                model_w,
+                self.batch.copy(),
+                self.replicas.copy(),
+                itl,
+                np.full((len(self.labels), 3), 1 / 3),
+            ),
+        )
 
 
 def _grid() -> Any:
     config = grid_config.GridConfig(
-        feeder="ieee13", period_s=1, initial_taps=TAPS, excluded_buses=("sourcebus", "650", "rg60"),
+        feeder="ieee13",
+        period_s=1,
+        initial_taps=TAPS,
+        excluded_buses=("sourcebus", "650", "rg60"),
         sites=(grid_config.SiteAttachment(site="dc", bus="671"),),
     )
     return opendss.OpenDSSGrid("grid", config)

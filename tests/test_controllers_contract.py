@@ -39,6 +39,7 @@ SPECS = [FakeSpec("m0", (8, 16, 32, 64, 128)), FakeSpec("m1", (16, 64, 256), itl
 
 def peers(variant: int) -> list[Any]:
     """Two sites on buses x and y and a grid whose voltages swing through both limits."""
+
     def voltages(k: int) -> np.ndarray:
         if variant == 0:
             swing = 0.07 * np.sin(0.9 * k)
@@ -47,10 +48,17 @@ def peers(variant: int) -> list[Any]:
 
     sites = []
     for name, capacity in (("dc", 300), ("dc2", 400)):
-        sites.append(FakeDatacenter(
-            name, SPECS, replicas={"m0": 20, "m1": 10}, batch={"m0": 8 if variant else 128, "m1": 16 if variant else 256},
-            itl=lambda k, b: np.array([0.04 + 0.01 * (k % 4), 0.06]), capacity_gpus=capacity, period=Fraction(1, 2),
-        ))
+        sites.append(
+            FakeDatacenter(
+                name,
+                SPECS,
+                replicas={"m0": 20, "m1": 10},
+                batch={"m0": 8 if variant else 128, "m1": 16 if variant else 256},
+                itl=lambda k, b: np.array([0.04 + 0.01 * (k % 4), 0.06]),
+                capacity_gpus=capacity,
+                period=Fraction(1, 2),
+            )
+        )
     grid = FakeGrid("grid", three_phase(["x", "y"]), voltages, sites={"dc": "x", "dc2": "y"}, period=Fraction(1, 2))
     return [*sites, grid]
 
@@ -60,30 +68,62 @@ Factory = Callable[[LinkSpec, LinkSpec], Controller]
 FACTORIES: dict[str, Factory] = {
     "noop": lambda c, m: Noop("ctl", 1, command_link=c, measurement_link=m),
     "tap_schedule": lambda c, m: TapScheduleController(
-        "ctl", TapPosition(a=1.0125).at(Fraction(5, 2)) | TapPosition(a=1.0, b=1.00625).at(7),
-        grid="grid", command_link=c, measurement_link=m,
+        "ctl",
+        TapPosition(a=1.0125).at(Fraction(5, 2)) | TapPosition(a=1.0, b=1.00625).at(7),
+        grid="grid",
+        command_link=c,
+        measurement_link=m,
     ),
     "batch_schedule": lambda c, m: BatchScheduleController(
-        "ctl", {"m0": BatchSizeChange(32).at(2) | BatchSizeChange(64, ramp_up_rate=2).at(Fraction(13, 3)),
-                "m1": BatchSizeChange(64).at(2)},
-        datacenter="dc", command_link=c, measurement_link=m,
+        "ctl",
+        {
+            "m0": BatchSizeChange(32).at(2) | BatchSizeChange(64, ramp_up_rate=2).at(Fraction(13, 3)),
+            "m1": BatchSizeChange(64).at(2),
+        },
+        datacenter="dc",
+        command_link=c,
+        measurement_link=m,
     ),
     "ofo": lambda c, m: OFOBatchController(
-        "ctl", "dc", "grid", OFOConfig(voltage_dual_step_size=5.0, w_switch=0.5), command_link=c, measurement_link=m,
+        "ctl",
+        "dc",
+        "grid",
+        OFOConfig(voltage_dual_step_size=5.0, w_switch=0.5),
+        command_link=c,
+        measurement_link=m,
     ),
     "ofo_union": lambda c, m: OFOBatchController(
-        "ctl", "dc", "grid", OFOConfig(union_feasible_sets=True, sensitivity_update_interval=3), period=Fraction(3, 2),
-        command_link=c, measurement_link=m,
+        "ctl",
+        "dc",
+        "grid",
+        OFOConfig(union_feasible_sets=True, sensitivity_update_interval=3),
+        period=Fraction(3, 2),
+        command_link=c,
+        measurement_link=m,
     ),
     "rule_based": lambda c, m: RuleBasedController(
-        "ctl", "dc", "grid", RuleBasedConfig(step_size=50.0), command_link=c, measurement_link=m,
+        "ctl",
+        "dc",
+        "grid",
+        RuleBasedConfig(step_size=50.0),
+        command_link=c,
+        measurement_link=m,
     ),
     "load_shift": lambda c, m: LoadShiftController(
-        "ctl", ["dc", "dc2"], "grid", LoadShiftConfig(enabled=True), command_link=c, measurement_link=m,
+        "ctl",
+        ["dc", "dc2"],
+        "grid",
+        LoadShiftConfig(enabled=True),
+        command_link=c,
+        measurement_link=m,
     ),
     "storage_droop": lambda c, m: StorageDroopController(
-        "ctl", "grid", [DroopStorage(name="bat", bus="y", rated_kw=100.0, rated_kva=120.0)],
-        StorageDroopConfig(voltage_statistic="mean"), command_link=c, measurement_link=m,
+        "ctl",
+        "grid",
+        [DroopStorage(name="bat", bus="y", rated_kw=100.0, rated_kva=120.0)],
+        StorageDroopConfig(voltage_statistic="mean"),
+        command_link=c,
+        measurement_link=m,
     ),
 }
 

@@ -264,8 +264,15 @@ def run(components: Sequence[Any], horizon: Any, seed: int = 0) -> RunResult:
 def command_rows(result: RunResult) -> list[tuple[float, str, str, str]]:
     """The command log as comparable rows (sent time, target, kind, payload)."""
     frame = result.commands
-    return list(zip(frame["sent_s"].tolist(), frame["target"].tolist(), frame["kind"].tolist(),
-                    frame["payload"].tolist(), strict=True))
+    return list(
+        zip(
+            frame["sent_s"].tolist(),
+            frame["target"].tolist(),
+            frame["kind"].tolist(),
+            frame["payload"].tolist(),
+            strict=True,
+        )
+    )
 
 
 @dataclass

@@ -122,7 +122,7 @@ def test_controller_sends_paired_shift_commands_largest_model_first():
 
 
 def test_disabled_by_default_sends_nothing():
-    low, high, _, result = _controller_run(False)
+    _low, _high, _, result = _controller_run(False)
     assert result.commands.empty
 
 

@@ -3,6 +3,7 @@ plus a scalar reference implementation of the SPEC equations it must match step 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -116,8 +117,13 @@ def cases(
 
 def simulate(case: Case, *, via_source: bool = False):
     dc = FakeDatacenter(
-        "dc", case.specs, replicas=case.replicas, batch=case.batch, itl=Scripted(case.itl),
-        phase_share=case.share, fits=case.fits,
+        "dc",
+        case.specs,
+        replicas=case.replicas,
+        batch=case.batch,
+        itl=Scripted(case.itl),
+        phase_share=case.share,
+        fits=case.fits,
     )
     grid = FakeGrid("grid", three_phase(case.buses), Scripted(case.voltages), sites={"dc": case.buses[0]}, h=case.h)
     ofo = OFOBatchController("ofo", "dc", "grid", case.config, fits=None if via_source else case.fits)
@@ -161,8 +167,12 @@ def reference(case: Case) -> list[tuple[dict[str, float], dict[str, int]]]:
             r_max = r_max if math.isfinite(r_max) and r_max > 0 else 1.0
             d_p = w * f.power.deriv_wrt_x(x[m]) / 1000.0
             d_r = w * f.throughput.deriv_wrt_x(x[m]) / r_max
-            grad = (-cfg.w_throughput * d_r + cfg.voltage_gradient_scale * g_v * d_p
-                    + mu[m] * f.latency.deriv_wrt_x(x[m]) + cfg.w_switch * (x[m] - x_prev[m]))
+            grad = (
+                -cfg.w_throughput * d_r
+                + cfg.voltage_gradient_scale * g_v * d_p
+                + mu[m] * f.latency.deriv_wrt_x(x[m])
+                + cfg.w_switch * (x[m] - x_prev[m])
+            )
             new = min(max(x[m] - cfg.primal_step_size * grad, lo[m]), hi[m])
             x_prev[m], x[m] = x[m], new
             batch[m] = nearest_batch(sets[m], new)
@@ -172,7 +182,7 @@ def reference(case: Case) -> list[tuple[dict[str, float], dict[str, int]]]:
 
 def _near_midpoint(value: float, sizes: tuple[int, ...]) -> bool:
     target = 2.0**value
-    return any(abs(target - (a + b) / 2) < 1e-6 * target for a, b in zip(sizes, sizes[1:]))
+    return any(abs(target - (a + b) / 2) < 1e-6 * target for a, b in itertools.pairwise(sizes))
 
 
 @given(cases())
@@ -182,7 +192,9 @@ def test_follows_the_spec_equations_step_by_step(case):
     union = tuple(sorted({b for s in case.specs for b in s.feasible_batch_sizes}))
     specs = {s.model_label: s for s in case.specs}
     assert len(commands) == len(probe.seen) == case.steps
-    for k, ((x_ref, batch_ref), (_, (x, _, _)), batch) in enumerate(zip(reference(case), probe.seen, commands, strict=True)):
+    for k, ((x_ref, batch_ref), (_, (x, _, _)), batch) in enumerate(
+        zip(reference(case), probe.seen, commands, strict=True)
+    ):
         for m in case.labels:
             # identical equations; only floating-point rounding may differ (vectorised vs scalar)
             assert x[m] == pytest.approx(x_ref[m], rel=1e-9, abs=1e-9), (k, m)
@@ -266,15 +278,22 @@ def test_never_lowers_a_batch_under_overvoltage(case):
 @given(cases())
 def test_fits_from_the_data_source_give_the_same_commands(case):
     direct, *_ = simulate(case)
-    via, _, ofo, _, _ = simulate(case, via_source=True)
+    via, _, _ofo, _, _ = simulate(case, via_source=True)
     assert direct.batch_commands() == via.batch_commands()
     assert via.data.calls == len(case.specs)  # once per model per run
 
 
 @given(cases())
 def test_reset_then_rerun_gives_identical_commands(case):
-    dc = FakeDatacenter("dc", case.specs, replicas=case.replicas, batch=case.batch, itl=Scripted(case.itl),
-                        phase_share=case.share, fits=case.fits)
+    dc = FakeDatacenter(
+        "dc",
+        case.specs,
+        replicas=case.replicas,
+        batch=case.batch,
+        itl=Scripted(case.itl),
+        phase_share=case.share,
+        fits=case.fits,
+    )
     grid = FakeGrid("grid", three_phase(case.buses), Scripted(case.voltages), sites={"dc": case.buses[0]}, h=case.h)
     ofo = OFOBatchController("ofo", "dc", "grid", case.config)
     first = run([dc, grid, ofo], case.steps)
@@ -295,13 +314,13 @@ def _simple(config: OFOConfig | None = None, steps: int = 5, **dc_kwargs):
 
 @pytest.mark.parametrize(("interval", "calls"), [(0, 1), (1, 7), (3, 3)])
 def test_sensitivity_is_estimated_once_or_every_n_steps(interval, calls):
-    _, grid, ofo, result = _simple(OFOConfig(sensitivity_update_interval=interval), steps=7)
+    _, grid, _ofo, result = _simple(OFOConfig(sensitivity_update_interval=interval), steps=7)
     assert grid.sensitivity_calls == calls
     assert result.events_of("ofo_sensitivity").shape[0] == calls
 
 
 def test_step_event_and_table_carry_batches_and_duals():
-    dc, _, _, result = _simple(steps=3)
+    _dc, _, _, result = _simple(steps=3)
     events = result.events_of("ofo_step")
     assert len(events) == 3
     payload = json.loads(events["payload"].iloc[-1])
@@ -373,4 +392,3 @@ def test_replicas_zero_leave_the_latency_dual_alone():
     ofo3 = OFOBatchController("ofo", "dc", "grid")
     run([dc3, grid, ofo3], 3)
     assert ofo3.latency_duals == {"a": 0.0}
-

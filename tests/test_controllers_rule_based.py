@@ -27,8 +27,9 @@ def setups(draw, v_range=(0.85, 1.15), late: bool | None = None, guard: bool | N
         batch[f"m{i}"] = draw(st.sampled_from(sizes))
     steps = draw(st.integers(1, 8))
     n_buses = draw(st.integers(1, 4))
-    volts = [np.array(draw(st.lists(st.floats(*v_range), min_size=3 * n_buses, max_size=3 * n_buses)))
-             for _ in range(steps)]
+    volts = [
+        np.array(draw(st.lists(st.floats(*v_range), min_size=3 * n_buses, max_size=3 * n_buses))) for _ in range(steps)
+    ]
     deadlines = np.array([s.itl_deadline_s for s in specs])
     itl = []
     for _ in range(steps):
@@ -87,7 +88,7 @@ def test_never_lowers_a_batch_under_overvoltage(setup):
 def test_latency_guard_never_raises_a_late_model(setup):
     specs, initial, volts, itl, _, _ = setup
     dc, *_ = simulate(setup)
-    observed = [dict(initial)] + _batches_per_step(dc, initial, len(volts))
+    observed = [dict(initial), *_batches_per_step(dc, initial, len(volts))]
     by_time = dict(dc.batch_commands())
     for k in range(len(volts)):
         command = by_time.get(float(k))
@@ -100,7 +101,7 @@ def test_latency_guard_never_raises_a_late_model(setup):
 
 @given(setups())
 def test_batches_feasible_x_in_bounds_and_only_changes_are_sent(setup):
-    specs, initial, volts, _, _, _ = setup
+    specs, initial, _volts, _, _, _ = setup
     dc, _, probe, _ = simulate(setup)
     sizes = {s.model_label: s.feasible_batch_sizes for s in specs}
     last = dict(initial)

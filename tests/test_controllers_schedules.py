@@ -26,9 +26,9 @@ from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, run, thre
 
 HORIZON = Fraction(10)
 # exact times: multiples of 1/8, 1/10 and 1/3 s
-TIMES = st.builds(
-    lambda n, d: Fraction(n, d), st.integers(0, 120), st.sampled_from([1, 3, 8, 10])
-).filter(lambda t: t <= 12)
+TIMES = st.builds(lambda n, d: Fraction(n, d), st.integers(0, 120), st.sampled_from([1, 3, 8, 10])).filter(
+    lambda t: t <= 12
+)
 
 
 def _grid(period=Fraction(1, 2)):
@@ -60,7 +60,9 @@ def test_tap_entries_fire_once_at_their_exact_times_in_order(times):
     assert all((t / sim.clock.tick).denominator == 1 for t in times)
 
 
-@given(st.lists(TIMES, min_size=1, max_size=8, unique=True), st.sampled_from([Fraction(1), Fraction(1, 2), Fraction(3)]))
+@given(
+    st.lists(TIMES, min_size=1, max_size=8, unique=True), st.sampled_from([Fraction(1), Fraction(1, 2), Fraction(3)])
+)
 def test_polling_fires_due_entries_merged_at_the_first_poll(times, period):
     grid = _grid()
     schedule = _tap_schedule(times)
@@ -81,8 +83,9 @@ def test_polling_fires_due_entries_merged_at_the_first_poll(times, period):
 
 
 @given(
-    st.dictionaries(st.sampled_from(["m0", "m1", "m2"]), st.lists(TIMES, min_size=1, max_size=4, unique=True),
-                    min_size=1),
+    st.dictionaries(
+        st.sampled_from(["m0", "m1", "m2"]), st.lists(TIMES, min_size=1, max_size=4, unique=True), min_size=1
+    ),
 )
 def test_batch_entries_fire_once_at_their_times_one_command_per_time(plan):
     specs = [FakeSpec(m) for m in ("m0", "m1", "m2")]

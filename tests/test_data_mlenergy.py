@@ -9,6 +9,7 @@ are computed from the generated samples, not through the library.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -130,7 +131,9 @@ def _write_run(bench: Bench, plan: ModelPlan, batch: int, seed: int, start: floa
     }
     (run_dir / "results.json").write_text(json.dumps(results))
     avg_batch = 0.95 * batch if stable else 0.5 * batch
-    (run_dir / "prometheus.json").write_text(json.dumps({"steady_state_stats": {"vllm:num_requests_running": avg_batch}}))
+    (run_dir / "prometheus.json").write_text(
+        json.dumps({"steady_state_stats": {"vllm:num_requests_running": avg_batch}})
+    )
 
     if stable:
         key = (plan.model_id, batch)
@@ -200,8 +203,16 @@ def source(bench: Bench) -> MLEnergySource:
     return MLEnergySource(bench.root)
 
 
-SPEC_A = ModelSpec(model_label="Model-A", model_id="org/model-a", task="lm-arena-chat", gpus_per_replica=1, batch_sizes=(8, 16, 32, 64, 128))
-SPEC_B = ModelSpec(model_label="Model-B", model_id="org/model-b", task="gpqa", gpus_per_replica=2, batch_sizes=(8, 16, 32))
+SPEC_A = ModelSpec(
+    model_label="Model-A",
+    model_id="org/model-a",
+    task="lm-arena-chat",
+    gpus_per_replica=1,
+    batch_sizes=(8, 16, 32, 64, 128),
+)
+SPEC_B = ModelSpec(
+    model_label="Model-B", model_id="org/model-b", task="gpqa", gpus_per_replica=2, batch_sizes=(8, 16, 32)
+)
 
 
 # -- the generated layout is what mlenergy-data 0.4.0 reads --------------------------------------
@@ -300,7 +311,9 @@ def test_per_gpu_template_length_and_scale(source: MLEnergySource) -> None:
 
 # -- latency and fits ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("spec", "batch"), [(SPEC_A, 8), (SPEC_A, 64), (SPEC_B, 32)], ids=["A-8", "A-64", "B-32"])
-def test_itl_fit_mean_matches_the_generated_samples(source: MLEnergySource, bench: Bench, spec: ModelSpec, batch: int) -> None:
+def test_itl_fit_mean_matches_the_generated_samples(
+    source: MLEnergySource, bench: Bench, spec: ModelSpec, batch: int
+) -> None:
     fit = source.itl_fit(spec, batch)
     assert fit is not None
     generated = float(np.mean(bench.itl[(spec.model_id, batch)]))  # the failed request excluded
@@ -314,11 +327,11 @@ def test_logistic_fits_follow_the_per_batch_medians(source: MLEnergySource, benc
         fits = source.logistic_fits(SPEC_A)
     batches = source.batch_sizes(SPEC_A)
     power = [fits.power.eval(b) for b in batches]
-    assert all(a < b for a, b in zip(power, power[1:]))
+    assert all(a < b for a, b in itertools.pairwise(power))
     for b, p in zip(batches, power):
         assert p == pytest.approx(float(np.median(bench.avg_power[("org/model-a", b)])), rel=0.03)
     latency = [fits.latency.eval(b) for b in batches]
-    assert all(a < b for a, b in zip(latency, latency[1:]))
+    assert all(a < b for a, b in itertools.pairwise(latency))
     assert latency[0] == pytest.approx(itl_mean_s(8), rel=0.1)
     assert fits.throughput.eval(64) > fits.throughput.eval(8)
 
@@ -349,7 +362,9 @@ def test_round_trip_through_a_v02_cache(source: MLEnergySource, tmp_path: Path) 
             np.testing.assert_allclose(cache.trace(spec, batch).t_s, source.trace(spec, batch).t_s, rtol=1e-12)
             np.testing.assert_allclose(cache.trace(spec, batch).power_w, source.trace(spec, batch).power_w, rtol=1e-12)
             assert cache.itl_fit(spec, batch).to_dict() == pytest.approx(source.itl_fit(spec, batch).to_dict())
-        assert cache.logistic_fits(spec).to_dict()["power"] == pytest.approx(source.logistic_fits(spec).to_dict()["power"])
+        assert cache.logistic_fits(spec).to_dict()["power"] == pytest.approx(
+            source.logistic_fits(spec).to_dict()["power"]
+        )
     manifest = json.loads((written / SPEC_A.cache_hash() / "_manifest.json").read_text())
     assert manifest["source"] == source.description and manifest["synthetic"] is False
 
@@ -357,7 +372,7 @@ def test_round_trip_through_a_v02_cache(source: MLEnergySource, tmp_path: Path) 
 def test_from_hf_wraps_the_library_loader(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fake_from_hf(cls, repo_id, *, revision=None, stable_only=True):  # noqa: ANN001, ANN202
+    def fake_from_hf(cls, repo_id, *, revision=None, stable_only=True):
         calls.append((repo_id, revision, stable_only))
         return cls.from_directory(bench.root, stable_only=stable_only)
 

@@ -81,7 +81,13 @@ def test_feasible_defaults_to_all_measured_sizes() -> None:
 
 def test_paper_models_match_the_spec() -> None:
     gpus = {k: v.gpus_per_replica for k, v in PAPER_MODELS.items()}
-    assert gpus == {"Llama-3.1-8B": 1, "Llama-3.1-70B": 4, "Llama-3.1-405B": 8, "Qwen3-30B-A3B": 2, "Qwen3-235B-A22B": 8}
+    assert gpus == {
+        "Llama-3.1-8B": 1,
+        "Llama-3.1-70B": 4,
+        "Llama-3.1-405B": 8,
+        "Qwen3-30B-A3B": 2,
+        "Qwen3-235B-A22B": 8,
+    }
     assert PAPER_MODELS["Llama-3.1-405B"].precision == "fp8"
     assert PAPER_MODELS["Qwen3-30B-A3B"].task == "gpqa"
 
@@ -178,7 +184,9 @@ def test_bundled_is_deterministic_and_labelled() -> None:
 def test_bundled_unknown_model_names_what_it_covers() -> None:
     with pytest.raises(MissingDataError, match="no bundled data .* for model 'Mistral'"):
         BundledSyntheticSource().trace(ModelSpec(model_label="Mistral"), 8)
-    with pytest.raises(MissingDataError, match=r"batch 3 ; batch sizes with data|at batch 3; batch sizes with data: \[8"):
+    with pytest.raises(
+        MissingDataError, match=r"batch 3 ; batch sizes with data|at batch 3; batch sizes with data: \[8"
+    ):
         BundledSyntheticSource().trace(EIGHT_B, 3)
 
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from test_datacenter_fakes import flat_trace, make_spec, site
 
 from g2gsim.data.training import TrainingTrace
 from g2gsim.datacenter.config import (
@@ -23,6 +22,7 @@ from g2gsim.datacenter.config import (
     TrainingSchedule,
     replica_table,
 )
+from test_datacenter_fakes import flat_trace, make_spec, site
 
 # -- replica schedules ---------------------------------------------------------------------
 
@@ -78,9 +78,7 @@ def test_negative_initial_count_is_an_error() -> None:
         ReplicaSchedule(initial=-3)
 
 
-ramps = st.lists(
-    st.tuples(st.integers(0, 1000), st.floats(0, 1000), st.floats(0, 200)), min_size=0, max_size=4
-)
+ramps = st.lists(st.tuples(st.integers(0, 1000), st.floats(0, 1000), st.floats(0, 200)), min_size=0, max_size=4)
 
 
 def _schedule(initial: int, spec: list[tuple[int, float, float]]) -> ReplicaSchedule:

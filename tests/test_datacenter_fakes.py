@@ -30,7 +30,9 @@ from g2gsim.kernel import Command, Controller
 BATCHES = (8, 16, 32, 64, 128)
 
 
-def make_spec(label: str, gpus_per_replica: int = 1, batches: Sequence[int] = BATCHES, deadline: float = 0.1) -> ModelSpec:
+def make_spec(
+    label: str, gpus_per_replica: int = 1, batches: Sequence[int] = BATCHES, deadline: float = 0.1
+) -> ModelSpec:
     """A model spec with only what the datacenter needs (identity fields are placeholders)."""
     fields: dict[str, Any] = {
         "model_label": label,
@@ -62,7 +64,6 @@ def itl_fit(batch: int) -> ITLMixtureModel:
         sigma_stall=0.5,
         scale_stall=0.04,
     )
-
 
 
 class FakeSource(DataSource):

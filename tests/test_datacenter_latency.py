@@ -16,7 +16,13 @@ from g2gsim.datacenter.pool import OperatingPoint
 
 def fit(scale: float = 0.01, loc: float = 0.003) -> ITLMixtureModel:
     return ITLMixtureModel(
-        loc=loc, pi_steady=0.85, sigma_steady=0.3, scale_steady=scale, pi_stall=0.15, sigma_stall=0.6, scale_stall=4 * scale
+        loc=loc,
+        pi_steady=0.85,
+        sigma_steady=0.3,
+        scale_steady=scale,
+        pi_stall=0.15,
+        sigma_stall=0.6,
+        scale_stall=4 * scale,
     )
 
 

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_datacenter_fakes import FakeSource, Probe, Script, flat_trace, site
 
 from g2gsim.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.config import ReplicaSchedule, TrainingRun
 from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.kernel import Command, ComponentError, Simulation
+from test_datacenter_fakes import FakeSource, Probe, Script, flat_trace, site
 
 
 def run(config, *components, horizon: float = 3.0, seed: int = 0, source=None, name: str = "dc"):
@@ -86,7 +86,7 @@ def test_runs_repeat_bit_for_bit_and_seeds_change_samples() -> None:
 
 def _check_power(base_w: float, training):
     def check(dc: OfflineDatacenter, state: DatacenterState) -> None:
-        servers, phases, power = dc.server_power()
+        _servers, phases, power = dc.server_power()
         assert np.all(power >= 0.0) and np.all(state.power_w >= 0.0)
         overlay = base_w + training.power([state.time_s])[0] / 3
         for p in range(3):

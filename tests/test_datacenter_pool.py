@@ -170,9 +170,7 @@ def test_operating_point_brackets_unknown_batches() -> None:
 def _fleet(seed: int, demand: dict[str, int], noise: float, length: int = 40, n_steps: int = 30, scale: float = 1.0):
     pool = make_pool(30, labels=("a", "b"), seed=seed, length=length)
     rng = np.random.default_rng(seed + 1)
-    templates = {
-        (label, batch): scale * rng.uniform(0, 700, length) for label in ("a", "b") for batch in (8, 16)
-    }
+    templates = {(label, batch): scale * rng.uniform(0, 700, length) for label in ("a", "b") for batch in (8, 16)}
     bank = TemplateBank(templates, n_steps)
     allocation = pool.allocate({k: v * 2 for k, v in demand.items()}, {"a": 2, "b": 2})
     points = [OperatingPoint(8, 8), OperatingPoint(8, 16, 0.25)]
@@ -188,7 +186,7 @@ def _fleet(seed: int, demand: dict[str, int], noise: float, length: int = 40, n_
     st.sampled_from([1.0, 1e-3]),
 )
 def test_phase_power_is_the_sum_of_server_powers_plus_overlay(seed, demand, noise, step, overlay, scale) -> None:
-    pool, bank, allocation, fleet, templates = _fleet(seed, demand, noise, scale=scale)
+    pool, _bank, allocation, fleet, templates = _fleet(seed, demand, noise, scale=scale)
     sums = fleet.step(step, np.random.default_rng(seed), overlay)
     servers = fleet.last_server_power
     assert np.all(servers >= 0.0)
@@ -217,7 +215,7 @@ def test_zero_replicas_draw_only_the_overlay() -> None:
 
 def test_noise_follows_the_spec_formula_below_one_watt() -> None:
     # Tiny templates take the general path: N(0,1) * nf * max(P, 1), clipped at 0.
-    pool, bank, allocation, fleet, templates = _fleet(3, {"a": 8, "b": 0}, 0.5, scale=1e-4)
+    pool, bank, allocation, fleet, _templates = _fleet(3, {"a": 8, "b": 0}, 0.5, scale=1e-4)
     rng, same = np.random.default_rng(9), np.random.default_rng(9)
     fleet.server_power(2, rng)
     clean = FleetPower(pool, allocation, bank, [OperatingPoint(8, 8), OperatingPoint(8, 16, 0.25)], 0.0)

@@ -124,8 +124,19 @@ def test_elements_match_the_reference_feeder(reference_dir: Path, feeder: str) -
             rc = engine.dss.RegControls
             rc.Name(control)
             settings.append(
-                (rc.Transformer(), rc.Winding(), rc.ForwardVreg(), rc.ForwardBand(), rc.PTRatio(), rc.CTPrimary(),
-                 rc.ForwardR(), rc.ForwardX(), rc.Delay(), rc.TapDelay(), rc.MaxTapChange())
+                (
+                    rc.Transformer(),
+                    rc.Winding(),
+                    rc.ForwardVreg(),
+                    rc.ForwardBand(),
+                    rc.PTRatio(),
+                    rc.CTPrimary(),
+                    rc.ForwardR(),
+                    rc.ForwardX(),
+                    rc.Delay(),
+                    rc.TapDelay(),
+                    rc.MaxTapChange(),
+                )
             )
         assert settings[0] == settings[1], control
 
@@ -195,8 +206,11 @@ def test_several_engines_in_one_process_keep_their_own_circuits() -> None:
         engine.solve(0.0)
         return engine.all_bus_mag_pu()
 
-    alone = {("ieee13", 300.0): solved("ieee13", 300.0), ("ieee13", 1500.0): solved("ieee13", 1500.0),
-             ("ieee34", 500.0): solved("ieee34", 500.0)}
+    alone = {
+        ("ieee13", 300.0): solved("ieee13", 300.0),
+        ("ieee13", 1500.0): solved("ieee13", 1500.0),
+        ("ieee34", 500.0): solved("ieee34", 500.0),
+    }
     engines = {key: compiled(key[0]) for key in alone}
     indices = {key: attach_datacenter(engine, SITES[key[0]][0]) for key, engine in engines.items()}
     for key, engine in engines.items():  # interleaved: every write and solve goes to its own circuit
@@ -272,7 +286,9 @@ def test_run_errors_name_the_feeder_and_opendss_message() -> None:
         engine.run("New Line.x bus1=671 bus2=new linecode=nope")
     with pytest.raises(GridError, match=r"feeder 'ieee13'.*no load 'absent'"):
         engine.load_index("absent")
-    with pytest.raises(GridError, match=r"OpenDSS engine \(no feeder compiled\): OpenDSS rejected .Frobnicate now.: \(#"):
+    with pytest.raises(
+        GridError, match=r"OpenDSS engine \(no feeder compiled\): OpenDSS rejected .Frobnicate now.: \(#"
+    ):
         DSSEngine().run("Frobnicate now")
 
 
@@ -329,23 +345,54 @@ def test_a_bad_cell_names_file_line_row_and_field(ieee13_copy: Path) -> None:
     lines = ieee13_copy / "lines.csv"
     _edit(lines, "632670,3,632.1.2.3,670.1.2.3,mtx601,667,ft", "632670,3,632.1.2.3,670.1.2.3,mtx601,-667,ft")
     number = _line_of(lines, "632670,")
-    with pytest.raises(FeederDefinitionError, match=rf"ieee13/lines.csv, row at line {number} \('632670'\): field 'length'.*greater than 0.*'-667'"):
+    with pytest.raises(
+        FeederDefinitionError,
+        match=rf"ieee13/lines.csv, row at line {number} \('632670'\): field 'length'.*greater than 0.*'-667'",
+    ):
         FeederDefinition.from_folder(ieee13_copy)
 
 
 @pytest.mark.parametrize(
     ("table", "old", "new", "message"),
     [
-        ("lines.csv", "632633,3,632.1.2.3,633.1.2.3,mtx602", "632633,3,632.1.2.3,633.1.2.3,mtx699",
-         r"line '632633': line code 'mtx699' is not in linecodes.csv"),
-        ("lines.csv", "632645,2,632.3.2,645.3.2,mtx603", "632645,3,632.3.2,645.3.2,mtx603",
-         r"3-phase line uses the 2-phase line code 'mtx603'"),
+        (
+            "lines.csv",
+            "632633,3,632.1.2.3,633.1.2.3,mtx602",
+            "632633,3,632.1.2.3,633.1.2.3,mtx699",
+            r"line '632633': line code 'mtx699' is not in linecodes.csv",
+        ),
+        (
+            "lines.csv",
+            "632645,2,632.3.2,645.3.2,mtx603",
+            "632645,3,632.3.2,645.3.2,mtx603",
+            r"3-phase line uses the 2-phase line code 'mtx603'",
+        ),
         ("lines.csv", "684611,1,684.3,611.3", "684611,1,684.3.1,611.3", r"bus '684.3.1' gives 2 nodes for 1 phase"),
-        ("linecodes.csv", "mtx605,1,mi,1.3292,", "mtx605,1,mi,1.3292 0.1,", r"\('mtx605'\): r_matrix of a 1-phase line code needs 1 lower-triangle values, got 2"),
-        ("linecodes.csv", "mtx605,1,mi,", "mtx605,1,furlong,", r"linecodes.csv, row at line \d+ \('mtx605'\): field 'units'"),
+        (
+            "linecodes.csv",
+            "mtx605,1,mi,1.3292,",
+            "mtx605,1,mi,1.3292 0.1,",
+            r"\('mtx605'\): r_matrix of a 1-phase line code needs 1 lower-triangle values, got 2",
+        ),
+        (
+            "linecodes.csv",
+            "mtx605,1,mi,",
+            "mtx605,1,furlong,",
+            r"linecodes.csv, row at line \d+ \('mtx605'\): field 'units'",
+        ),
         ("loads.csv", "645,645.2,1,wye,1,2.4,170,125,yes", "645,645.2,1,star,1,2.4,170,125,yes", r"field 'conn'"),
-        ("loads.csv", "652,652.1,1,wye,1,2.4,128,86,yes", "675a,652.1,1,wye,1,2.4,128,86,yes", r"loads.csv: '675a' appears more than once"),
-        ("regulators.csv", "creg1b,reg1b", "creg1b,reg1a", r"Transformer.reg1a is defined twice \(in regulators.csv and regulators.csv\)"),
+        (
+            "loads.csv",
+            "652,652.1,1,wye,1,2.4,128,86,yes",
+            "675a,652.1,1,wye,1,2.4,128,86,yes",
+            r"loads.csv: '675a' appears more than once",
+        ),
+        (
+            "regulators.csv",
+            "creg1b,reg1b",
+            "creg1b,reg1a",
+            r"Transformer.reg1a is defined twice \(in regulators.csv and regulators.csv\)",
+        ),
         ("buscoords.csv", "680,200,0", "681,200,0", r"coordinates of buses that no element connects: \['681'\]"),
         ("transformers.csv", "xfm1,3,2,633,wye", "xfm1,3,2,633 bad,wye", r"field 'bus1'.*not a bus"),
     ],
@@ -371,7 +418,9 @@ def test_unknown_columns_files_and_settings_are_errors(ieee13_copy: Path, tmp_pa
     (ieee13_copy / "line.csv").unlink()
     settings = ieee13_copy / "feeder.toml"
     _edit(settings, '"lines", "switches"]', '"lines"]')
-    with pytest.raises(FeederDefinitionError, match=r"feeder 'ieee13'.*build_order leaves out rows \['switches.csv:671692'\]"):
+    with pytest.raises(
+        FeederDefinitionError, match=r"feeder 'ieee13'.*build_order leaves out rows \['switches.csv:671692'\]"
+    ):
         FeederDefinition.from_folder(ieee13_copy)
     _edit(settings, '"lines"]', '"lines", "switches", "lines[650632]"]')
     with pytest.raises(FeederDefinitionError, match=r"lines.csv row '650632' is placed twice"):

@@ -113,9 +113,19 @@ def _reference_pv(t: float, peak: float, profile: int) -> float:
     if profile == 0:
         v = peak * (0.85 - 0.30 * t / 3600) * max(1 - 0.55 * bump(600, 120) - 0.40 * bump(2100, 180), 0.05) * fluct(0.3)
     elif profile == 1:
-        v = peak * (0.55 + 0.40 * bump(1200, 900)) * max(1 - 0.60 * bump(1680, 240) - 0.25 * bump(2400, 150), 0.05) * fluct(2.1)
+        v = (
+            peak
+            * (0.55 + 0.40 * bump(1200, 900))
+            * max(1 - 0.60 * bump(1680, 240) - 0.25 * bump(2400, 150), 0.05)
+            * fluct(2.1)
+        )
     else:
-        v = peak * (0.30 + 0.65 * min(1, t / 900)) * max(1 - 0.70 * bump(2700, 300) - 0.30 * bump(1200, 100), 0.05) * fluct(9.4)
+        v = (
+            peak
+            * (0.30 + 0.65 * min(1, t / 900))
+            * max(1 - 0.70 * bump(2700, 300) - 0.30 * bump(1200, 100), 0.05)
+            * fluct(9.4)
+        )
     return max(v, 0.0)
 
 

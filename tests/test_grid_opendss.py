@@ -79,13 +79,17 @@ class FakeSite(Datacenter):
             return
         power_w = np.asarray(self._power(t), dtype=float) * 1e3
         empty = np.zeros(0)
-        self._box.publish(tick, DatacenterState(self.name, t, (), power_w, empty, empty, empty, empty, np.zeros((0, 3))))
+        self._box.publish(
+            tick, DatacenterState(self.name, t, (), power_w, empty, empty, empty, empty, np.zeros((0, 3)))
+        )
 
 
 class Scripted(Controller):
     """Sends given commands at given times (seconds), and records what it saw afterwards."""
 
-    def __init__(self, name: str, script: dict[float, list[Command]], grid: str = "grid", period: Any = Fraction(1, 10)) -> None:
+    def __init__(
+        self, name: str, script: dict[float, list[Command]], grid: str = "grid", period: Any = Fraction(1, 10)
+    ) -> None:
         super().__init__(name, period)
         self.script = script
         self.grid = grid
@@ -354,7 +358,12 @@ def test_two_grids_in_one_simulation_keep_their_own_circuits() -> None:
     heavy = GridConfig(feeder="ieee13", initial_taps=IEEE13_TAPS, sites=[SiteAttachment(site="dc1", bus="671")])
     light = GridConfig(feeder="ieee13", initial_taps=IEEE13_TAPS, sites=[SiteAttachment(site="dc2", bus="671")])
     both = run(
-        [OpenDSSGrid("g1", heavy), OpenDSSGrid("g2", light), FakeSite("dc1", (1500, 1500, 1500)), FakeSite("dc2", (200, 200, 200))],
+        [
+            OpenDSSGrid("g1", heavy),
+            OpenDSSGrid("g2", light),
+            FakeSite("dc1", (1500, 1500, 1500)),
+            FakeSite("dc2", (200, 200, 200)),
+        ],
         0.3,
     )
     alone = run([OpenDSSGrid("g2", light), FakeSite("dc2", (200, 200, 200))], 0.3)
@@ -411,7 +420,10 @@ def test_regulator_self_control_moves_taps_on_its_own() -> None:
     v = result.table("grid/voltages")["671.1"]
     assert v.iloc[-1] > v.iloc[0] + 0.03
     # with controls off (the default) the same case keeps its taps
-    fixed = run([OpenDSSGrid("grid", ieee13(period_s=1.0, initial_taps=untapped)), FakeSite("dc", (1200,) * 3, period=1.0)], 60.0)
+    fixed = run(
+        [OpenDSSGrid("grid", ieee13(period_s=1.0, initial_taps=untapped)), FakeSite("dc", (1200,) * 3, period=1.0)],
+        60.0,
+    )
     assert (fixed.table("grid/taps").iloc[:, 1:] == 1.0).all().all()
 
 

@@ -31,7 +31,6 @@ from g2gsim.grid.config import (
 )
 from g2gsim.grid.opendss import OpenDSSGrid
 from g2gsim.kernel import Simulation
-
 from test_grid_opendss import FakeSite
 
 pytestmark = pytest.mark.shared
@@ -70,7 +69,9 @@ def reference_voltages(
     def per_phase_loads(prefix: str, bus: str) -> list[str]:
         names = [f"{prefix}{x}" for x in "ABC"]
         for phase, name in zip((1, 2, 3), names):
-            d.Text.Command(f"New Load.{name} bus1={bus}.{phase} phases=1 conn=wye kV={kv_ln(bus):.6f} kW=0 kvar=0 model=1")
+            d.Text.Command(
+                f"New Load.{name} bus1={bus}.{phase} phases=1 conn=wye kV={kv_ln(bus):.6f} kW=0 kvar=0 model=1"
+            )
         return names
 
     dc_loads = per_phase_loads("DataCenter", dc_bus)

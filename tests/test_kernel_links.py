@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -76,8 +77,16 @@ class Grid(_Target, GridComponent):
 class Sender(Controller):
     """Sends one Nudge per step to `target`; records what it sees of `watch` (a tick or None)."""
 
-    def __init__(self, name: str, period, *, target: str | None = None, watch: str | None = None,
-                 command_link: LinkSpec = INSTANT, measurement_link: LinkSpec = INSTANT) -> None:
+    def __init__(
+        self,
+        name: str,
+        period,
+        *,
+        target: str | None = None,
+        watch: str | None = None,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
         self.target = target
         self.watch = watch
@@ -192,8 +201,9 @@ def test_loss_rate_is_roughly_the_probability(seed: int, p: float) -> None:
 
 
 # -- (c) command latency in a run -------------------------------------------------------------
-@given(target_period=PERIODS, ctl_period=PERIODS, delay=DELAYS, horizon=HORIZONS,
-       target_role=st.sampled_from([Site, Grid]))
+@given(
+    target_period=PERIODS, ctl_period=PERIODS, delay=DELAYS, horizon=HORIZONS, target_role=st.sampled_from([Site, Grid])
+)
 def test_a_command_takes_effect_at_the_targets_first_step_at_or_after_arrival(
     target_period: str, ctl_period: str, delay: str, horizon: str, target_role: type
 ) -> None:
@@ -232,17 +242,15 @@ def test_an_instant_command_at_a_shared_tick_waits_for_the_next_target_step() ->
 
 
 # -- (d) seeded jitter ----------------------------------------------------------------------
-@given(delay=DELAYS, jitter=JITTERS, seeds=st.lists(st.integers(0, 2**63), min_size=2,
-                                                   max_size=2, unique=True))
+@given(delay=DELAYS, jitter=JITTERS, seeds=st.lists(st.integers(0, 2**63), min_size=2, max_size=2, unique=True))
 def test_jitter_is_seeded_and_bounded(delay: str, jitter: str, seeds: list[int]) -> None:
     def run(seed: int):
         site = Site("site", "0.05")
-        sender = Sender("ctl", "0.05", target="site",
-                        command_link=LinkSpec(delay_s=delay, jitter_s=jitter))
+        sender = Sender("ctl", "0.05", target="site", command_link=LinkSpec(delay_s=delay, jitter_s=jitter))
         sim = Simulation([site, sender], 4, seed=seed)
         return sim, site, sender, sim.run()
 
-    sim, site, sender, first = run(seeds[0])
+    sim, site, _sender, first = run(seeds[0])
     _, site_again, _, again = run(seeds[0])
     _, site_other, _, other = run(seeds[1])
 
@@ -329,7 +337,7 @@ def test_a_jittered_measurement_link_never_goes_back_in_time(seed: int) -> None:
     watcher = Sender("ctl", "0.1", watch="site", measurement_link=LinkSpec(delay_s="0.2", jitter_s="0.5"))
     result = Simulation([site, watcher], 20, seed=seed).run()
     seen = [value for _, value in watcher.observed if value is not None]
-    assert seen and all(a <= b for a, b in zip(seen, seen[1:]))
+    assert seen and all(a <= b for a, b in itertools.pairwise(seen))
     assert result.events_of("stale_measurement").shape[0] > 0
 
 
@@ -371,8 +379,14 @@ def test_a_queue_behind_a_measurement_link_gets_every_value_late() -> None:
 
 def test_measurement_and_command_links_together() -> None:
     site = Site("site", "0.1")
-    ctl = Sender("ctl", "0.5", target="site", watch="site",
-                 command_link=LinkSpec(delay_s="0.2"), measurement_link=LinkSpec(delay_s="0.3"))
+    ctl = Sender(
+        "ctl",
+        "0.5",
+        target="site",
+        watch="site",
+        command_link=LinkSpec(delay_s="0.2"),
+        measurement_link=LinkSpec(delay_s="0.3"),
+    )
     Simulation([ctl, site], 2).run()
     assert ctl.observed == [(0, None), (5, 2), (10, 7), (15, 12)]
     assert site.applied == [(2, 0), (7, 5), (12, 10), (17, 15)]

@@ -269,9 +269,7 @@ def test_an_event_driven_controller_wakes_on_every_grid_publish_in_its_phase() -
     trace: list = []
     reactive = _EventDriven("reactive", trace)
     clocked = _Clocked("clocked", "0.5", trace)
-    sim = Simulation(
-        [reactive, _Site("site", "0.1"), clocked, _Grid("grid", "0.2")], horizon_s=2
-    )
+    sim = Simulation([reactive, _Site("site", "0.1"), clocked, _Grid("grid", "0.2")], horizon_s=2)
     sim.run()
     grid_ticks = list(range(0, 20, 2))
     assert [t for t, _ in reactive.woken] == grid_ticks

@@ -101,8 +101,7 @@ class ToySite(DatacenterComponent):
 class ToyGrid(GridComponent):
     """Sums the sites' latest values (an error if a site has not published); flags overloads."""
 
-    def __init__(self, name: str, period: Any, sites: list[str], trace: Trace | None = None,
-                 *, limit: int = 150):
+    def __init__(self, name: str, period: Any, sites: list[str], trace: Trace | None = None, *, limit: int = 150):
         super().__init__(name, period)
         self.sites = sites
         self.trace = trace
@@ -138,12 +137,20 @@ class ToyGrid(GridComponent):
 class ToyController(Controller):
     """Reads the grid (maybe through a delayed link) and nudges one site up or down."""
 
-    def __init__(self, name: str, period: Any, *, site: str, grid: str = "grid",
-                 trace: Trace | None = None, amount: int | None = None,
-                 command_link: LinkSpec = INSTANT, measurement_link: LinkSpec = INSTANT,
-                 seed: int | None = None):
-        super().__init__(name, period, command_link=command_link,
-                         measurement_link=measurement_link, seed=seed)
+    def __init__(
+        self,
+        name: str,
+        period: Any,
+        *,
+        site: str,
+        grid: str = "grid",
+        trace: Trace | None = None,
+        amount: int | None = None,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+        seed: int | None = None,
+    ):
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, seed=seed)
         self.site, self.grid, self.trace, self.amount = site, grid, trace, amount
 
     def dependencies(self) -> Mapping[str, type]:
@@ -178,9 +185,7 @@ def _assert_same_results(a: RunResult, b: RunResult) -> None:
 
 # -- (a) exact firing times ----------------------------------------------------------------
 @given(periods=st.lists(PERIOD_VALUES, min_size=1, max_size=5), horizon=HORIZONS)
-def test_every_component_fires_exactly_at_its_multiples_before_the_horizon(
-    periods: list[Any], horizon: str
-) -> None:
+def test_every_component_fires_exactly_at_its_multiples_before_the_horizon(periods: list[Any], horizon: str) -> None:
     sites = [ToySite(f"site{i}", period) for i, period in enumerate(periods)]
     sim = Simulation(sites, horizon)
     result = sim.run()
@@ -236,8 +241,12 @@ def _scenario(spec: dict[str, Any], trace: Trace) -> list[Any]:
     grid = ToyGrid("grid", spec["grid_period"], [s.name for s in sites], trace, limit=120)
     controllers = [
         ToyController(
-            f"ctl{i}", p, site=f"site{i}", trace=trace,
-            command_link=LinkSpec(delay_s=d), measurement_link=LinkSpec(delay_s=m),
+            f"ctl{i}",
+            p,
+            site=f"site{i}",
+            trace=trace,
+            command_link=LinkSpec(delay_s=d),
+            measurement_link=LinkSpec(delay_s=m),
         )
         for i, (p, d, m) in enumerate(spec["controllers"])
     ]
@@ -247,10 +256,14 @@ def _scenario(spec: dict[str, Any], trace: Trace) -> list[Any]:
 @st.composite
 def _scenario_specs(draw) -> dict[str, Any]:
     site_periods = draw(st.lists(PERIODS, min_size=1, max_size=3))
-    controllers = draw(st.lists(st.tuples(PERIODS, DELAYS, DELAYS), min_size=1,
-                                max_size=len(site_periods)))
-    return {"site_periods": site_periods, "grid_period": draw(PERIODS),
-            "controllers": controllers, "horizon": draw(HORIZONS), "seed": draw(st.integers(0, 9))}
+    controllers = draw(st.lists(st.tuples(PERIODS, DELAYS, DELAYS), min_size=1, max_size=len(site_periods)))
+    return {
+        "site_periods": site_periods,
+        "grid_period": draw(PERIODS),
+        "controllers": controllers,
+        "horizon": draw(HORIZONS),
+        "seed": draw(st.integers(0, 9)),
+    }
 
 
 def _check_phased(trace: Trace, declared: list[str]) -> None:
@@ -336,7 +349,8 @@ def _noisy_run(seed: int) -> RunResult:
     trace: Trace = []
     link = LinkSpec(delay_s="0.1", jitter_s="0.3", loss_probability=0.2)
     components = [
-        ToySite("site0", "0.1", trace), ToySite("site1", "0.25", trace),
+        ToySite("site0", "0.1", trace),
+        ToySite("site1", "0.25", trace),
         ToyGrid("grid", "0.1", ["site0", "site1"], trace, limit=100),
         ToyController("ctl0", "0.5", site="site0", command_link=link, measurement_link=link),
         ToyController("ctl1", "1", site="site1", command_link=link),
@@ -360,8 +374,7 @@ def test_a_component_seed_overrides_the_run_seed_for_that_component_only() -> No
     def powers(run_seed: int) -> tuple[list[int], list[int]]:
         pinned, free = ToySite("pinned", "0.1", seed=42), ToySite("free", "0.1")
         result = Simulation([pinned, free], 2, seed=run_seed).run()
-        return (result.table("pinned/state")["power"].tolist(),
-                result.table("free/state")["power"].tolist())
+        return (result.table("pinned/state")["power"].tolist(), result.table("free/state")["power"].tolist())
 
     (pinned_1, free_1), (pinned_2, free_2) = powers(1), powers(2)
     assert pinned_1 == pinned_2
@@ -371,7 +384,8 @@ def test_a_component_seed_overrides_the_run_seed_for_that_component_only() -> No
 def test_a_simulation_can_be_run_twice_with_identical_results() -> None:
     link = LinkSpec(delay_s="0.1", jitter_s="0.3", loss_probability=0.2)
     components = [
-        ToySite("site", "0.1"), ToyGrid("grid", "0.1", ["site"], limit=100),
+        ToySite("site", "0.1"),
+        ToyGrid("grid", "0.1", ["site"], limit=100),
         ToyController("ctl", "0.5", site="site", command_link=link, measurement_link=link),
     ]
     sim = Simulation(components, 20, seed=3)
@@ -438,7 +452,9 @@ class _Stray(Controller):
 
 def test_an_unknown_command_target_fails_the_run_with_a_clear_error() -> None:
     sim = Simulation([ToySite("site", "0.1"), _Stray("ctl", Nudge(target="nowhere", amount=1))], 2)
-    with pytest.raises(ComponentError, match=r"'ctl' failed at t = 0 s: LookupError: .*unknown component 'nowhere'") as info:
+    with pytest.raises(
+        ComponentError, match=r"'ctl' failed at t = 0 s: LookupError: .*unknown component 'nowhere'"
+    ) as info:
         sim.run()
     assert info.value.component == "ctl" and isinstance(info.value.cause, LookupError)
     assert "['ctl', 'site']" in str(info.value)
@@ -490,8 +506,11 @@ def test_a_failing_step_names_the_component_and_the_time() -> None:
 
 
 def test_subscribing_to_an_unpublished_mailbox_lists_the_published_ones() -> None:
-    components = [ToySite("site", "0.1"), ToyGrid("grid", "0.1", ["site"]),
-                  ToyController("ctl", "1", site="site", grid="grid")]
+    components = [
+        ToySite("site", "0.1"),
+        ToyGrid("grid", "0.1", ["site"]),
+        ToyController("ctl", "1", site="site", grid="grid"),
+    ]
     components[1].start = lambda: components[1].ctx.subscribe("site", "power")  # type: ignore[method-assign]
     with pytest.raises(LookupError, match=r"site\.power.*\['grid\.state', 'site\.state'\]"):
         Simulation(components, 1).run()

@@ -181,9 +181,7 @@ def test_step_count(period: str, horizon: str, steps: int) -> None:
 
 
 @given(st.sampled_from(DECIMAL_STRINGS + FRACTION_STRINGS), positive_fractions)
-def test_step_count_is_the_number_of_multiples_strictly_before_the_horizon(
-    text: str, horizon: Fraction
-) -> None:
+def test_step_count_is_the_number_of_multiples_strictly_before_the_horizon(text: str, horizon: Fraction) -> None:
     period = Fraction(text)
     n = step_count(period, horizon)
     assert (n - 1) * period < horizon <= n * period

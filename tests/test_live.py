@@ -20,17 +20,17 @@ pytest.importorskip("aiohttp")
 pytest.importorskip("zeus")
 pytest.importorskip("prometheus_client")
 
-from g2gsim.commands import SetBatchSize  # noqa: E402
-from g2gsim.kernel.component import Controller, DatacenterComponent  # noqa: E402
-from g2gsim.kernel.simulation import ComponentError, Simulation  # noqa: E402
-from g2gsim.live.cli import fake_cluster_for, with_endpoints  # noqa: E402
-from g2gsim.live.config import LiveStartupError  # noqa: E402
-from g2gsim.live.fakes import FakeCluster  # noqa: E402
-from g2gsim.live.vllm import parse_metrics  # noqa: E402
-from g2gsim.scenarios.build import build_simulation  # noqa: E402
-from g2gsim.scenarios.library import bundled_scenarios, load_scenario  # noqa: E402
-from g2gsim.scenarios.model import Scenario  # noqa: E402
-from g2gsim.scenarios.runner import RunFailed, run_scenario  # noqa: E402
+from g2gsim.commands import SetBatchSize
+from g2gsim.kernel.component import Controller, DatacenterComponent
+from g2gsim.kernel.simulation import ComponentError, Simulation
+from g2gsim.live.cli import fake_cluster_for, with_endpoints
+from g2gsim.live.config import LiveStartupError
+from g2gsim.live.fakes import FakeCluster
+from g2gsim.live.vllm import parse_metrics
+from g2gsim.scenarios.build import build_simulation
+from g2gsim.scenarios.library import bundled_scenarios, load_scenario
+from g2gsim.scenarios.model import Scenario
+from g2gsim.scenarios.runner import RunFailed, run_scenario
 
 MODEL = "Llama-3.1-8B"
 PRESET = "ieee13_live_ofo"
@@ -364,8 +364,9 @@ def test_every_live_site_option_reaches_the_live_datacenter() -> None:
     from g2gsim.scenarios.model import LiveSection
 
     site_fields = {f.name: f.default for f in dataclasses.fields(LiveSiteConfig) if f.name != "servers"}
-    section_fields = {name: f.default for name, f in LiveSection.model_fields.items()
-                      if name not in ("servers", "realtime_factor")}
+    section_fields = {
+        name: f.default for name, f in LiveSection.model_fields.items() if name not in ("servers", "realtime_factor")
+    }
     assert section_fields == site_fields
 
 
@@ -377,9 +378,11 @@ def test_live_site_shares_the_replica_shift_checks(no_leaks: None) -> None:
     fakes = _fakes(scenario)
     try:
         live = with_endpoints(scenario, fakes.endpoints())
-        shifts = [ShiftReplicas(model=MODEL, delta=-100_000, target="dc"),
-                  ShiftReplicas(model=MODEL, delta=100_000, target="dc"),
-                  ShiftReplicas(model=MODEL, delta=-10, target="dc")]
+        shifts = [
+            ShiftReplicas(model=MODEL, delta=-100_000, target="dc"),
+            ShiftReplicas(model=MODEL, delta=100_000, target="dc"),
+            ShiftReplicas(model=MODEL, delta=-10, target="dc"),
+        ]
         result = _run_with_fault(live, _Fault(1.0, lambda: shifts))
     finally:
         fakes.stop()

@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from g2gsim.commands import SetPowerCap
-from g2gsim.controllers.budget import Budget, BudgetSchedule, ConstantBudget, GridOperator, ScheduledBudget, budget_from_csv
+from g2gsim.controllers.budget import (
+    Budget,
+    BudgetSchedule,
+    ConstantBudget,
+    GridOperator,
+    ScheduledBudget,
+    budget_from_csv,
+)
 from g2gsim.controllers.power_budget import (
     ModelPlanSpec,
     PlanInputs,
@@ -64,8 +71,13 @@ class Sender(Controller):
 def test_power_cap_limits_power_slows_itl_and_is_reported() -> None:
     cap = 333.0  # rounds down to 325 W
     dc = OfflineDatacenter("dc", small_site(), DATA)
-    send = Sender("send", {1.0: [SetPowerCap(cap_w={"Llama-3.1-8B": cap, "Qwen3-30B-A3B": 900.0})],
-                           2.0: [SetPowerCap(cap_w={"Llama-3.1-8B": None})]})
+    send = Sender(
+        "send",
+        {
+            1.0: [SetPowerCap(cap_w={"Llama-3.1-8B": cap, "Qwen3-30B-A3B": 900.0})],
+            2.0: [SetPowerCap(cap_w={"Llama-3.1-8B": None})],
+        },
+    )
     result = Simulation([dc, send], 3.0, seed=1).run()
     frame = result.tables["dc/state"]
     before = frame[frame.time_s < 1.0]
@@ -159,10 +171,18 @@ def test_plan_batches_table_and_cli() -> None:
 
 
 # -- the exact planner ------------------------------------------------------------------------
-def inputs(budget_kw, replicas, ratios=(1.0, 1.0, 1.0), itl=(1.0, 1.0, 1.0), knobs=("batch", "replicas", "caps"),
-           uncontrolled=50.0, caps=(200.0, 300.0, 400.0, 500.0, 600.0, math.inf)) -> PlanInputs:
-    models = tuple(ModelPlanSpec(lb, PAPER_MODELS[lb].gpus_per_replica, PAPER_MODELS[lb].itl_deadline_s, FITS[lb])
-                   for lb in LABELS)
+def inputs(
+    budget_kw,
+    replicas,
+    ratios=(1.0, 1.0, 1.0),
+    itl=(1.0, 1.0, 1.0),
+    knobs=("batch", "replicas", "caps"),
+    uncontrolled=50.0,
+    caps=(200.0, 300.0, 400.0, 500.0, 600.0, math.inf),
+) -> PlanInputs:
+    models = tuple(
+        ModelPlanSpec(lb, PAPER_MODELS[lb].gpus_per_replica, PAPER_MODELS[lb].itl_deadline_s, FITS[lb]) for lb in LABELS
+    )
     return PlanInputs(
         models=models,
         available=tuple(replicas),
@@ -199,14 +219,18 @@ def check_plan(inp: PlanInputs, plan) -> None:
 
 
 ratio = st.floats(0.6, 1.8)
-knob_sets = st.sampled_from([("batch", "replicas", "caps"), ("caps",), ("replicas", "caps"), ("batch",), ("batch", "caps")])
+knob_sets = st.sampled_from(
+    [("batch", "replicas", "caps"), ("caps",), ("replicas", "caps"), ("batch",), ("batch", "caps")]
+)
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.floats(20.0, 200.0), st.floats(0.0, 150.0),
+    st.floats(20.0, 200.0),
+    st.floats(0.0, 150.0),
     st.tuples(st.integers(1, 60), st.integers(1, 20), st.integers(1, 30)),
-    st.tuples(ratio, ratio, ratio), st.tuples(st.floats(0.7, 1.6), st.floats(0.7, 1.6), st.floats(0.7, 1.6)),
+    st.tuples(ratio, ratio, ratio),
+    st.tuples(st.floats(0.7, 1.6), st.floats(0.7, 1.6), st.floats(0.7, 1.6)),
     knob_sets,
 )
 def test_plan_never_exceeds_budget_keeps_deadlines_and_is_monotone(budget, more, replicas, rp, rl, knobs) -> None:
@@ -224,11 +248,24 @@ def test_plan_never_exceeds_budget_keeps_deadlines_and_is_monotone(budget, more,
 def test_plan_is_the_exact_optimum(budget, replicas, rp) -> None:
     """Brute force over every combination of two models' options equals the DP."""
     inp = inputs(budget, (*replicas, 1), (*rp, 1.0), caps=(250.0, 450.0, math.inf))
-    inp = PlanInputs(**{**inp.__dict__, "models": inp.models[:2], "available": inp.available[:2],
-                        "batches": inp.batches[:2], "standdown": inp.standdown[:2], "caps_w": inp.caps_w[:2],
-                        "power_ratio": inp.power_ratio[:2], "itl_ratio": inp.itl_ratio[:2]})
-    opts = [model_options(m, n, b, s, c, r, q, GPU) for m, n, b, s, c, r, q in zip(
-        inp.models, inp.available, inp.batches, inp.standdown, inp.caps_w, inp.power_ratio, inp.itl_ratio)]
+    inp = PlanInputs(
+        **{
+            **inp.__dict__,
+            "models": inp.models[:2],
+            "available": inp.available[:2],
+            "batches": inp.batches[:2],
+            "standdown": inp.standdown[:2],
+            "caps_w": inp.caps_w[:2],
+            "power_ratio": inp.power_ratio[:2],
+            "itl_ratio": inp.itl_ratio[:2],
+        }
+    )
+    opts = [
+        model_options(m, n, b, s, c, r, q, GPU)
+        for m, n, b, s, c, r, q in zip(
+            inp.models, inp.available, inp.batches, inp.standdown, inp.caps_w, inp.power_ratio, inp.itl_ratio
+        )
+    ]
     best = -math.inf
     for i, j in itertools.product(range(opts[0].value.size), range(opts[1].value.size)):
         if not (opts[0].feasible[i] and opts[1].feasible[j]):
@@ -378,7 +415,9 @@ def test_ofo_and_budget_control_do_not_oscillate() -> None:
             c["events"] = [{"t_s": 0, "kw": 5000.0}, {"t_s": 60, "kw": 3500.0}, {"t_s": 150, "kw": 5000.0}]
     raw["horizon_s"] = 200
     with_budget = Scenario.from_dict(raw)
-    ofo_only = Scenario.from_dict({**raw, "controllers": [c for c in raw["controllers"] if c["type"] != "power_budget"]})
+    ofo_only = Scenario.from_dict(
+        {**raw, "controllers": [c for c in raw["controllers"] if c["type"] != "power_budget"]}
+    )
     runs = {name: run_scenario(s, plots=False) for name, s in (("both", with_budget), ("ofo", ofo_only))}
     both = runs["both"]
     assert both.metrics["budget_violation_s"] == 0.0
@@ -439,7 +478,12 @@ def test_site_gpu_power_settings_come_from_the_scenario_file(tmp_path: Path) -> 
 
     path = Path(__file__).resolve().parent.parent / "processes" / "ieee13_power_budget.toml"
     raw = Scenario.from_toml(path).to_dict()
-    raw["sites"][0]["gpu_power"] = {"rated_w": 600.0, "step_w": 50.0, "min_cap_w": 250.0, "floor_w": {"Llama-3.1-8B": 300.0}}
+    raw["sites"][0]["gpu_power"] = {
+        "rated_w": 600.0,
+        "step_w": 50.0,
+        "min_cap_w": 250.0,
+        "floor_w": {"Llama-3.1-8B": 300.0},
+    }
     scenario = Scenario.from_dict(raw)
     round_trip = Scenario.from_toml(scenario.to_toml(tmp_path / "s.toml") and tmp_path / "s.toml")
     assert round_trip.sites[0].gpu_power == scenario.sites[0].gpu_power

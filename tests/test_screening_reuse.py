@@ -103,8 +103,12 @@ def test_same_structure_other_run_values_reuse_and_a_b_a_matches_fresh_runs() ->
     # same circuit, other run values: initial taps, seed, datacenter and controller settings
     same = apply_parameters(
         a,
-        {"grid.initial_tap_steps.creg1a": 8, "seed": 3, "sites.0.base_kw_per_phase": 900.0,
-         "controllers.1.params.primal_step_size": 0.3},
+        {
+            "grid.initial_tap_steps.creg1a": 8,
+            "seed": 3,
+            "sites.0.base_kw_per_phase": 900.0,
+            "controllers.1.params.primal_step_size": 0.3,
+        },
     )
     untapped = apply_parameters(a, {"grid.initial_tap_steps": {}})  # starts from the feeder's taps
     other = apply_parameters(a, {"sites.0.bus": "675"})  # the site moves: another structure
@@ -132,8 +136,12 @@ def test_regulator_self_control_is_restored_too() -> None:
     control state and solution time are put back."""
     scn = scenario(
         "ieee13_baseline_notap",
-        {"grid.regulator_self_control": True, "grid.period_s": 1.0, "sites.0.period_s": 1.0,
-         "grid.initial_tap_steps": {}},
+        {
+            "grid.regulator_self_control": True,
+            "grid.period_s": 1.0,
+            "sites.0.period_s": 1.0,
+            "grid.initial_tap_steps": {},
+        },
         horizon_s=40.0,
     )
     fresh, _ = run(scn)
@@ -309,7 +317,9 @@ def test_a_worker_keeps_one_compiled_circuit_per_structure() -> None:
     before = screening_stats()
     for bus in ("671", "675", "671", "675"):
         again = run_screening(at[bus])
-        assert {k: v for k, v in again.items() if k != "wall_s"} == {k: v for k, v in fresh[bus].items() if k != "wall_s"}
+        assert {k: v for k, v in again.items() if k != "wall_s"} == {
+            k: v for k, v in fresh[bus].items() if k != "wall_s"
+        }
     after = screening_stats()
     assert after["circuits_compiled"] == before["circuits_compiled"]
     assert after["circuits_reused"] == before["circuits_reused"] + 4
@@ -350,7 +360,7 @@ def test_worker_engines_are_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None
                 engine = worker_engine("ieee13", key)
                 assert worker_engine("ieee13", key) is engine  # still this thread's engine for the key
             kept[t] = sum(k[2] == threading.get_ident() for k in list(screening._ENGINES))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             errors.append(repr(exc))
 
     interval = sys.getswitchinterval()
@@ -367,7 +377,9 @@ def test_worker_engines_are_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None
     assert kept == dict.fromkeys(range(4), screening.MAX_CIRCUITS_PER_WORKER)
     stats = screening.screening_stats()
     assert stats["engines_created"] == 4 * screening.MAX_CIRCUITS_PER_WORKER
-    assert stats["engines_created"] + stats["engines_recycled"] == 4 * 20000  # 12 keys cycled through 8: every first look-up misses
+    assert (
+        stats["engines_created"] + stats["engines_recycled"] == 4 * 20000
+    )  # 12 keys cycled through 8: every first look-up misses
 
 
 def test_a_full_worker_cache_recycles_its_least_recently_used_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -386,7 +398,9 @@ def test_a_full_worker_cache_recycles_its_least_recently_used_engine(monkeypatch
     engines = []
     for bus in ("671", "675", "671"):
         again = run_screening(at[bus])
-        assert {k: v for k, v in again.items() if k != "wall_s"} == {k: v for k, v in fresh[bus].items() if k != "wall_s"}
+        assert {k: v for k, v in again.items() if k != "wall_s"} == {
+            k: v for k, v in fresh[bus].items() if k != "wall_s"
+        }
         (engine,) = screening._ENGINES.values()
         engines.append(engine)
     assert engines[0] is engines[1] is engines[2] and engines[0].n_compiles == 3

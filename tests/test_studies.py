@@ -214,7 +214,18 @@ def json_line(result) -> dict:
 
 def test_cli_sensitivity_writes_table_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "sens"
-    args = ("sensitivity", "ieee13_ofo_notap", STEP, "0.05", "0.1,0.2", "--duration", "2", "--out", out, "--no-progress")
+    args = (
+        "sensitivity",
+        "ieee13_ofo_notap",
+        STEP,
+        "0.05",
+        "0.1,0.2",
+        "--duration",
+        "2",
+        "--out",
+        out,
+        "--no-progress",
+    )
     earlier = json_line(invoke(*args[:3], "0.3,0.2", *args[5:], "--json"))  # another study into the same folder
     assert [row[STEP] for row in earlier["summary"]] == [0.3, 0.2]
     counts = json_line(invoke(*args, "--metric", "worst_vmin", "--json"))
@@ -235,8 +246,18 @@ def test_cli_sensitivity_writes_table_and_plot(tmp_path: Path) -> None:
 
 def test_cli_sensitivity_failed_runs_exit_1_with_outputs(tmp_path: Path) -> None:
     out = tmp_path / "bus"
-    result = invoke("sensitivity", "ieee13_ofo_notap", "sites.0.bus", "671", "no_such_bus", "--duration", "2",
-                    "--out", out, "--no-progress")
+    result = invoke(
+        "sensitivity",
+        "ieee13_ofo_notap",
+        "sites.0.bus",
+        "671",
+        "no_such_bus",
+        "--duration",
+        "2",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "no_such_bus" in result.stderr and "1 of 2 run(s) failed" in result.stderr
     table = pd.read_csv(out / "sensitivity.csv", dtype={"sites.0.bus": str}).set_index("sites.0.bus")
@@ -247,8 +268,21 @@ def test_cli_site_sweep_ranks_every_three_phase_bus(tmp_path: Path) -> None:
     from g2gsim.studies.studies import candidate_buses
 
     out = tmp_path / "sites"
-    counts = json_line(invoke("site-sweep", "ieee13_ofo_notap", "--duration", "2", "--metric", "worst_vmin",
-                              "--descending", "--out", out, "--no-progress", "--json"))
+    counts = json_line(
+        invoke(
+            "site-sweep",
+            "ieee13_ofo_notap",
+            "--duration",
+            "2",
+            "--metric",
+            "worst_vmin",
+            "--descending",
+            "--out",
+            out,
+            "--no-progress",
+            "--json",
+        )
+    )
     expected = candidate_buses(load_scenario("ieee13_ofo_notap"))
     assert counts["ok"] == len(expected) >= 6 and counts["failed"] == 0
     summary = counts["summary"]
@@ -258,8 +292,21 @@ def test_cli_site_sweep_ranks_every_three_phase_bus(tmp_path: Path) -> None:
     assert [row["rank"] for row in summary] == list(range(1, len(expected) + 1))
     assert pd.read_csv(out / "site_sweep.csv", dtype={"bus": str})["bus"].tolist() == [row["bus"] for row in summary]
     assert Path(counts["plot"]).stat().st_size > 5000 and Path(counts["map"]).stat().st_size > 5000
-    subset = invoke("site-sweep", "ieee13_ofo_notap", "--duration", "2", "--bus", "675,680", "--bus", "634",
-                    "--metric", "integral_violation_pu_s", "--out", out, "--no-progress")  # already run: only the table
+    subset = invoke(
+        "site-sweep",
+        "ieee13_ofo_notap",
+        "--duration",
+        "2",
+        "--bus",
+        "675,680",
+        "--bus",
+        "634",
+        "--metric",
+        "integral_violation_pu_s",
+        "--out",
+        out,
+        "--no-progress",
+    )  # already run: only the table
     assert subset.exit_code == 0, subset.output
     lines = [line for line in subset.stdout.splitlines() if line.startswith("│")]
     assert [line.split("│")[2].strip() for line in lines] == ["675", "680", "634"]  # least violation first
@@ -276,7 +323,9 @@ def test_cli_ensemble_mean_and_confidence_interval(tmp_path: Path) -> None:
     assert "seed" not in summary and (out / "ensemble.csv").is_file()
     same = invoke(*args, "--n", "3", "--metric", "worst_vmin", "--metric", "mean_throughput_tps")
     assert same.exit_code == 0, same.output
-    assert "worst_vmin" in same.stdout and "mean_throughput_tps" in same.stdout and "violation_time_s" not in same.stdout
+    assert (
+        "worst_vmin" in same.stdout and "mean_throughput_tps" in same.stdout and "violation_time_s" not in same.stdout
+    )
     assert f"{vmin['mean']:.4g}" in same.stdout  # the 95 % run reuses the three recorded seeds
     assert len(list((out / "runs").glob("*.json"))) == 3
 
@@ -284,8 +333,10 @@ def test_cli_ensemble_mean_and_confidence_interval(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("sensitivity", "ieee13_ofo_notap", "controllers.3.params.primal_step_size", "0.1"),
-         ["controllers.3.params.primal_step_size", "out of range"]),
+        (
+            ("sensitivity", "ieee13_ofo_notap", "controllers.3.params.primal_step_size", "0.1"),
+            ["controllers.3.params.primal_step_size", "out of range"],
+        ),
         (("sensitivity", "ieee13_ofo_notap", "controllers.0.params.no_such_knob", "0.1"), ["no_such_knob"]),
         (("sensitivity", "ieee13_ofo_notap", STEP, "0.1", "abc"), ["'abc'", "primal_step_size"]),
         (("sensitivity", "ieee13_ofo_notap", STEP, "0.1,,0.2"), ["'0.1,,0.2'", "empty value"]),
@@ -317,10 +368,24 @@ def test_cli_hosting_capacity_json(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     from g2gsim.cli import app as g2gsim_app
 
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(g2gsim_app, [
-        "hosting-capacity", "ieee13", "--bus", "671", "--duration", "2", "--max-gpus", "16000",
-        "--resolution", "4000", "--json", "--out", str(tmp_path / "hc"),
-    ])
+    result = CliRunner().invoke(
+        g2gsim_app,
+        [
+            "hosting-capacity",
+            "ieee13",
+            "--bus",
+            "671",
+            "--duration",
+            "2",
+            "--max-gpus",
+            "16000",
+            "--resolution",
+            "4000",
+            "--json",
+            "--out",
+            str(tmp_path / "hc"),
+        ],
+    )
     # the 16000-GPU site's power flow does not converge: beyond the feeder, so infeasible, not an error
     assert result.exit_code == 0, result.output
     line = json.loads(result.stdout.strip().splitlines()[-1])
@@ -333,14 +398,39 @@ def test_cli_study_commands_screen_with_the_linearised_grid(tmp_path: Path) -> N
     from g2gsim.studies.sweep import load_results
 
     out = tmp_path / "lin"
-    counts = json_line(invoke("ensemble", "ieee13_baseline_notap", "--duration", "2", "--seeds", "0-1", "--out", out,
-                              "--no-progress", "--json", "--linearized"))
+    counts = json_line(
+        invoke(
+            "ensemble",
+            "ieee13_baseline_notap",
+            "--duration",
+            "2",
+            "--seeds",
+            "0-1",
+            "--out",
+            out,
+            "--no-progress",
+            "--json",
+            "--linearized",
+        )
+    )
     assert (counts["total"], counts["ok"]) == (2, 2)
     runs = load_results(out, write=False)
     assert set(runs["grid_mode"]) == {"linearized"}
     full = tmp_path / "full"
-    json_line(invoke("ensemble", "ieee13_baseline_notap", "--duration", "2", "--seeds", "0-1", "--out", full,
-                     "--no-progress", "--json"))
+    json_line(
+        invoke(
+            "ensemble",
+            "ieee13_baseline_notap",
+            "--duration",
+            "2",
+            "--seeds",
+            "0-1",
+            "--out",
+            full,
+            "--no-progress",
+            "--json",
+        )
+    )
     assert "linearized" not in set(load_results(full, write=False).get("grid_mode", ["full"]))
 
 
@@ -399,6 +489,7 @@ def test_ctrl_c_stops_a_serial_sweep_at_once_and_keeps_written_rows(
             if len(started) == n:
                 raise KeyboardInterrupt  # the user presses Ctrl-C during run n
             return real(task)
+
         return run
 
     seeds = Sweep(base="ieee13_baseline_notap", overrides={"horizon_s": 1}, axes={"seed": [0, 1, 2, 3]})
@@ -418,7 +509,7 @@ def test_unquoted_dotted_keys_in_a_sweep_file_are_paths(tmp_path: Path) -> None:
     file.write_text(
         'name = "dotted"\nbase = "ieee13_ofo_notap"\nmode = "random"\nsamples = 2\n'
         "[overrides]\nhorizon_s = 1\ngrid.source_pu = 1.02\n"
-        "[axes]\nsites.0.bus = [\"671\", \"675\"]\ncontrollers.0.params.primal_step_size = {low = 0.05, high = 0.2}\n"
+        '[axes]\nsites.0.bus = ["671", "675"]\ncontrollers.0.params.primal_step_size = {low = 0.05, high = 0.2}\n'
     )
     sweep = Sweep.from_toml(file)
     assert sweep.overrides == {"horizon_s": 1, "grid.source_pu": 1.02}
@@ -448,7 +539,7 @@ def test_cli_sweep_reports_its_own_runs_and_errors_cleanly(tmp_path: Path, monke
     assert "warning:" in second.stderr and "another sweep" in second.stderr
     # a failing run: exit 1 after the table, and again on resume (the failure is recorded)
     failing = sweep_file("fail", '[overrides]\nhorizon_s = 1\n[axes]\n"sites.0.bus" = ["671", "652"]')
-    for attempt in range(2):
+    for _attempt in range(2):
         result = invoke("sweep", failing, "--out", tmp_path / "fail", "--no-progress")
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert "2 run(s)" in result.stdout and "1 of 2 run(s) failed" in result.stderr and "652" in result.stderr
@@ -472,11 +563,24 @@ def test_cli_scheduler_connection_errors_exit_1(tmp_path: Path) -> None:
     import dask
 
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        swept = invoke("ensemble", "ieee13_baseline_notap", "--seeds", "0-1", "--duration", "1",
-                       "--scheduler", "tcp://127.0.0.1:1", "--out", tmp_path / "e", "--no-progress")
+        swept = invoke(
+            "ensemble",
+            "ieee13_baseline_notap",
+            "--seeds",
+            "0-1",
+            "--duration",
+            "1",
+            "--scheduler",
+            "tcp://127.0.0.1:1",
+            "--out",
+            tmp_path / "e",
+            "--no-progress",
+        )
         sweep_file = tmp_path / "s.toml"
         sweep_file.write_text('base = "ieee13_baseline_notap"\n[axes]\nseed = [0, 1]\n')
-        plain = invoke("sweep", sweep_file, "--scheduler", "tcp://127.0.0.1:1", "--out", tmp_path / "s", "--no-progress")
+        plain = invoke(
+            "sweep", sweep_file, "--scheduler", "tcp://127.0.0.1:1", "--out", tmp_path / "s", "--no-progress"
+        )
     for result in (swept, plain):
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert "error: --scheduler tcp://127.0.0.1:1" in result.stderr

@@ -59,7 +59,22 @@ def test_ieee34_zones_contain_the_spec_zones(topologies: dict[str, FeederTopolog
 def test_ieee13_and_ieee123_zones(topologies: dict[str, FeederTopology]) -> None:
     z13 = topologies["ieee13"].regulator_zones()
     assert z13["creg1a"] == z13["creg1b"] == z13["creg1c"]
-    assert z13["creg1a"] == {"rg60", "632", "633", "634", "645", "646", "670", "671", "680", "684", "611", "652", "692", "675"}
+    assert z13["creg1a"] == {
+        "rg60",
+        "632",
+        "633",
+        "634",
+        "645",
+        "646",
+        "670",
+        "671",
+        "680",
+        "684",
+        "611",
+        "652",
+        "692",
+        "675",
+    }
     z123 = topologies["ieee123"].regulator_zones()
     assert z123["creg2a"] == {"9r", "14", "10", "11"}
     assert z123["creg3a"] == z123["creg3c"] == {"25r", "26", "27", "31", "32", "33"}
@@ -88,7 +103,17 @@ def test_downstream_and_upstream_buses(topologies: dict[str, FeederTopology]) ->
 
 def test_three_phase_buses(topologies: dict[str, FeederTopology]) -> None:
     assert set(topologies["ieee13"].three_phase_buses()) == {
-        "sourcebus", "650", "rg60", "632", "633", "634", "670", "671", "680", "692", "675"
+        "sourcebus",
+        "650",
+        "rg60",
+        "632",
+        "633",
+        "634",
+        "670",
+        "671",
+        "680",
+        "692",
+        "675",
     }
     t34 = set(topologies["ieee34"].three_phase_buses())
     assert {"850", "834", "860", "888"} <= t34 and not {"810", "818", "826", "856", "864", "838"} & t34
@@ -131,7 +156,9 @@ def test_electrical_distance(topologies: dict[str, FeederTopology], tmp_path: Pa
     assert t13.electrical_distance("671", "671") == 0.0
     for weight in ("z1_pu", "z1_ohm", "r1_ohm"):
         whole = t13.electrical_distance("650", "680", weight)
-        assert whole == pytest.approx(t13.electrical_distance("650", "632", weight) + t13.electrical_distance("632", "680", weight))
+        assert whole == pytest.approx(
+            t13.electrical_distance("650", "632", weight) + t13.electrical_distance("632", "680", weight)
+        )
         assert whole == pytest.approx(t13.electrical_distance("680", "650", weight))
         assert whole > 0
     # behind the 4.16/0.48 kV transformer a per-unit distance grows by the transformer's impedance

@@ -57,9 +57,7 @@ def _load(scenario: str) -> Scenario:
         raise  # unreachable; keeps type checkers happy
 
 
-def _apply_overrides(
-    scenario: Scenario, duration: float | None, seed: int | None, data: Path | None
-) -> Scenario:
+def _apply_overrides(scenario: Scenario, duration: float | None, seed: int | None, data: Path | None) -> Scenario:
     changes: dict[str, Any] = {}
     if duration is not None:
         changes["horizon_s"] = duration

@@ -58,9 +58,7 @@ def voltage_metrics(voltages: pd.DataFrame, v_min: float = 0.95, v_max: float = 
 # ``<label>.replicas`` and ``<label>.itl_s``.
 
 
-def performance_metrics(
-    states: pd.DataFrame | Sequence[pd.DataFrame], specs: Mapping[str, Any]
-) -> dict[str, Any]:
+def performance_metrics(states: pd.DataFrame | Sequence[pd.DataFrame], specs: Mapping[str, Any]) -> dict[str, Any]:
     """Throughput and ITL statistics over one or several sites' datacenter state tables.
 
     A (state, model) sample is valid when replicas > 0, batch > 0 and the ITL is finite and

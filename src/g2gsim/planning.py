@@ -166,7 +166,7 @@ def plan_batches(specs: Mapping[str, Any], fits: Mapping[str, Any]) -> list[Batc
         measured = sorted(int(b) for b in (getattr(spec, "batch_sizes", None) or sizes))
         lo, hi = min(sizes[0], measured[0]), max(sizes[-1], measured[-1])
         limit = logistic_batch_limit(fit.latency, deadline, lo, hi)
-        max_batch = largest_batch_under(lambda b: fit.latency.eval(b), deadline, lo, hi, candidates=sizes)
+        max_batch = largest_batch_under(lambda b: fit.latency.eval(b), deadline, lo, hi, candidates=sizes)  # noqa: B023 - used within this iteration
         ok = [b for b in sizes if fit.latency.eval(b) <= deadline]
         best = max(ok, key=lambda b: (fit.throughput.eval(b), -b)) if ok else None
         plans.append(

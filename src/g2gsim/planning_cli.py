@@ -49,13 +49,23 @@ def plan_batch(
             del specs[label]
     plans = plan_batches(specs, fits)
     if as_json:
-        rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in p.as_row().items()}
-                for p in plans]
+        rows = [
+            {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in p.as_row().items()}
+            for p in plans
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"SLO-bounded batch sizes ({source.description})")
-    for column in ("model", "ITL deadline (s)", "limit batch", "max feasible batch", "best batch",
-                   "ITL at best (s)", "tokens/s per replica", "W per replica"):
+    for column in (
+        "model",
+        "ITL deadline (s)",
+        "limit batch",
+        "max feasible batch",
+        "best batch",
+        "ITL at best (s)",
+        "tokens/s per replica",
+        "W per replica",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
 
     def show(value: object, fmt: str = "{}") -> str:

@@ -6,15 +6,22 @@ returns commands from :meth:`control` and forgets everything in :meth:`reset`.
 """
 
 from g2gsim.controllers.batching import FeasibleBatches, nearest_batch
-from g2gsim.controllers.budget import Budget, BudgetSchedule, BudgetSource, ConstantBudget, GridOperator, ScheduledBudget
+from g2gsim.controllers.budget import (
+    Budget,
+    BudgetSchedule,
+    BudgetSource,
+    ConstantBudget,
+    GridOperator,
+    ScheduledBudget,
+)
 from g2gsim.controllers.load_shift import LoadShiftConfig, LoadShiftController, Shift, SiteView, plan_shifts
 from g2gsim.controllers.noop import Noop
 from g2gsim.controllers.ofo import LogisticCurves, OFOBatchController, OFOConfig
 from g2gsim.controllers.power_budget import PowerBudgetConfig, PowerBudgetController, ProportionalCurtailment
 from g2gsim.controllers.rule_based import RuleBasedConfig, RuleBasedController, regulator_zone
 from g2gsim.controllers.schedules import (
-    BatchScheduleController,
     BatchSchedule,
+    BatchScheduleController,
     BatchSizeChange,
     TapPosition,
     TapSchedule,

@@ -100,7 +100,9 @@ def budget_from_csv(path: str | Path) -> BudgetSchedule:
             where = f"budget profile {file}, line {reader.line_num}"
             t_s, kw = row.get("t_s"), row.get("budget_kw")
             if t_s is None or kw is None or not t_s.strip() or not kw.strip():
-                raise ValueError(f"{where}: needs a value for both t_s and budget_kw, got t_s={t_s!r}, budget_kw={kw!r}")
+                raise ValueError(
+                    f"{where}: needs a value for both t_s and budget_kw, got t_s={t_s!r}, budget_kw={kw!r}"
+                )
             try:
                 entry = Budget(float(kw)).at(t_s.strip())
             except ValueError as exc:
@@ -151,8 +153,9 @@ class BudgetSource(Controller):
         if not self._log:
             return {}
         times, kws, reasons = zip(*self._log, strict=True)
-        return {"budget": pd.DataFrame({"time_s": np.array(times), "budget_kw": np.array(kws),
-                                        "reason": list(reasons)})}
+        return {
+            "budget": pd.DataFrame({"time_s": np.array(times), "budget_kw": np.array(kws), "reason": list(reasons)})
+        }
 
     def summary(self) -> dict[str, Any]:
         return {"site": self.site, "changes": len(self._log)}

@@ -69,10 +69,11 @@ class RatioEstimator:
     every sample as uncensored (for comparison).
     """
 
-    __slots__ = ("smoothing", "lo", "hi", "naive", "value")
+    __slots__ = ("hi", "lo", "naive", "smoothing", "value")
 
-    def __init__(self, smoothing: float = 0.3, lo: float = 0.5, hi: float = 2.0, *, naive: bool = False,
-                 initial: float = 1.0) -> None:
+    def __init__(
+        self, smoothing: float = 0.3, lo: float = 0.5, hi: float = 2.0, *, naive: bool = False, initial: float = 1.0
+    ) -> None:
         self.smoothing = float(smoothing)
         self.lo, self.hi = float(lo), float(hi)
         self.naive = bool(naive)
@@ -171,8 +172,14 @@ def model_options(
     itl = lat[B] * slow
     throughput = E * thr[B] / slow
     return ModelOptions(
-        batch=b[B], replicas=N, cap_w=C, power_kw=power_kw, value=spec.weight * throughput, itl_s=itl,
-        throughput=throughput, feasible=itl <= spec.deadline_s * (1 + 1e-12),
+        batch=b[B],
+        replicas=N,
+        cap_w=C,
+        power_kw=power_kw,
+        value=spec.weight * throughput,
+        itl_s=itl,
+        throughput=throughput,
+        feasible=itl <= spec.deadline_s * (1 + 1e-12),
     )
 
 
@@ -216,8 +223,14 @@ def plan_exact(inputs: PlanInputs) -> Plan:
     options = [
         model_options(spec, n, b, s, c, rp, rl, inputs.gpu_power)
         for spec, n, b, s, c, rp, rl in zip(
-            inputs.models, inputs.available, inputs.batches, inputs.standdown, inputs.caps_w,
-            inputs.power_ratio, inputs.itl_ratio, strict=True,
+            inputs.models,
+            inputs.available,
+            inputs.batches,
+            inputs.standdown,
+            inputs.caps_w,
+            inputs.power_ratio,
+            inputs.itl_ratio,
+            strict=True,
         )
     ]
     frontiers = []
@@ -266,8 +279,10 @@ def plan_exact(inputs: PlanInputs) -> Plan:
     return Plan(
         batch={lb: int(o.batch[pick_of[lb]]) for o, lb in zip(options, labels, strict=True)},
         replicas={lb: int(o.replicas[pick_of[lb]]) for o, lb in zip(options, labels, strict=True)},
-        cap_w={lb: (float(o.cap_w[pick_of[lb]]) if math.isfinite(o.cap_w[pick_of[lb]]) else None)
-               for o, lb in zip(options, labels, strict=True)},
+        cap_w={
+            lb: (float(o.cap_w[pick_of[lb]]) if math.isfinite(o.cap_w[pick_of[lb]]) else None)
+            for o, lb in zip(options, labels, strict=True)
+        },
         power_kw=total,
         value=float(value[best]),
         throughput={lb: float(o.throughput[pick_of[lb]]) for o, lb in zip(options, labels, strict=True)},
@@ -287,8 +302,10 @@ def _relax_caps(options: Sequence[ModelOptions], chosen: np.ndarray, room: float
     for i, opts in enumerate(options):
         j = int(chosen[i])
         same = np.flatnonzero(
-            (opts.batch == opts.batch[j]) & (opts.replicas == opts.replicas[j])
-            & (opts.value >= opts.value[j]) & (opts.cap_w > opts.cap_w[j])
+            (opts.batch == opts.batch[j])
+            & (opts.replicas == opts.replicas[j])
+            & (opts.value >= opts.value[j])
+            & (opts.cap_w > opts.cap_w[j])
             & (opts.feasible | ~opts.feasible[j])
         )
         if same.size == 0:

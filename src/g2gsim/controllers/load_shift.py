@@ -217,8 +217,13 @@ class LoadShiftController(Controller):
             commands.append(ShiftReplicas(model=shift.model, delta=shift.n, target=shift.destination))
             self.ctx.event(
                 "load_shift",
-                {"model": shift.model, "replicas": shift.n, "source": shift.source,
-                 "destination": shift.destination, "reason": shift.reason},
+                {
+                    "model": shift.model,
+                    "replicas": shift.n,
+                    "source": shift.source,
+                    "destination": shift.destination,
+                    "reason": shift.reason,
+                },
             )
         return commands
 

@@ -101,7 +101,7 @@ class LogisticCurves:
     ``deriv_wrt_x``, element-wise over models.
     """
 
-    __slots__ = ("L", "x0", "k", "b0")
+    __slots__ = ("L", "b0", "k", "x0")
 
     def __init__(self, fits: Sequence[Any]) -> None:
         self.L = np.array([_parameter(f, "L") for f in fits], dtype=float)
@@ -419,7 +419,9 @@ class OFOBatchController(Controller):
             self._grid.estimate_sensitivity(self.datacenter, self.config.sensitivity_perturbation_kw), dtype=float
         )
         if h.ndim != 2 or h.shape != (n_v, 3):
-            raise ValueError(f"OFO {self.name!r}: grid {self.grid!r} returned H of shape {h.shape}, expected ({n_v}, 3)")
+            raise ValueError(
+                f"OFO {self.name!r}: grid {self.grid!r} returned H of shape {h.shape}, expected ({n_v}, 3)"
+            )
         self.ctx.event("ofo_sensitivity", {"min": float(h.min()), "max": float(h.max())})
         return h
 

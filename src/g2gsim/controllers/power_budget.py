@@ -68,11 +68,11 @@ __all__ = [
     "PowerBudgetConfig",
     "PowerBudgetController",
     "ProportionalCurtailment",
-    "proportional_caps",
     "RatioEstimator",
     "flexibility_band",
     "model_options",
     "plan_exact",
+    "proportional_caps",
 ]
 
 Knob = Literal["batch", "replicas", "caps"]
@@ -120,14 +120,20 @@ class PowerBudgetConfig(BaseModel):
         return self
 
 
-
-
 # -- the controller ---------------------------------------------------------------------------
 class _BudgetReactive(Controller):
     """A polling controller that also wakes at once when its budget source publishes."""
 
-    def __init__(self, name: str, datacenter: str, budget: str, period: TimeLike, *,
-                 command_link: LinkSpec = INSTANT, measurement_link: LinkSpec = INSTANT) -> None:
+    def __init__(
+        self,
+        name: str,
+        datacenter: str,
+        budget: str,
+        period: TimeLike,
+        *,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
         if period is None:
             raise ValueError(f"{name!r} needs a polling period")
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
@@ -199,8 +205,7 @@ class PowerBudgetController(_BudgetReactive):
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
     ) -> None:
-        super().__init__(name, datacenter, budget, period, command_link=command_link,
-                         measurement_link=measurement_link)
+        super().__init__(name, datacenter, budget, period, command_link=command_link, measurement_link=measurement_link)
         if config is not None and not isinstance(config, PowerBudgetConfig):
             raise TypeError(f"{name!r}: config must be a PowerBudgetConfig, got {type(config).__name__}")
         self.config = config or PowerBudgetConfig()
@@ -246,9 +251,16 @@ class PowerBudgetController(_BudgetReactive):
         models = []
         for label, spec in specs.items():
             fits = self.fits[label] if self.fits is not None else site.data.logistic_fits(spec)
-            models.append(ModelPlanSpec(label, int(spec.gpus_per_replica),
-                                        float(spec.itl_deadline_s) * (1.0 - cfg.latency_margin), fits,
-                                        float(cfg.weights.get(label, 1.0)), gps))
+            models.append(
+                ModelPlanSpec(
+                    label,
+                    int(spec.gpus_per_replica),
+                    float(spec.itl_deadline_s) * (1.0 - cfg.latency_margin),
+                    fits,
+                    float(cfg.weights.get(label, 1.0)),
+                    gps,
+                )
+            )
         self._models = tuple(models)
         self._deadline = np.array([float(specs[label].itl_deadline_s) for label in self._labels])
         self._sizes = tuple(feasible_sizes(specs[label]) for label in self._labels)
@@ -326,8 +338,11 @@ class PowerBudgetController(_BudgetReactive):
             batches.append(self._sizes[i] if "batch" in knobs else (current_b,))
             n_avail = int(obs["replicas"][i]) + self._standdown.get(label, 0)
             available.append(max(n_avail, 0))
-            standdown.append(self.config.standdown_levels if "replicas" in knobs
-                             else (self._standdown.get(label, 0) / n_avail if n_avail else 0.0,))
+            standdown.append(
+                self.config.standdown_levels
+                if "replicas" in knobs
+                else (self._standdown.get(label, 0) / n_avail if n_avail else 0.0,)
+            )
             caps.append((*self._cap_grid, math.inf) if "caps" in knobs else (float(obs["cap"][i]),))
         return PlanInputs(
             models=self._models,
@@ -378,11 +393,21 @@ class PowerBudgetController(_BudgetReactive):
         self._late_count = 0
         self.replans += 1
         self.replan_reasons.append((now, reason))
-        ctx.event("budget_plan", {
-            "reason": reason, "budget_kw": budget, "target_kw": target, "planned_kw": plan.power_kw,
-            "fits_budget": plan.fits_budget, "batch": plan.batch, "replicas": plan.replicas, "cap_w": plan.cap_w,
-            "band_kw": list(plan.band_kw), "infeasible_models": list(plan.infeasible_models),
-        })
+        ctx.event(
+            "budget_plan",
+            {
+                "reason": reason,
+                "budget_kw": budget,
+                "target_kw": target,
+                "planned_kw": plan.power_kw,
+                "fits_budget": plan.fits_budget,
+                "batch": plan.batch,
+                "replicas": plan.replicas,
+                "cap_w": plan.cap_w,
+                "band_kw": list(plan.band_kw),
+                "infeasible_models": list(plan.infeasible_models),
+            },
+        )
         return self._commands(obs, plan)
 
     def _commands(self, obs: dict[str, np.ndarray], plan: Plan) -> list[Command]:
@@ -419,8 +444,10 @@ class PowerBudgetController(_BudgetReactive):
         if not self._dc_box.has_value:
             return ()
         budget = self._budget_box.value.kw
-        moved = (not math.isfinite(self._plan_budget)
-                 or abs(budget - self._plan_budget) > self.config.budget_change_threshold * self._plan_budget)
+        moved = (
+            not math.isfinite(self._plan_budget)
+            or abs(budget - self._plan_budget) > self.config.budget_change_threshold * self._plan_budget
+        )
         if not moved:
             self.ctx.event("budget_hold", {"budget_kw": budget, "plan_budget_kw": self._plan_budget})
             return ()
@@ -494,8 +521,10 @@ class PowerBudgetController(_BudgetReactive):
             return {}
         data = np.array(self._log)
         columns: dict[str, Any] = {
-            name: data[:, j] for j, name in enumerate(
-                ("time_s", "budget_kw", "planned_kw", "measured_kw", "flex_low_kw", "flex_high_kw", "replans"))
+            name: data[:, j]
+            for j, name in enumerate(
+                ("time_s", "budget_kw", "planned_kw", "measured_kw", "flex_low_kw", "flex_high_kw", "replans")
+            )
         }
         ratios = np.array(self._ratio_log)
         m = len(self._labels)
@@ -519,10 +548,18 @@ class ProportionalCurtailment(_BudgetReactive):
     under a cap is taken as the model's draw.
     """
 
-    def __init__(self, name: str, datacenter: str, budget: str, period: TimeLike = Fraction(1), *,
-                 margin: float = 0.03, command_link: LinkSpec = INSTANT, measurement_link: LinkSpec = INSTANT) -> None:
-        super().__init__(name, datacenter, budget, period, command_link=command_link,
-                         measurement_link=measurement_link)
+    def __init__(
+        self,
+        name: str,
+        datacenter: str,
+        budget: str,
+        period: TimeLike = Fraction(1),
+        *,
+        margin: float = 0.03,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
+        super().__init__(name, datacenter, budget, period, command_link=command_link, measurement_link=measurement_link)
         self.margin = float(margin)
 
     def reset(self, ctx: RunContext) -> None:

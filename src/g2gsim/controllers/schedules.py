@@ -13,6 +13,7 @@ command.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ class _Schedule(Generic[E]):
     def __init__(self, entries: Iterable[tuple[Fraction, E]]) -> None:
         ordered = tuple(sorted(entries, key=lambda entry: entry[0]))
         times = [t for t, _ in ordered]
-        duplicates = sorted({t for a, t in zip(times, times[1:]) if a == t})
+        duplicates = sorted({t for a, t in itertools.pairwise(times) if a == t})
         if duplicates:
             shown = ", ".join(f"{float(t):g} s" for t in duplicates)
             raise ValueError(f"{self.kind} has two entries at the same time: {shown}")
@@ -216,7 +217,9 @@ class TapScheduleController(_ScheduleController):
         measurement_link: LinkSpec = INSTANT,
     ) -> None:
         if not isinstance(schedule, TapSchedule):
-            raise TypeError(f"{name!r}: schedule must be a TapSchedule (TapPosition(...).at(t) | ...), got {schedule!r}")
+            raise TypeError(
+                f"{name!r}: schedule must be a TapSchedule (TapPosition(...).at(t) | ...), got {schedule!r}"
+            )
         if len(schedule) == 0:
             raise ValueError(f"{name!r}: the tap schedule is empty")
         super().__init__(name, schedule.times, period, command_link=command_link, measurement_link=measurement_link)
@@ -273,8 +276,9 @@ class BatchScheduleController(_ScheduleController):
             ((t, label, change) for label, schedule in schedules.items() for t, change in schedule),
             key=lambda entry: entry[0],
         )
-        super().__init__(name, (t for t, _, _ in entries), period, command_link=command_link,
-                         measurement_link=measurement_link)
+        super().__init__(
+            name, (t for t, _, _ in entries), period, command_link=command_link, measurement_link=measurement_link
+        )
         self.schedules = dict(schedules)
         self.datacenter = datacenter
         self._entries = tuple((t, (label, change)) for t, label, change in entries)
@@ -304,6 +308,7 @@ class BatchScheduleController(_ScheduleController):
             rate.pop(label, None)
             if change.ramp_up_rate > 0:
                 rate[label] = change.ramp_up_rate
-        self.ctx.event("batch_schedule", {"batch": batch, "ramp_up_rate": rate,
-                                          "entries_s": [float(t) for t, _ in due]})
+        self.ctx.event(
+            "batch_schedule", {"batch": batch, "ramp_up_rate": rate, "entries_s": [float(t) for t, _ in due]}
+        )
         return (SetBatchSize(batch=batch, ramp_up_rate=rate, target=self.datacenter),)

@@ -87,7 +87,9 @@ class DroopStorage(BaseModel):
         if not math.isfinite(self.rated_kw) or (self.rated_kva is not None and not math.isfinite(self.rated_kva)):
             raise ValueError(f"storage {self.name!r}: ratings must be finite")
         if self.rated_kva is not None and self.rated_kva < self.rated_kw:
-            raise ValueError(f"storage {self.name!r}: rated_kva ({self.rated_kva}) must be >= rated_kw ({self.rated_kw})")
+            raise ValueError(
+                f"storage {self.name!r}: rated_kva ({self.rated_kva}) must be >= rated_kw ({self.rated_kw})"
+            )
         return self
 
     @classmethod
@@ -222,7 +224,11 @@ class StorageDroopController(Controller):
         for unit in self._units:
             v = self.local_voltage(window, unit.bus)
             out = droop_output(
-                v, v_ref=cfg.v_ref, deadband=cfg.deadband_pu, gain=unit.gain, limit=unit.limit,
+                v,
+                v_ref=cfg.v_ref,
+                deadband=cfg.deadband_pu,
+                gain=unit.gain,
+                limit=unit.limit,
                 allow_negative=cfg.allow_negative_output,
             )
             kw, kvar = (0.0, out) if cfg.mode == "qv" else (out, 0.0)

@@ -33,7 +33,7 @@ from g2gsim.data.traces import PowerTrace
 if TYPE_CHECKING:
     from g2gsim.datacenter.spec import ModelSpec
 
-__all__ = ["BundledSyntheticSource", "CurvePoint", "CURVES", "TRACE_STEP_S", "WARMUP_S", "STEADY_S"]
+__all__ = ["CURVES", "STEADY_S", "TRACE_STEP_S", "WARMUP_S", "BundledSyntheticSource", "CurvePoint"]
 
 TRACE_STEP_S = 0.1
 WARMUP_S = 5.0
@@ -67,8 +67,14 @@ def _read_curves() -> dict[str, tuple[CurvePoint, ...]]:
     curves: dict[str, list[CurvePoint]] = {}
     for row in frame.itertuples(index=False):
         point = CurvePoint(
-            int(row.batch), float(row.power_w), float(row.p5_w), float(row.p95_w), float(row.power_fit_w),
-            float(row.itl_ms), float(row.itl_fit_ms), float(row.throughput_tps),
+            int(row.batch),
+            float(row.power_w),
+            float(row.p5_w),
+            float(row.p95_w),
+            float(row.power_fit_w),
+            float(row.itl_ms),
+            float(row.itl_fit_ms),
+            float(row.throughput_tps),
         )
         curves.setdefault(str(row.model_label), []).append(point)
     return {label: tuple(sorted(points)) for label, points in curves.items()}
@@ -109,7 +115,9 @@ def synthetic_power_trace(label: str, point: CurvePoint, gpus: int) -> PowerTrac
     warm = np.linspace(0.55, 1.0, n_warm, endpoint=False) * steady[0]
     per_gpu = np.clip(np.concatenate([warm, steady]), 0.0, None)
     times = np.arange(n_warm + n) * TRACE_STEP_S
-    return PowerTrace(times, per_gpu * gpus, measured_gpus=gpus, source=f"bundled synthetic {label} batch {point.batch}")
+    return PowerTrace(
+        times, per_gpu * gpus, measured_gpus=gpus, source=f"bundled synthetic {label} batch {point.batch}"
+    )
 
 
 def synthetic_itl_mixture(mean_s: float) -> ITLMixtureModel:

@@ -126,7 +126,9 @@ class V01CacheSource(TableSource):
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
         self.folder = Path(folder).resolve()
-        self._summary = _read_csv(self.folder / "traces_summary.csv", ("model_label", "num_gpus", "max_num_seqs", "trace_file"))
+        self._summary = _read_csv(
+            self.folder / "traces_summary.csv", ("model_label", "num_gpus", "max_num_seqs", "trace_file")
+        )
         self._latency: pd.DataFrame | None = None
         self._fits: pd.DataFrame | None = None
 
@@ -154,8 +156,10 @@ class V01CacheSource(TableSource):
     def _load_itl(self, spec: ModelSpec) -> dict[int, ITLMixtureModel]:
         path = self.folder / "latency_fits.csv"
         if self._latency is None:
-            self._latency = _read_csv(path, ("model_label", "max_num_seqs")) if path.is_file() else pd.DataFrame(
-                columns=["model_label", "max_num_seqs"]
+            self._latency = (
+                _read_csv(path, ("model_label", "max_num_seqs"))
+                if path.is_file()
+                else pd.DataFrame(columns=["model_label", "max_num_seqs"])
             )
         rows = self._latency[self._latency["model_label"] == spec.model_label]
         return {int(row["max_num_seqs"]): ITLMixtureModel.from_dict(row) for _, row in rows.iterrows()}
@@ -175,7 +179,11 @@ class V01CacheSource(TableSource):
 
 def is_v02_cache(folder: Path) -> bool:
     """Whether a folder holds per-spec v0.2 subfolders."""
-    return any((child / "trace.csv").is_file() or (child / "itl_fit.json").is_file() for child in folder.iterdir() if child.is_dir())
+    return any(
+        (child / "trace.csv").is_file() or (child / "itl_fit.json").is_file()
+        for child in folder.iterdir()
+        if child.is_dir()
+    )
 
 
 class V02CacheSource(TableSource):
@@ -275,7 +283,11 @@ def write_v02_cache(source: DataSource, specs: Iterable[ModelSpec], folder: str 
             trace = source.trace(spec, batch)
             # v0.2 stores power of one replica's GPUs; rescale if measured on another count.
             scale = spec.gpus_per_replica / trace.measured_gpus
-            frames.append(pd.DataFrame({"batch_size": batch, "relative_time_s": trace.t_s, "power_total_W": trace.power_w * scale}))
+            frames.append(
+                pd.DataFrame(
+                    {"batch_size": batch, "relative_time_s": trace.t_s, "power_total_W": trace.power_w * scale}
+                )
+            )
         pd.concat(frames, ignore_index=True).to_csv(spec_dir / "trace.csv", index=False)
         per_batch = {str(b): fit.to_dict() for b in batches if (fit := source.itl_fit(spec, b)) is not None}
         itl = {"schema": ITL_SCHEMA, "model_label": spec.model_label, "per_batch": per_batch}
@@ -294,7 +306,7 @@ def write_v02_cache(source: DataSource, specs: Iterable[ModelSpec], folder: str 
             "synthetic": source.is_synthetic,
             "g2gsim_version": _package_version("g2gsim"),
             "mlenergy_data_version": _package_version("mlenergy-data"),
-            "written_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "written_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         (spec_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return root

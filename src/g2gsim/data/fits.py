@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from mlenergy.data.modeling import LogisticModel
 
-__all__ = ["LogisticFits", "FitWarning", "METRICS", "fit_logistic", "fit_logistic_fits"]
+__all__ = ["METRICS", "FitWarning", "LogisticFits", "fit_logistic", "fit_logistic_fits"]
 
 #: The three curves OFO needs, in a fixed order.
 METRICS: tuple[str, str, str] = ("power", "latency", "throughput")

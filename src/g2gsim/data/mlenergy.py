@@ -49,7 +49,7 @@ from g2gsim.data.traces import PowerTrace
 if TYPE_CHECKING:
     from g2gsim.datacenter.spec import ModelSpec
 
-__all__ = ["MLEnergySource", "GRID_STEP_S", "ITL_MAX_SAMPLES", "ITL_SEED", "POWER_METRIC", "normalise_precision"]
+__all__ = ["GRID_STEP_S", "ITL_MAX_SAMPLES", "ITL_SEED", "POWER_METRIC", "MLEnergySource", "normalise_precision"]
 
 #: Step of the common time grid the runs of one (model, batch) are resampled on, s.
 GRID_STEP_S = 0.1
@@ -96,7 +96,9 @@ class MLEnergySource(TableSource):
             self.root: Path | None = Path(root).expanduser().resolve()
             parquet = self.root / "runs" / "llm.parquet"
             if not parquet.is_file():
-                raise FileNotFoundError(f"ML.ENERGY data: {parquet} does not exist (expected a compiled benchmark copy)")
+                raise FileNotFoundError(
+                    f"ML.ENERGY data: {parquet} does not exist (expected a compiled benchmark copy)"
+                )
             self.location = str(self.root)
             runs = LLMRuns.from_directory(self.root, stable_only=stable_only)
         else:
@@ -144,7 +146,8 @@ class MLEnergySource(TableSource):
         for run in same:
             configs[(run.task, run.gpu_model, run.num_gpus, str(run.weight_precision))].add(int(run.max_num_seqs))
         listed = "; ".join(
-            f"task={t!r} gpu_model={g!r} num_gpus={n} precision={p!r} batches {sorted(b)}" for (t, g, n, p), b in sorted(configs.items())
+            f"task={t!r} gpu_model={g!r} num_gpus={n} precision={p!r} batches {sorted(b)}"
+            for (t, g, n, p), b in sorted(configs.items())
         )
         return f"runs of model_id {spec.model_id!r} exist for: {listed}"
 
@@ -183,7 +186,9 @@ class MLEnergySource(TableSource):
         try:
             frame = run.timelines(metric=POWER_METRIC)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.description}: cannot read the {POWER_METRIC} timeline of run {_run_name(run)}: {exc}") from exc
+            raise ValueError(
+                f"{self.description}: cannot read the {POWER_METRIC} timeline of run {_run_name(run)}: {exc}"
+            ) from exc
         t = frame["relative_time_s"].to_numpy(float)
         p = frame["value"].to_numpy(float)
         keep = np.isfinite(t) & np.isfinite(p)
@@ -193,7 +198,9 @@ class MLEnergySource(TableSource):
         t, first = np.unique(t, return_index=True)
         p = p[first]
         if t.size < 2:
-            raise ValueError(f"{self.description}: run {_run_name(run)} has {t.size} power sample(s) in its steady state")
+            raise ValueError(
+                f"{self.description}: run {_run_name(run)} has {t.size} power sample(s) in its steady state"
+            )
         return t, p
 
     @staticmethod

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from g2gsim.datacenter.spec import ModelSpec
 
-__all__ = ["DataSource", "MissingDataError", "PowerTemplate", "open_data_source", "LogisticFits"]
+__all__ = ["DataSource", "LogisticFits", "MissingDataError", "PowerTemplate", "open_data_source"]
 
 
 class MissingDataError(LookupError):
@@ -108,7 +108,9 @@ def open_data_source(path: str | Path | None = None) -> DataSource:
         return BundledSyntheticSource()
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
-        raise FileNotFoundError(f"data: {folder} is not a folder (give a data cache or ML.ENERGY folder, or omit for bundled data)")
+        raise FileNotFoundError(
+            f"data: {folder} is not a folder (give a data cache or ML.ENERGY folder, or omit for bundled data)"
+        )
     if (folder / "traces_summary.csv").is_file():
         return V01CacheSource(folder)
     if (folder / "runs" / "llm.parquet").is_file():

@@ -15,7 +15,7 @@ import numpy as np
 
 from g2gsim.kernel.time import TimeLike, as_period, as_seconds
 
-__all__ = ["PowerTrace", "PowerTemplate", "build_template", "MIN_TRACE_SAMPLES"]
+__all__ = ["MIN_TRACE_SAMPLES", "PowerTemplate", "PowerTrace", "build_template"]
 
 MIN_TRACE_SAMPLES = 5
 
@@ -76,7 +76,9 @@ class PowerTemplate:
             raise ValueError(f"power template built for dt = {self.dt} s cannot be replayed at dt = {wanted} s")
 
 
-def build_template(trace: PowerTrace, dt: TimeLike, horizon_s: TimeLike, *, steady_skip_s: float = 0.0) -> PowerTemplate:
+def build_template(
+    trace: PowerTrace, dt: TimeLike, horizon_s: TimeLike, *, steady_skip_s: float = 0.0
+) -> PowerTemplate:
     """Resample a trace per GPU on the grid 0, dt, ..., ceil(T/dt) dt, periodically (SPEC 2.6).
 
     The first `steady_skip_s` seconds (warm-up) are dropped when at least five samples remain.

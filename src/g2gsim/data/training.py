@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TrainingTrace", "TrainingTraceParams", "synthetic_training_trace", "load_training_trace", "save_training_trace"]
+__all__ = [
+    "TrainingTrace",
+    "TrainingTraceParams",
+    "load_training_trace",
+    "save_training_trace",
+    "synthetic_training_trace",
+]
 
 TIME_COLUMN = "t_s"
 POWER_COLUMN = "power_W"
@@ -31,7 +37,9 @@ class TrainingTrace:
         t = np.asarray(self.t_s, dtype=float)
         p = np.asarray(self.power_w, dtype=float)
         if t.ndim != 1 or t.shape != p.shape:
-            raise ValueError(f"training trace: t_s and power_w must be 1-D of equal length, got {t.shape} and {p.shape}")
+            raise ValueError(
+                f"training trace: t_s and power_w must be 1-D of equal length, got {t.shape} and {p.shape}"
+            )
         if t.size < 2:
             raise ValueError(f"training trace has {t.size} samples; at least 2 are needed")
         if np.any(np.diff(t) <= 0):
@@ -138,7 +146,9 @@ def load_training_trace(path: str | Path) -> TrainingTrace:
     frame = pd.read_csv(path)
     missing = [c for c in (TIME_COLUMN, POWER_COLUMN) if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; need {TIME_COLUMN!r} and {POWER_COLUMN!r}, found {list(frame.columns)}")
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; need {TIME_COLUMN!r} and {POWER_COLUMN!r}, found {list(frame.columns)}"
+        )
     frame = frame.sort_values(TIME_COLUMN, kind="stable")
     return TrainingTrace(frame[TIME_COLUMN].to_numpy(float), np.clip(frame[POWER_COLUMN].to_numpy(float), 0.0, None))
 

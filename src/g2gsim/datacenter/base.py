@@ -127,7 +127,7 @@ class ConfiguredDatacenter(Datacenter):
             self._refuse(
                 payload,
                 f"at t = {self._times[k + j]:g} s the site would need {int(future[j] @ self._gpr)} GPUs / "
-                f"{int(self._servers(future[j:j+1])[0])} servers (capacity {self.config.capacity_gpus} GPUs, "
+                f"{int(self._servers(future[j : j + 1])[0])} servers (capacity {self.config.capacity_gpus} GPUs, "
                 f"{self.config.num_servers} servers)",
             )
             return

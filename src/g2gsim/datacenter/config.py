@@ -10,6 +10,7 @@ runs are a power overlay on GPUs outside that pool and do not count against it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from fractions import Fraction
@@ -88,7 +89,7 @@ class ReplicaSchedule(_Frozen):
     @classmethod
     def _sorted_disjoint(cls, ramps: tuple[ReplicaRamp, ...]) -> tuple[ReplicaRamp, ...]:
         ordered = tuple(sorted(ramps, key=lambda r: (r.t_start_s, r.t_end_s)))
-        for before, after in zip(ordered, ordered[1:]):
+        for before, after in itertools.pairwise(ordered):
             if after.t_start_s < before.t_end_s:
                 raise ValueError(
                     f"ramp windows [{before.t_start_s}, {before.t_end_s}] s and "

@@ -39,7 +39,6 @@ from g2gsim.commands import SetBatchSize, SetPowerCap, ShiftReplicas
 from g2gsim.datacenter.base import ConfiguredDatacenter
 from g2gsim.datacenter.config import DatacenterConfig, replica_table
 from g2gsim.datacenter.latency import FleetLatency
-from g2gsim.datacenter.power_cap import cap_slowdown
 from g2gsim.datacenter.pool import (
     PHASES,
     Allocation,
@@ -50,6 +49,7 @@ from g2gsim.datacenter.pool import (
     ServerPool,
     TemplateBank,
 )
+from g2gsim.datacenter.power_cap import cap_slowdown
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.time import TimeLike, as_seconds
@@ -212,7 +212,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
             replicas = dict(zip(self._labels, self._scheduled[k].tolist()))
             raise ValueError(
                 f"site {self.name!r}: at t = {self._times[k]:g} s the scheduled replicas {replicas} need "
-                f"{int(self._scheduled[k] @ self._gpr)} GPUs / {int(self._servers(self._scheduled[k:k+1])[0])} "
+                f"{int(self._scheduled[k] @ self._gpr)} GPUs / {int(self._servers(self._scheduled[k : k + 1])[0])} "
                 f"servers but capacity_gpus = {self.config.capacity_gpus} ({self.config.num_servers} servers)"
             )
 
@@ -230,7 +230,11 @@ class OfflineDatacenter(ConfiguredDatacenter):
         if fleet is None:
             assert self._allocation is not None
             fleet = self._fleet = FleetPower(
-                self._pool, self._allocation, self._bank, self._points, self.config.augmentation.noise_fraction,
+                self._pool,
+                self._allocation,
+                self._bank,
+                self._points,
+                self.config.augmentation.noise_fraction,
                 self._caps if self._slowdown is not None else None,
             )
         power = fleet.step(k, self._noise_rng, self._overlay[k])
@@ -366,8 +370,10 @@ class OfflineDatacenter(ConfiguredDatacenter):
             self._cap_log.append((0, self._frozen(np.full(len(self._labels), math.nan))))
         self._fleet = None
         self._refresh_slowdown()
-        self.ctx.event("power_caps", {label: (None if not math.isfinite(c) else float(c))
-                                      for label, c in zip(self._labels, caps.tolist())})
+        self.ctx.event(
+            "power_caps",
+            {label: (None if not math.isfinite(c) else float(c)) for label, c in zip(self._labels, caps.tolist())},
+        )
 
     def _mean_draw(self, m: int) -> float:
         """Mean per-GPU template power of model m at its operating point, W."""

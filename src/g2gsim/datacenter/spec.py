@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ModelSpec", "PAPER_MODELS", "PAPER_FEASIBLE_BATCHES"]
+__all__ = ["PAPER_FEASIBLE_BATCHES", "PAPER_MODELS", "ModelSpec"]
 
 #: Feasible batch sizes of the G2G paper's presets (SPEC 7).
 PAPER_FEASIBLE_BATCHES: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)
@@ -121,8 +121,15 @@ class ModelSpec(BaseModel):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _paper_model(label: str, model_id: str, task: str, gpus: int, deadline: float, precision: str = "bfloat16",
-                 batch_sizes: tuple[int, ...] = PAPER_FEASIBLE_BATCHES) -> ModelSpec:
+def _paper_model(
+    label: str,
+    model_id: str,
+    task: str,
+    gpus: int,
+    deadline: float,
+    precision: str = "bfloat16",
+    batch_sizes: tuple[int, ...] = PAPER_FEASIBLE_BATCHES,
+) -> ModelSpec:
     return ModelSpec(
         model_label=label,
         model_id=model_id,

@@ -406,5 +406,7 @@ class GridConfig(_Frozen):
         elements = [e.name.lower() for e in (*self.generators, *self.loads, *self.storage)]
         repeated = sorted({e for e in elements if elements.count(e) > 1})
         if repeated:
-            raise ValueError(f"generator, load and storage names must be unique (case-insensitive); repeated: {repeated}")
+            raise ValueError(
+                f"generator, load and storage names must be unique (case-insensitive); repeated: {repeated}"
+            )
         return self

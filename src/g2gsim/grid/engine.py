@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from g2gsim.grid.feeders import Feeder
 
 
-
 class DSSEngine:
     """A private OpenDSS context holding at most one compiled feeder at a time."""
 

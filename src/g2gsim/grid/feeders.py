@@ -213,6 +213,7 @@ class RegulatorRow(_Row):
     ctprim: Positive
     r: Finite = 0.0
     x: Finite = 0.0
+
     @property
     def key(self) -> str:
         return self.control
@@ -337,7 +338,10 @@ class FeederDefinition(BaseModel):
         _unique_across("Line", {"lines": self.lines, "switches": self.switches})
         _unique_across(
             "Transformer",
-            {"transformers": [t.name for t in self.transformers], "regulators": [r.transformer for r in self.regulators]},
+            {
+                "transformers": [t.name for t in self.transformers],
+                "regulators": [r.transformer for r in self.regulators],
+            },
         )
         self._check_linecodes()
         self._check_nodes()
@@ -491,7 +495,9 @@ def _select(entry: str, tables: Mapping[str, Sequence[_Row]]) -> tuple[str, Sequ
     """Rows named by one build_order entry: ``table``, ``table[name]`` or ``table[first:last]``."""
     match = _BUILD_ENTRY.match(entry.strip().lower())
     if match is None or match["table"] not in tables:
-        raise ValueError(f"build_order entry {entry!r} is not 'table', 'table[name]' or 'table[first:last]' with a table in {list(tables)}")
+        raise ValueError(
+            f"build_order entry {entry!r} is not 'table', 'table[name]' or 'table[first:last]' with a table in {list(tables)}"
+        )
     table = match["table"]
     rows = tables[table]
     if match["first"] is None:

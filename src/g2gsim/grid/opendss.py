@@ -165,7 +165,9 @@ class OpenDSSGrid(Grid):
         try:
             return self._site_buses[site]
         except KeyError:
-            raise KeyError(f"grid {self.name!r} has no datacenter {site!r}; sites: {sorted(self._site_buses)}") from None
+            raise KeyError(
+                f"grid {self.name!r} has no datacenter {site!r}; sites: {sorted(self._site_buses)}"
+            ) from None
 
     @property
     def regulators(self) -> tuple[Regulator, ...]:
@@ -342,7 +344,9 @@ class OpenDSSGrid(Grid):
             pf = pf_override[site.name]
             if pf is None:
                 if not isinstance(datacenter, Datacenter):
-                    raise TypeError(f"grid {self.name!r}: site {site.name!r} is a {type(datacenter).__name__}, not a Datacenter")
+                    raise TypeError(
+                        f"grid {self.name!r}: site {site.name!r} is a {type(datacenter).__name__}, not a Datacenter"
+                    )
                 pf = datacenter.power_factor
             site.tan_phi = tan_phi(pf)
             if self.config.coupling == "mean":
@@ -408,7 +412,9 @@ class OpenDSSGrid(Grid):
 
     def _step_pending_now(self) -> bool:
         now = self.ctx.now
-        return now % self._period_ticks == 0 and now // self._period_ticks < self._n_steps and now != self._last_step_tick
+        return (
+            now % self._period_ticks == 0 and now // self._period_ticks < self._n_steps and now != self._last_step_tick
+        )
 
     def resolve_now(self) -> None:
         """Apply pending commands, solve again with the present loads, publish (same time)."""
@@ -513,7 +519,9 @@ class OpenDSSGrid(Grid):
         for j, (spec, sign) in enumerate(attachments):
             per_phase = sign * np.asarray(spec.profile.power_kw(times), dtype=float) / 3.0
             if per_phase.shape != times.shape or not np.isfinite(per_phase).all():
-                raise ValueError(f"grid {self.name!r}: the profile of {spec.name!r} gives non-finite or misshaped power")
+                raise ValueError(
+                    f"grid {self.name!r}: the profile of {spec.name!r} gives non-finite or misshaped power"
+                )
             kw[:, 3 * j : 3 * j + 3] = per_phase[:, None]
             kvar[:, 3 * j : 3 * j + 3] = (per_phase * tan_phi(spec.power_factor))[:, None]
         return kw, kvar
@@ -540,12 +548,16 @@ class OpenDSSGrid(Grid):
             if len(controls) == 1:
                 return controls[0]
             if not controls:
-                raise KeyError(f"feeder {self.feeder.name!r}: no regulator serves phase {lowered!r}; regulators: {sorted(self._regulators)}")
+                raise KeyError(
+                    f"feeder {self.feeder.name!r}: no regulator serves phase {lowered!r}; regulators: {sorted(self._regulators)}"
+                )
             raise KeyError(
                 f"feeder {self.feeder.name!r}: phase shorthand {lowered!r} is ambiguous, regulators "
                 f"{sorted(controls)} all serve phase {lowered}; use their names"
             )
-        raise KeyError(f"feeder {self.feeder.name!r} has no regulator control {key!r}; regulators: {sorted(self._regulators)}")
+        raise KeyError(
+            f"feeder {self.feeder.name!r} has no regulator control {key!r}; regulators: {sorted(self._regulators)}"
+        )
 
     def _apply_taps(self, taps: Mapping[str, float], *, when: str) -> None:
         """Write tap ratios to the regulators' transformer windings (element API)."""
@@ -556,11 +568,13 @@ class OpenDSSGrid(Grid):
                 if self.config.tap_limits == "enforce":
                     raise ValueError(
                         f"feeder {self.feeder.name!r}, {when}: tap {ratio} pu for {control!r} is outside "
-                        f"[{reg.min_tap}, {reg.max_tap}] (set tap_limits = \"allow\" to apply it as OpenDSS would)"
+                        f'[{reg.min_tap}, {reg.max_tap}] (set tap_limits = "allow" to apply it as OpenDSS would)'
                     )
                 if self._ctx is not None:
-                    self.ctx.event("tap_outside_rating", {"regulator": control, "tap_pu": ratio,
-                                                         "min_tap": reg.min_tap, "max_tap": reg.max_tap})
+                    self.ctx.event(
+                        "tap_outside_rating",
+                        {"regulator": control, "tap_pu": ratio, "min_tap": reg.min_tap, "max_tap": reg.max_tap},
+                    )
         for control, ratio in resolved.items():
             reg = self._regulators[control]
             self.circuit.set_tap(reg.transformer, reg.winding, ratio)
@@ -590,7 +604,9 @@ class OpenDSSGrid(Grid):
         spec = storage.spec
         kw, kvar = float(command.kw), float(command.kvar)
         if not (math.isfinite(kw) and math.isfinite(kvar)):
-            raise ValueError(f"grid {self.name!r}, t = {time_s:g} s: storage {spec.name!r} dispatch must be finite, got {kw} kW, {kvar} kvar")
+            raise ValueError(
+                f"grid {self.name!r}, t = {time_s:g} s: storage {spec.name!r} dispatch must be finite, got {kw} kW, {kvar} kvar"
+            )
         if abs(kw) > spec.rated_kw + _RATING_TOLERANCE:
             raise ValueError(
                 f"grid {self.name!r}, t = {time_s:g} s: storage {spec.name!r} asked for {kw:g} kW, "
@@ -654,7 +670,9 @@ class OpenDSSGrid(Grid):
             power_w = self._site_power_w(site, time_s)
             kw_a, kw_b, kw_c = _phase_kw(power_w)
             if not math.isfinite(kw_a + kw_b + kw_c):
-                raise ValueError(f"grid {self.name!r}, t = {time_s:g} s: datacenter {site.name!r} power is not finite: {power_w} W")
+                raise ValueError(
+                    f"grid {self.name!r}, t = {time_s:g} s: datacenter {site.name!r} power is not finite: {power_w} W"
+                )
             tphi = site.tan_phi
             j = site.slot
             # element by element: a third of the cost of a slice assignment from a tuple
@@ -768,9 +786,13 @@ class OpenDSSGrid(Grid):
         at the end, so the circuit is left as found. Five solves per estimate.
         """
         if not (math.isfinite(delta_kw) and delta_kw > 0.0):
-            raise ValueError(f"grid {self.name!r}: the sensitivity perturbation must be a positive kW value, got {delta_kw!r}")
+            raise ValueError(
+                f"grid {self.name!r}: the sensitivity perturbation must be a positive kW value, got {delta_kw!r}"
+            )
         if self._last_step_tick < 0:
-            raise RuntimeError(f"grid {self.name!r}: sensitivity needs a solved operating point (after the first grid step)")
+            raise RuntimeError(
+                f"grid {self.name!r}: sensitivity needs a solved operating point (after the first grid step)"
+            )
         target = self._site_by_name(site)
         loads = self._loads
         assert loads is not None
@@ -810,8 +832,21 @@ class OpenDSSGrid(Grid):
 #: monitors), or never changed by a run. A circuit with anything else (protection that can open a line,
 #: inverter or storage controllers, a feeder's own batteries, ...) is always recompiled.
 _RESTORABLE_CLASSES = frozenset(
-    {"vsource", "isource", "line", "transformer", "reactor", "capacitor", "load", "generator",
-     "regcontrol", "capcontrol", "energymeter", "monitor", "storage"}
+    {
+        "vsource",
+        "isource",
+        "line",
+        "transformer",
+        "reactor",
+        "capacitor",
+        "load",
+        "generator",
+        "regcontrol",
+        "capcontrol",
+        "energymeter",
+        "monitor",
+        "storage",
+    }
 )
 #: At most this many files beside a user master file enter its fingerprint (by size and mtime).
 _FINGERPRINT_FILE_LIMIT = 2000

@@ -107,9 +107,7 @@ class FeederTopology:
 
     def coordinates(self) -> Mapping[str, tuple[float, float]]:
         """Bus -> (x, y) for the buses that have coordinates."""
-        return MappingProxyType(
-            {b: (d["x"], d["y"]) for b, d in self.graph.nodes(data=True) if d.get("x") is not None}
-        )
+        return MappingProxyType({b: (d["x"], d["y"]) for b, d in self.graph.nodes(data=True) if d.get("x") is not None})
 
     def _require(self, bus: str) -> str:
         name = bus.lower()

@@ -142,8 +142,12 @@ class RunContext:
 
         def deliver(sent_tick: int, value: Any) -> None:
             if sent_tick < newest[0]:
-                self._shared.events.record(self.now_s, self.component.name, "stale_measurement",
-                                           {"link": name, "sent_s": self.seconds(sent_tick)})
+                self._shared.events.record(
+                    self.now_s,
+                    self.component.name,
+                    "stale_measurement",
+                    {"link": name, "sent_s": self.seconds(sent_tick)},
+                )
                 return
             newest[0] = sent_tick
             mirror.publish(env.now, value)
@@ -180,8 +184,14 @@ class RunContext:
         link = self._command_links.get(target.name)
         if link is None:
             spec: LinkSpec = getattr(self.component, "command_link", INSTANT)
-            link = Link(self.env, self.clock, spec, self.rng(f"command:{target.name}"), self._drop,
-                        f"{self.component.name}->{target.name}")
+            link = Link(
+                self.env,
+                self.clock,
+                spec,
+                self.rng(f"command:{target.name}"),
+                self._drop,
+                f"{self.component.name}->{target.name}",
+            )
             self._command_links[target.name] = link
         deliver_tick = link.send(command, target.deliver)
         self._shared.commands.record(
@@ -207,6 +217,5 @@ class RunContext:
             return self._shared.components[name]
         except KeyError:
             raise LookupError(
-                f"{self.component.name!r} needs component {name!r}; components: "
-                f"{sorted(self._shared.components)}"
+                f"{self.component.name!r} needs component {name!r}; components: {sorted(self._shared.components)}"
             ) from None

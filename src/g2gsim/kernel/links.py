@@ -45,9 +45,7 @@ class LinkSpec(BaseModel):
     jitter_s: Seconds = Field(
         default=Fraction(0), description="extra latency drawn uniformly in [0, jitter_s] (whole ticks)"
     )
-    loss_probability: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="probability that a message is dropped"
-    )
+    loss_probability: float = Field(default=0.0, ge=0.0, le=1.0, description="probability that a message is dropped")
 
     @property
     def is_instant(self) -> bool:
@@ -65,7 +63,7 @@ INSTANT = LinkSpec()
 class Link:
     """A runtime link: schedules deliveries on the kernel and reports drops."""
 
-    __slots__ = ("_env", "_delay", "_jitter", "_loss", "_rng", "_on_drop", "_priority", "name")
+    __slots__ = ("_delay", "_env", "_jitter", "_loss", "_on_drop", "_priority", "_rng", "name")
 
     def __init__(
         self,

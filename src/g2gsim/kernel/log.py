@@ -18,7 +18,7 @@ from g2gsim.kernel.commands import Command, _json_default
 class EventLog:
     """Time-stamped events (time, source, topic, JSON payload), kept as columns."""
 
-    __slots__ = ("_time_s", "_source", "_topic", "_payload")
+    __slots__ = ("_payload", "_source", "_time_s", "_topic")
 
     def __init__(self) -> None:
         self._time_s: list[float] = []
@@ -54,7 +54,7 @@ class EventLog:
 class CommandLog:
     """Every command sent: who sent it to whom, when, when it arrived, and whether it was lost."""
 
-    __slots__ = ("_sent_s", "_deliver_s", "_source", "_target", "_kind", "_payload", "_status")
+    __slots__ = ("_deliver_s", "_kind", "_payload", "_sent_s", "_source", "_status", "_target")
 
     def __init__(self) -> None:
         self._sent_s: list[float] = []
@@ -65,9 +65,7 @@ class CommandLog:
         self._payload: list[Command] = []
         self._status: list[str] = []
 
-    def record(
-        self, sent_s: float, deliver_s: float | None, source: str, target: str, command: Command
-    ) -> None:
+    def record(self, sent_s: float, deliver_s: float | None, source: str, target: str, command: Command) -> None:
         """Append one command; `deliver_s` None means the link dropped it."""
         self._sent_s.append(sent_s)
         self._deliver_s.append(np.nan if deliver_s is None else deliver_s)

@@ -53,7 +53,7 @@ class _Waitable:
 class QueueMailbox(_Waitable, Generic[T]):
     """Every value published since the last :meth:`drain`, oldest first, with its tick."""
 
-    __slots__ = ("name", "_items")
+    __slots__ = ("_items", "name")
 
     def __init__(self, env: simpy.Environment, name: str) -> None:
         super().__init__(env)
@@ -77,7 +77,7 @@ class QueueMailbox(_Waitable, Generic[T]):
 class Mailbox(_Waitable, Generic[T]):
     """Latest-value mailbox: the newest value and the tick it was published at."""
 
-    __slots__ = ("name", "_value", "_tick", "_queues", "_listeners")
+    __slots__ = ("_listeners", "_queues", "_tick", "_value", "name")
 
     def __init__(self, env: simpy.Environment, name: str) -> None:
         super().__init__(env)

@@ -20,7 +20,5 @@ def stable_key(text: str) -> int:
 
 def random_stream(seed: int, component: str, purpose: str) -> np.random.Generator:
     """Generator for one (component, purpose) under a seed."""
-    sequence = np.random.SeedSequence(
-        entropy=int(seed), spawn_key=(stable_key(component), stable_key(purpose))
-    )
+    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(stable_key(component), stable_key(purpose)))
     return np.random.Generator(np.random.PCG64(sequence))

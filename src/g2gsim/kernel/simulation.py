@@ -33,8 +33,7 @@ class ComponentError(RuntimeError):
         self.time_s = time_s
         self.cause = cause
         self.message = (
-            f"{type(component).__name__} {component.name!r} failed at t = {time_s:g} s: "
-            f"{type(cause).__name__}: {cause}"
+            f"{type(component).__name__} {component.name!r} failed at t = {time_s:g} s: {type(cause).__name__}: {cause}"
         )
         # SimPy re-raises a failed process as ``type(exc)(*exc.args)``: keep the constructor's
         # arguments in `args` so that copy is a faithful ComponentError.
@@ -74,7 +73,9 @@ class Simulation:
     ) -> None:
         self.components = list(components)
         if realtime_factor is not None and not (math.isfinite(realtime_factor) and realtime_factor > 0):
-            raise ValueError(f"realtime_factor must be a positive number of wall seconds per simulated second, got {realtime_factor!r}")
+            raise ValueError(
+                f"realtime_factor must be a positive number of wall seconds per simulated second, got {realtime_factor!r}"
+            )
         #: None: run as fast as possible (the default); f > 0: on SimPy's real-time kernel, one
         #: simulated second taking f wall-clock seconds (1.0 for hardware in the loop).
         self.realtime_factor = None if realtime_factor is None else float(realtime_factor)
@@ -206,9 +207,7 @@ class Simulation:
         every component's stop() is called, so live components release threads and sockets."""
         wall_start = time.perf_counter()
         env = simpy.Environment() if make_env is None else make_env()
-        shared = RunShared(
-            env, self.clock, self.horizon, self.seed, {c.name: c for c in self.components}
-        )
+        shared = RunShared(env, self.clock, self.horizon, self.seed, {c.name: c for c in self.components})
         stopped = False
         try:
             setup_end, writer = self._start(env, shared, progress, stream_to, chunk_s, lag)
@@ -306,7 +305,7 @@ def _stop_quietly(components: Sequence[Component]) -> None:
     for component in components:
         try:
             component.stop()
-        except Exception:  # noqa: BLE001 - best effort while already failing
+        except Exception:
             pass
 
 

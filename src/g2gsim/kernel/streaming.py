@@ -56,7 +56,5 @@ def read_chunks(directory: str | Path) -> dict[str, pd.DataFrame]:
         parts = sorted(folder.glob("part-*.parquet"))
         if parts:
             component, table = folder.name.split("__", 1)
-            tables[f"{component}/{table}"] = pd.concat(
-                [pd.read_parquet(p) for p in parts], ignore_index=True
-            )
+            tables[f"{component}/{table}"] = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     return tables

@@ -54,7 +54,7 @@ class LoopThread:
             if cleanup is not None:
                 try:
                     await cleanup
-                except Exception:  # noqa: BLE001 - shutting down anyway
+                except Exception:
                     pass
             current = asyncio.current_task()
             tasks = [t for t in asyncio.all_tasks() if t is not current]
@@ -65,7 +65,7 @@ class LoopThread:
 
         try:
             self.submit(_shutdown()).result(timeout)
-        except Exception:  # noqa: BLE001 - the loop is stopped below in any case
+        except Exception:
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)

@@ -112,7 +112,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("fake-cluster")
     def fake_cluster(
-        scenario: Annotated[str, typer.Argument(help="live scenario whose endpoints the fakes serve")] = "ieee13_live_ofo",
+        scenario: Annotated[
+            str, typer.Argument(help="live scenario whose endpoints the fakes serve")
+        ] = "ieee13_live_ofo",
         power_scale: Annotated[float, typer.Option(help="multiplier of the fake GPU power")] = DEFAULT_POWER_SCALE,
     ) -> None:
         """Serve fake vLLM and zeusd servers on the scenario's 127.0.0.1 endpoints until Ctrl-C."""
@@ -149,7 +151,9 @@ def register(app: typer.Typer) -> None:
         from g2gsim.scenarios.runner import RunFailed
 
         try:
-            outcome = run_live(scenario, duration=duration, out=out, plots=plots, with_fakes=fakes, power_scale=power_scale)
+            outcome = run_live(
+                scenario, duration=duration, out=out, plots=plots, with_fakes=fakes, power_scale=power_scale
+            )
         except KeyboardInterrupt:
             typer.echo("interrupted; live connections closed", err=True)
             raise typer.Exit(130) from None

@@ -339,7 +339,9 @@ class LiveDatacenter(ConfiguredDatacenter):
         for label, batch in command.batch.items():
             m = self._index(label, command)
             if int(batch) <= 0:
-                raise ValueError(f"SetBatchSize for site {self.name!r}: batch of {label!r} must be positive, got {batch}")
+                raise ValueError(
+                    f"SetBatchSize for site {self.name!r}: batch of {label!r} must be positive, got {batch}"
+                )
             requests.append((m, int(batch), float(command.ramp_up_rate.get(label, 0.0))))
         for label in command.ramp_up_rate:
             self._index(label, command)
@@ -408,7 +410,9 @@ class LiveDatacenter(ConfiguredDatacenter):
         server_power = buffer[rows, (newest - back) % buffer.shape[1]] * gain
         nf = self.config.augmentation.noise_fraction
         if self._noise_rng is not None and server_power.size:
-            server_power = server_power + self._noise_rng.normal(0.0, nf, server_power.size) * np.maximum(server_power, 1.0)
+            server_power = server_power + self._noise_rng.normal(0.0, nf, server_power.size) * np.maximum(
+                server_power, 1.0
+            )
             np.maximum(server_power, 0.0, out=server_power)
         n_models = len(self._labels)
         sums = np.bincount(self._allocation.flat_key, weights=server_power, minlength=n_models * PHASES)

@@ -423,7 +423,9 @@ class FakeCluster:
             )
             for i, (label, spec) in enumerate(sorted(specs.items()))
         }
-        self.zeusd = FakeZeusd(list(self.vllm.values()), power_scale=power_scale, interval_s=zeusd_interval_s, seed=seed)
+        self.zeusd = FakeZeusd(
+            list(self.vllm.values()), power_scale=power_scale, interval_s=zeusd_interval_s, seed=seed
+        )
         self._loop: LoopThread | None = None
 
     def start(self, vllm_ports: dict[str, int] | None = None, zeusd_port: int = 0) -> FakeCluster:

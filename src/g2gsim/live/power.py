@@ -106,7 +106,7 @@ class PowerFeed:
         while not self._stop.is_set():
             try:
                 readings = self._client.get_power()
-            except Exception as exc:  # noqa: BLE001 - the sampler must outlive a bad reading
+            except Exception as exc:
                 if not failing:
                     failing = True
                     self._events.append(("power_read_failed", {"error": f"{type(exc).__name__}: {exc}"}))

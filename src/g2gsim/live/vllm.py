@@ -162,7 +162,7 @@ class ServerLink:
                 if response.status != 200:
                     raise LiveStartupError(f"{where}: /v1/models answered HTTP {response.status}")
                 listing = await response.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise LiveStartupError(f"{where} is not reachable: {type(exc).__name__}: {exc}") from None
         served = [item.get("id") for item in listing.get("data", [])]
         if self.served_name not in served:
@@ -188,7 +188,7 @@ class ServerLink:
                     return BatchCall(False, f"HTTP {response.status}: {(await response.text())[:200]}")
         except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
             return BatchCall(False, f"{type(exc).__name__}: {exc}")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return BatchCall(False, f"no answer within {self.site.request_timeout_s:g} s", uncertain=True)
         except (aiohttp.ClientError, OSError) as exc:
             return BatchCall(False, f"{type(exc).__name__}: {exc}", uncertain=True)
@@ -220,7 +220,7 @@ class ServerLink:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _one_request(self) -> None:
@@ -235,7 +235,7 @@ class ServerLink:
                     return
                 await self._read_stream(response)
                 self.completed += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             self.request_errors += 1
             await asyncio.sleep(0.5)  # do not hammer a failing server
         finally:
@@ -299,7 +299,7 @@ class ServerLink:
         try:
             async with await self._get("/health") as response:
                 return response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def _monitor(self) -> None:
@@ -319,6 +319,6 @@ class ServerLink:
             if self.healthy:
                 try:
                     await self.scrape()
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                     pass
             await asyncio.sleep(self.site.metrics_interval_s)

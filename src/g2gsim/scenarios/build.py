@@ -32,19 +32,19 @@ from g2gsim.kernel.component import Component
 from g2gsim.kernel.simulation import Simulation
 from g2gsim.scenarios.model import (
     BatchScheduleSection,
+    BudgetSection,
+    GridOperatorSection,
     GridSection,
     LoadShiftSection,
     NoopSection,
     OFOSection,
+    PowerBudgetSection,
+    ProportionalCurtailmentSection,
     RuleBasedSection,
     Scenario,
     ScenarioError,
     SiteSection,
     StorageDroopSection,
-    BudgetSection,
-    GridOperatorSection,
-    PowerBudgetSection,
-    ProportionalCurtailmentSection,
     TapScheduleSection,
     TrainingEntry,
 )
@@ -63,7 +63,9 @@ class BuiltScenario:
     @property
     def deadlines(self) -> dict[str, dict[str, float]]:
         """ITL deadline (s) per site and model."""
-        return {name: {label: spec.itl_deadline_s for label, spec in dc.specs.items()} for name, dc in self.sites.items()}
+        return {
+            name: {label: spec.itl_deadline_s for label, spec in dc.specs.items()} for name, dc in self.sites.items()
+        }
 
     @property
     def site_buses(self) -> dict[str, str]:
@@ -102,9 +104,7 @@ def datacenter_config(site: SiteSection, catalogue: Mapping[str, ModelSpec]) -> 
     for entry in site.models:
         spec = catalogue.get(entry.model)
         if spec is None:
-            raise ScenarioError(
-                f"sites.{site.name}.models: unknown model {entry.model!r}; known: {sorted(catalogue)}"
-            )
+            raise ScenarioError(f"sites.{site.name}.models: unknown model {entry.model!r}; known: {sorted(catalogue)}")
         schedule = ReplicaSchedule(initial=entry.replicas)
         for ramp in entry.ramps:
             schedule = schedule.ramp_to(ramp.target, ramp.t_start_s, ramp.t_end_s)
@@ -138,8 +138,7 @@ def grid_config(grid: GridSection, sites: tuple[SiteSection, ...]) -> GridConfig
         regulator_self_control=grid.regulator_self_control,
         tap_limits=grid.tap_limits,
         sites=tuple(
-            SiteAttachment(site=s.name, bus=s.bus, connection=s.connection, power_factor=s.power_factor)
-            for s in sites
+            SiteAttachment(site=s.name, bus=s.bus, connection=s.connection, power_factor=s.power_factor) for s in sites
         ),
         generators=grid.generators,
         loads=grid.loads,
@@ -253,13 +252,23 @@ def _build_budget_controller(section: Any, common: dict[str, Any]) -> Component:
         return bud.ScheduledBudget(section.name, section.site, schedule)
     if isinstance(section, GridOperatorSection):
         return bud.GridOperator(
-            section.name, section.site, section.grid, normal_kw=section.normal_kw, curtail_kw=section.curtail_kw,
-            v_trigger=section.v_trigger, power_trigger_kw=section.power_trigger_kw, hold_s=section.hold_s,
+            section.name,
+            section.site,
+            section.grid,
+            normal_kw=section.normal_kw,
+            curtail_kw=section.curtail_kw,
+            v_trigger=section.v_trigger,
+            power_trigger_kw=section.power_trigger_kw,
+            hold_s=section.hold_s,
         )
     if isinstance(section, PowerBudgetSection):
         return pb.PowerBudgetController(
-            section.name, section.site, section.budget, pb.PowerBudgetConfig(**section.params),
-            period=section.period_s, **common,
+            section.name,
+            section.site,
+            section.budget,
+            pb.PowerBudgetConfig(**section.params),
+            period=section.period_s,
+            **common,
         )
     return pb.ProportionalCurtailment(
         section.name, section.site, section.budget, period=section.period_s, margin=section.margin, **common

@@ -16,7 +16,9 @@ def write_scenario_plots(built: BuiltScenario, result: RunResult, folder: Path) 
     note = f"{scenario.name}, seed {scenario.seed}; data: {built.data.description}"
     written = [
         plots.write_figure(
-            plots.plot_voltage_envelope(result, grid, scenario.v_min, scenario.v_max), folder / "voltage_envelope.png", note
+            plots.plot_voltage_envelope(result, grid, scenario.v_min, scenario.v_max),
+            folder / "voltage_envelope.png",
+            note,
         ),
         plots.write_figure(
             plots.plot_site_voltages(result, grid, built.site_buses, scenario.v_min, scenario.v_max),
@@ -27,7 +29,9 @@ def write_scenario_plots(built: BuiltScenario, result: RunResult, folder: Path) 
     for site, deadlines in built.deadlines.items():
         written.append(plots.write_figure(plots.plot_site_power(result, site), folder / f"power_{site}.png", note))
         written.append(plots.write_figure(plots.plot_batch_sizes(result, site), folder / f"batch_{site}.png", note))
-        written.append(plots.write_figure(plots.plot_latency(result, site, deadlines), folder / f"itl_{site}.png", note))
+        written.append(
+            plots.write_figure(plots.plot_latency(result, site, deadlines), folder / f"itl_{site}.png", note)
+        )
     taps = plots.plot_taps(result, grid)
     if taps is not None:
         written.append(plots.write_figure(taps, folder / "taps.png", note))

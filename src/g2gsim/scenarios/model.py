@@ -105,7 +105,9 @@ class LiveSection(_Section):
     servers: tuple[LiveServerEntry, ...] = Field(min_length=1)
     realtime_factor: float = Field(default=1.0, gt=0)
     buffer_s: float = Field(default=10.0, gt=0, description="rolling per-GPU power buffer, s")
-    warmup_buffer_s: float | None = Field(default=None, gt=0, description="buffer to fill before starting; default buffer_s")
+    warmup_buffer_s: float | None = Field(
+        default=None, gt=0, description="buffer to fill before starting; default buffer_s"
+    )
     first_reading_timeout_s: float = Field(default=10.0, gt=0)
     warmup_timeout_s: float = Field(default=60.0, gt=0)
     saturation_fraction: float = Field(default=0.95, gt=0, le=1)

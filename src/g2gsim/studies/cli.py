@@ -62,7 +62,9 @@ Workers = Annotated[int | None, typer.Option(help="local worker processes (defau
 Scheduler = Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")]
 Duration = Annotated[float | None, typer.Option(help="simulated seconds per run (default: the scenario's horizon)")]
 Progress = Annotated[bool, typer.Option(help="progress bar with ETA")]
-Linearized = Annotated[bool, typer.Option(help="screen with the linearised grid (coarse; full power flow is the default)")]
+Linearized = Annotated[
+    bool, typer.Option(help="screen with the linearised grid (coarse; full power flow is the default)")
+]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print the counts and the summary as one JSON line")]
 
 
@@ -130,8 +132,10 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
         item = item.strip()
         match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
         if match is None:
-            _fail(f"{option} {text!r}: {item!r} is not a seed or a range; use non-negative integers "
-                  "like '0-9', '0,3,7' or '0-4,10'")
+            _fail(
+                f"{option} {text!r}: {item!r} is not a seed or a range; use non-negative integers "
+                "like '0-9', '0,3,7' or '0-4,10'"
+            )
         low = int(match.group(1))
         high = int(match.group(2)) if match.group(2) is not None else low
         if high < low:
@@ -246,8 +250,14 @@ def _study_rows(sweep: Any, out: Path) -> pd.DataFrame:
 
 def _counts(runs: pd.DataFrame, expected: int, out: Path) -> dict[str, Any]:
     n_ok = int((runs["status"] == "ok").sum()) if "status" in runs else 0
-    return {"out": str(out), "total": expected, "ok": n_ok, "failed": len(runs) - n_ok,
-            "lost": expected - len(runs), "results": str(out / "results.parquet")}
+    return {
+        "out": str(out),
+        "total": expected,
+        "ok": n_ok,
+        "failed": len(runs) - n_ok,
+        "lost": expected - len(runs),
+        "results": str(out / "results.parquet"),
+    }
 
 
 def _report_failures(runs: pd.DataFrame, counts: dict[str, Any], label: str | None) -> None:
@@ -273,13 +283,17 @@ def _check_metric(runs: pd.DataFrame, metric: str, counts: dict[str, Any], label
         _fail(f"--metric {metric!r}: not a metric of these runs; metrics: {', '.join(known)}")
 
 
-def _finish(runs: pd.DataFrame, counts: dict[str, Any], label: str | None, json_output: bool, extra: dict[str, Any]) -> None:
+def _finish(
+    runs: pd.DataFrame, counts: dict[str, Any], label: str | None, json_output: bool, extra: dict[str, Any]
+) -> None:
     """Print the JSON line (with --json), the failures, and exit 1 (failed runs) or 3 (lost runs)."""
     if json_output:
         typer.echo(json.dumps(_plain({**counts, **extra})))
     else:
-        typer.echo(" ".join(f"{k}={v}" for k, v in counts.items() if k != "results")
-                   + "".join(f" {k}={v}" for k, v in extra.items() if k != "summary"))
+        typer.echo(
+            " ".join(f"{k}={v}" for k, v in counts.items() if k != "results")
+            + "".join(f" {k}={v}" for k, v in extra.items() if k != "summary")
+        )
     _report_failures(runs, counts, label)
     if counts["lost"]:
         _fail(f"the executor lost {counts['lost']} run(s); run again with --out {counts['out']} to resume", 3)
@@ -309,8 +323,9 @@ def _print_table(frame: pd.DataFrame, columns: Sequence[str], title: str) -> Non
     cells = [[_fmt(row[c]) for c in shown] for _, row in frame.iterrows()]
     for i, c in enumerate(shown):  # cells never wrap (headings do): numbers stay readable in 80 columns
         width = max([len(r[i]) for r in cells] + [2])
-        view.add_column(HEADINGS.get(c, c), justify="right" if frame[c].dtype.kind in "biuf" else "left",
-                        min_width=width)
+        view.add_column(
+            HEADINGS.get(c, c), justify="right" if frame[c].dtype.kind in "biuf" else "left", min_width=width
+        )
     for row_cells in cells:
         view.add_row(*row_cells)
     Console().print(view)
@@ -329,7 +344,9 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int | None, typer.Option(help="local worker processes (default: serial)")] = None,
         scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
         out: Annotated[Path | None, typer.Option(help="output folder (default: sweeps/<name>)")] = None,
-        heatmap: Annotated[str, typer.Option(help="metric of the heat-map when the sweep has two or more axes")] = "violation_time_s",
+        heatmap: Annotated[
+            str, typer.Option(help="metric of the heat-map when the sweep has two or more axes")
+        ] = "violation_time_s",
         progress: Annotated[bool, typer.Option(help="progress bar with ETA")] = True,
         json_output: Annotated[bool, typer.Option("--json", help="print the counts as one JSON line")] = False,
     ) -> None:
@@ -362,18 +379,26 @@ def register(app: typer.Typer) -> None:
             from g2gsim.plots import write_figure
             from g2gsim.studies.studies import plot_metric_heatmap
 
-            plot = write_figure(plot_metric_heatmap(runs, axes[0], axes[1], heatmap), folder / f"heatmap_{_slug(heatmap)}.png")
+            plot = write_figure(
+                plot_metric_heatmap(runs, axes[0], axes[1], heatmap), folder / f"heatmap_{_slug(heatmap)}.png"
+            )
         counts = _counts(runs, expected, folder)
         if not json_output:
             _summary(runs, axes, ("violation_time_s", "integral_violation_pu_s", "worst_vmin", "mean_throughput_tps"))
-        extra = {"skipped": result.n_skipped, "wall_s": round(result.wall_s, 3), "heatmap": None if plot is None else str(plot)}
+        extra = {
+            "skipped": result.n_skipped,
+            "wall_s": round(result.wall_s, 3),
+            "heatmap": None if plot is None else str(plot),
+        }
         _finish(runs, counts, axes[0] if axes else None, json_output, extra)
 
     @app.command("hosting-capacity")
     def hosting_capacity_command(
         feeder: Annotated[str, typer.Argument(help="ieee13, ieee34 or ieee123 (its preset is the base scenario)")],
         scenario: Annotated[str | None, typer.Option(help="base scenario instead of the feeder's preset")] = None,
-        bus: Annotated[list[str] | None, typer.Option("--bus", help="bus to study (repeat; default: every three-phase bus)")] = None,
+        bus: Annotated[
+            list[str] | None, typer.Option("--bus", help="bus to study (repeat; default: every three-phase bus)")
+        ] = None,
         site: Annotated[int, typer.Option(help="index of the site to move and resize")] = 0,
         duration: Annotated[float, typer.Option(help="simulated seconds per run")] = 600.0,
         metric: Annotated[str, typer.Option(help="metric kept at or below the threshold")] = "violation_time_s",
@@ -383,8 +408,9 @@ def register(app: typer.Typer) -> None:
         linearized: Annotated[bool, typer.Option(help="screen with the linearised grid")] = False,
         workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
         scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address")] = None,
-        out: Annotated[Path | None, typer.Option(
-            help="output folder (default: sweeps/hosting_<scenario>_site<N>_<duration>s)")] = None,
+        out: Annotated[
+            Path | None, typer.Option(help="output folder (default: sweeps/hosting_<scenario>_site<N>_<duration>s)")
+        ] = None,
         progress: Annotated[bool, typer.Option(help="progress bars")] = True,
         json_output: JsonOutput = False,
     ) -> None:
@@ -416,47 +442,88 @@ def register(app: typer.Typer) -> None:
         with _running(scheduler):
             try:
                 result = hosting_capacity(
-                    base, folder, buses=buses, site=site, metric=metric, threshold=threshold,
-                    max_gpus=max_gpus, resolution_gpus=resolution, executor=executor, workers=n,
-                    progress=progress and not json_output, linearized_grid=linearized,
+                    base,
+                    folder,
+                    buses=buses,
+                    site=site,
+                    metric=metric,
+                    threshold=threshold,
+                    max_gpus=max_gpus,
+                    resolution_gpus=resolution,
+                    executor=executor,
+                    workers=n,
+                    progress=progress and not json_output,
+                    linearized_grid=linearized,
                 )
             except ExecutorError:
                 raise  # a bad --scheduler address: _running reports it
             except MetricError as exc:
-                _fail(f"--metric {exc.metric!r}: not a metric of these runs; metrics: {', '.join(exc.available)} "
-                      f"(the first round's runs are kept in {folder})")
+                _fail(
+                    f"--metric {exc.metric!r}: not a metric of these runs; metrics: {', '.join(exc.available)} "
+                    f"(the first round's runs are kept in {folder})"
+                )
             except (KeyError, ValueError, RuntimeError) as exc:
                 _fail(f"hosting capacity on {base.name!r}: {exc}; runs so far are kept in {folder}", 1)
         capacity = dict(zip(result.table["bus"], result.table["capacity_gpus"], strict=True))
         topology = feeder_topology(base.grid.feeder)
-        plot = write_figure(plot_hosting_capacity(topology, capacity, f"{base.grid.feeder}: hosting capacity "
-                                                  f"({metric} <= {threshold:g})"), folder / "hosting_capacity.png")
+        plot = write_figure(
+            plot_hosting_capacity(
+                topology, capacity, f"{base.grid.feeder}: hosting capacity ({metric} <= {threshold:g})"
+            ),
+            folder / "hosting_capacity.png",
+        )
         n_failed, n_unsolved = result.n_failed, result.n_unsolved
         if json_output:
-            typer.echo(json.dumps(_plain({"capacity_gpus": capacity, "metric": metric, "threshold": threshold,
-                                          "runs": len(result.runs), "failed": n_failed, "unsolved": n_unsolved,
-                                          "out": str(folder)})))
+            typer.echo(
+                json.dumps(
+                    _plain(
+                        {
+                            "capacity_gpus": capacity,
+                            "metric": metric,
+                            "threshold": threshold,
+                            "runs": len(result.runs),
+                            "failed": n_failed,
+                            "unsolved": n_unsolved,
+                            "out": str(folder),
+                        }
+                    )
+                )
+            )
         else:
             typer.echo(result.table.to_string(index=False))
             typer.echo(f"table: {folder / 'hosting_capacity.csv'}  plot: {plot}  runs: {folder / 'results.parquet'}")
             if n_unsolved:
-                typer.echo(f"{n_unsolved} run(s) had no power-flow solution (site beyond the feeder): counted infeasible")
+                typer.echo(
+                    f"{n_unsolved} run(s) had no power-flow solution (site beyond the feeder): counted infeasible"
+                )
         if n_failed:
             _report_failures(result.runs, {"failed": n_failed}, "site_gpus")
-            _fail(f"{n_failed} of {len(result.runs)} run(s) failed and were counted as infeasible; "
-                  f"outputs were written to {folder}", 1)
+            _fail(
+                f"{n_failed} of {len(result.runs)} run(s) failed and were counted as infeasible; "
+                f"outputs were written to {folder}",
+                1,
+            )
 
     @app.command("sensitivity")
     def sensitivity_command(
         scenario: Annotated[str, typer.Argument(help="scenario file or bundled name")],
-        param: Annotated[str, typer.Argument(help="dotted path of the field to vary, e.g. controllers.0.params.primal_step_size")],
-        values: Annotated[list[str], typer.Argument(help="values to try, e.g. 0.05 0.1 0.2 or 0.05,0.1,0.2 (negative values after --)")],
+        param: Annotated[
+            str, typer.Argument(help="dotted path of the field to vary, e.g. controllers.0.params.primal_step_size")
+        ],
+        values: Annotated[
+            list[str],
+            typer.Argument(help="values to try, e.g. 0.05 0.1 0.2 or 0.05,0.1,0.2 (negative values after --)"),
+        ],
         metric: Annotated[str, typer.Option(help="metric of the plot")] = "violation_time_s",
-        seeds: Annotated[str | None, typer.Option(help="seeds per value, e.g. 0-4 (default: the scenario's seed)")] = None,
+        seeds: Annotated[
+            str | None, typer.Option(help="seeds per value, e.g. 0-4 (default: the scenario's seed)")
+        ] = None,
         duration: Duration = None,
         workers: Workers = None,
         scheduler: Scheduler = None,
-        out: Annotated[Path | None, typer.Option(help="output folder (default: sweeps/sensitivity_<scenario>_<field>)")] = None,
+        out: Annotated[
+            Path | None, typer.Option(help="output folder (default: sweeps/sensitivity_<scenario>_<field>)")
+        ] = None,
         progress: Progress = True,
         json_output: JsonOutput = False,
         linearized: Linearized = False,
@@ -485,7 +552,14 @@ def register(app: typer.Typer) -> None:
         folder = out or Path("sweeps") / _slug(f"sensitivity_{base.name}_{param.split('.')[-1]}")
         with _running(scheduler):
             summary = parameter_sensitivity(
-                base, param, parsed, folder, seeds=seed_list, executor=executor, workers=n, progress=progress,
+                base,
+                param,
+                parsed,
+                folder,
+                seeds=seed_list,
+                executor=executor,
+                workers=n,
+                progress=progress,
                 linearized_grid=linearized,
             )
         runs = _study_rows(sweep, folder)
@@ -494,8 +568,11 @@ def register(app: typer.Typer) -> None:
         plot = write_figure(plot_sensitivity(runs, param, metric), folder / f"sensitivity_{_slug(metric)}.png")
         if not json_output:
             label = param.split(".")[-1]
-            _print_table(summary.rename(columns={param: label}), [label, "n_ok", metric, *TABLE_METRICS],
-                         f"{base.name}: sensitivity to {param} ({len(seed_list)} seed(s) per value)")
+            _print_table(
+                summary.rename(columns={param: label}),
+                [label, "n_ok", metric, *TABLE_METRICS],
+                f"{base.name}: sensitivity to {param} ({len(seed_list)} seed(s) per value)",
+            )
         extra = {"table": str(folder / "sensitivity.csv"), "plot": str(plot), "summary": summary.to_dict("records")}
         _finish(runs, counts, param, json_output, extra)
 
@@ -503,8 +580,12 @@ def register(app: typer.Typer) -> None:
     def site_sweep_command(
         scenario: Annotated[str, typer.Argument(help="scenario file or bundled name")],
         site: Annotated[int, typer.Option(help="index of the site to move")] = 0,
-        bus: Annotated[list[str] | None, typer.Option(
-            "--bus", "--buses", help="bus to try (repeat or comma-separate; default: every three-phase bus)")] = None,
+        bus: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--bus", "--buses", help="bus to try (repeat or comma-separate; default: every three-phase bus)"
+            ),
+        ] = None,
         metric: Annotated[str, typer.Option(help="metric that ranks the buses")] = "violation_time_s",
         descending: Annotated[bool, typer.Option(help="rank the largest value first (e.g. for worst_vmin)")] = False,
         seeds: Annotated[str | None, typer.Option(help="seeds per bus, e.g. 0-4; the table shows the mean")] = None,
@@ -542,8 +623,17 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc))
         folder = out or Path("sweeps") / _slug(f"sites_{base.name}")
         with _running(scheduler):
-            result = site_sweep(base, folder, site=site, buses=buses, seeds=seed_list, executor=executor, workers=n,
-                                progress=progress, linearized_grid=linearized)
+            result = site_sweep(
+                base,
+                folder,
+                site=site,
+                buses=buses,
+                seeds=seed_list,
+                executor=executor,
+                workers=n,
+                progress=progress,
+                linearized_grid=linearized,
+            )
         path = f"sites.{site}.bus"
         runs = study_runs(sweep, result.table)
         counts = _counts(runs, expected, folder)
@@ -555,25 +645,44 @@ def register(app: typer.Typer) -> None:
         bars = write_figure(plot_metric_by_bus(summary, metric), folder / f"site_sweep_{_slug(metric)}.png")
         finite = {str(b): float(v) for b, v in zip(summary["bus"], summary[metric], strict=True) if math.isfinite(v)}
         feeder_map = write_figure(
-            plot_bus_values(feeder_topology(base.grid.feeder), finite, metric, f"{base.grid.feeder}: {metric} with site {site} at each bus",
-                            fmt="{:.3g}", cmap="RdYlGn" if descending else "RdYlGn_r"),
+            plot_bus_values(
+                feeder_topology(base.grid.feeder),
+                finite,
+                metric,
+                f"{base.grid.feeder}: {metric} with site {site} at each bus",
+                fmt="{:.3g}",
+                cmap="RdYlGn" if descending else "RdYlGn_r",
+            ),
             folder / f"site_sweep_map_{_slug(metric)}.png",
         )
         if not json_output:
-            _print_table(summary, ["rank", "bus", "n_ok", metric, *TABLE_METRICS],
-                         f"{base.name}: site {site} at each bus, by {metric} ({'largest' if descending else 'smallest'} first)")
-        extra = {"table": str(folder / "site_sweep.csv"), "plot": str(bars), "map": str(feeder_map),
-                 "summary": summary.to_dict("records")}
+            _print_table(
+                summary,
+                ["rank", "bus", "n_ok", metric, *TABLE_METRICS],
+                f"{base.name}: site {site} at each bus, by {metric} ({'largest' if descending else 'smallest'} first)",
+            )
+        extra = {
+            "table": str(folder / "site_sweep.csv"),
+            "plot": str(bars),
+            "map": str(feeder_map),
+            "summary": summary.to_dict("records"),
+        }
         _finish(runs, counts, path, json_output, extra)
 
     @app.command("ensemble")
     def ensemble_command(
         scenario: Annotated[str, typer.Argument(help="scenario file or bundled name")],
-        seeds: Annotated[str | None, typer.Option(help="seeds, e.g. 0-9 or 0,3,7 (ranges inclusive; default 0-9)")] = None,
+        seeds: Annotated[
+            str | None, typer.Option(help="seeds, e.g. 0-9 or 0,3,7 (ranges inclusive; default 0-9)")
+        ] = None,
         n: Annotated[int | None, typer.Option("--n", help="seeds 0..n-1 (instead of --seeds)")] = None,
         confidence: Annotated[float, typer.Option(help="level of the confidence interval, in (0, 1)")] = 0.95,
-        metric: Annotated[list[str] | None, typer.Option(
-            "--metric", help="metric to show (repeat; default: the headline metrics; the CSV has every metric)")] = None,
+        metric: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--metric", help="metric to show (repeat; default: the headline metrics; the CSV has every metric)"
+            ),
+        ] = None,
         duration: Duration = None,
         workers: Workers = None,
         scheduler: Scheduler = None,
@@ -605,8 +714,16 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc))
         folder = out or Path("sweeps") / _slug(f"ensemble_{base.name}")
         with _running(scheduler):
-            summary = seed_ensemble(base, seed_list, folder, confidence=confidence, executor=executor,
-                                    workers=n_workers, progress=progress, linearized_grid=linearized)
+            summary = seed_ensemble(
+                base,
+                seed_list,
+                folder,
+                confidence=confidence,
+                executor=executor,
+                workers=n_workers,
+                progress=progress,
+                linearized_grid=linearized,
+            )
         runs = _study_rows(sweep, folder)
         counts = _counts(runs, expected, folder)
         for name in metric or ["violation_time_s"]:
@@ -614,7 +731,10 @@ def register(app: typer.Typer) -> None:
         wanted = list(dict.fromkeys(metric)) if metric else [m for m in HEADLINE_METRICS if m in set(summary["metric"])]
         shown = summary.set_index("metric").loc[wanted].reset_index()
         if not json_output:
-            _print_table(shown, ["metric", "n", "mean", "std", "ci_low", "ci_high"],
-                         f"{base.name}: {len(seed_list)} seeds, {confidence:.0%} confidence interval (Student t)")
+            _print_table(
+                shown,
+                ["metric", "n", "mean", "std", "ci_low", "ci_high"],
+                f"{base.name}: {len(seed_list)} seeds, {confidence:.0%} confidence interval (Student t)",
+            )
         extra = {"table": str(folder / "ensemble.csv"), "confidence": confidence, "summary": summary.to_dict("records")}
         _finish(runs, counts, "seed", json_output, extra)

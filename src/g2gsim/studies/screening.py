@@ -321,8 +321,9 @@ def warm_up(feeder_scenario: str = "ieee13_baseline_notap") -> int:
 
 
 # -- measuring the linear model's error ------------------------------------------------------------
-def linearization_error(scenario: Scenario, deltas_kw: tuple[float, ...] = (1.0, 10.0, 100.0), *, site: int = 0,
-                        settle_s: float = 1.0) -> dict[float, float]:
+def linearization_error(
+    scenario: Scenario, deltas_kw: tuple[float, ...] = (1.0, 10.0, 100.0), *, site: int = 0, settle_s: float = 1.0
+) -> dict[float, float]:
     """Largest voltage error (pu) of the linear model for a per-phase step of `delta` kW at a site.
 
     Runs the scenario for `settle_s` to reach a realistic operating point, then for each
@@ -357,7 +358,7 @@ def compare_with_power_flow(scenario: Scenario) -> dict[str, Any]:
         out[f"wall_s_{mode}"] = wall
         for key in ("violation_time_s", "integral_violation_pu_s", "worst_vmin", "worst_vmax"):
             out[f"{key}_{mode}"] = metrics[key]
-    diff = (tables["linear"].to_numpy() - tables["full"].to_numpy())
+    diff = tables["linear"].to_numpy() - tables["full"].to_numpy()
     out["max_abs_error_pu"] = float(np.nanmax(np.abs(diff)))
     out["mean_abs_error_pu"] = float(np.nanmean(np.abs(diff)))
     return out
@@ -369,7 +370,7 @@ def measure_linear_error(names: list[str] | None = None, *, horizon_s: float = 3
     for name in names or list(bundled_scenarios()):
         try:
             scenario = load_scenario(name).with_overrides(horizon_s=horizon_s)
-        except Exception as exc:  # noqa: BLE001 - a preset this study cannot load
+        except Exception as exc:
             rows.append({"scenario": name, "skipped": f"{type(exc).__name__}: {exc}"})
             continue
         if scenario.is_live:
@@ -380,6 +381,6 @@ def measure_linear_error(names: list[str] | None = None, *, horizon_s: float = 3
             continue
         try:
             rows.append(compare_with_power_flow(scenario))
-        except Exception as exc:  # noqa: BLE001 - e.g. a live preset without its servers
+        except Exception as exc:
             rows.append({"scenario": name, "skipped": f"{type(exc).__name__}: {str(exc)[:200]}"})
     return pd.DataFrame(rows)

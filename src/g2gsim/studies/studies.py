@@ -68,10 +68,12 @@ def summarize_by(runs: pd.DataFrame, column: str, order: Sequence[Any] | None = 
     key = runs[column].map(_hashable).rename(column)
     ok = runs["status"] == "ok" if "status" in runs else pd.Series(True, index=runs.index)
     numeric = [c for c in runs.select_dtypes("number").columns if c not in NOT_METRICS and c != column]
-    counts = pd.DataFrame({
-        "n_runs": runs.groupby(key, sort=False).size(),
-        "n_ok": ok.groupby(key, sort=False).sum().astype(int),
-    })
+    counts = pd.DataFrame(
+        {
+            "n_runs": runs.groupby(key, sort=False).size(),
+            "n_ok": ok.groupby(key, sort=False).sum().astype(int),
+        }
+    )
     means = runs[ok].groupby(key[ok], sort=False)[numeric].mean()
     summary = counts.join(means).rename_axis(column).reset_index()
     if order is not None:
@@ -82,7 +84,12 @@ def summarize_by(runs: pd.DataFrame, column: str, order: Sequence[Any] | None = 
 
 
 def sensitivity_sweep(
-    base: Scenario | str, path: str, values: Sequence[Any], seeds: Sequence[int] = (0,), *, linearized_grid: bool = False
+    base: Scenario | str,
+    path: str,
+    values: Sequence[Any],
+    seeds: Sequence[int] = (0,),
+    *,
+    linearized_grid: bool = False,
 ) -> Sweep:
     """The sweep of :func:`parameter_sensitivity` (one axis, plus seeds unless just the scenario's own)."""
     scenario = _scenario(base)
@@ -201,9 +208,13 @@ def scaled_site(scenario: Scenario, gpus: int, site: int = 0) -> dict[str, Any]:
         needed += raw["replicas"] * catalogue[entry.model].gpus_per_replica
         models.append(raw)
     training = [{**t.model_dump(mode="json"), "n_gpus": max(1, int(round(t.n_gpus * f)))} for t in section.training]
-    peak = max(needed, sum(
-        max([m["replicas"], *(r["target"] for r in m["ramps"])]) * catalogue[m["model"]].gpus_per_replica for m in models
-    ))
+    peak = max(
+        needed,
+        sum(
+            max([m["replicas"], *(r["target"] for r in m["ramps"])]) * catalogue[m["model"]].gpus_per_replica
+            for m in models
+        ),
+    )
     capacity = max(1, int(math.ceil(section.capacity_gpus * f)), peak)
     prefix = f"sites.{site}"
     return {
@@ -396,7 +407,10 @@ def ensemble_sweep(base: Scenario | str, seeds: Sequence[int] | int, *, lineariz
     scenario = _scenario(base)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     return Sweep(
-        name=f"seeds of {scenario.name}", base=scenario.to_dict(), axes={"seed": seed_list}, linearized_grid=linearized_grid
+        name=f"seeds of {scenario.name}",
+        base=scenario.to_dict(),
+        axes={"seed": seed_list},
+        linearized_grid=linearized_grid,
     )
 
 
@@ -476,8 +490,15 @@ def plot_metric_by_bus(summary: pd.DataFrame, metric: str, bus: str = "bus") -> 
     values = pd.to_numeric(summary[metric], errors="coerce").to_numpy(dtype=float)
     ax.bar([str(b) for b in summary[bus]], np.nan_to_num(values), color="tab:blue")
     for i, value in enumerate(values):
-        ax.annotate("failed" if np.isnan(value) else f"{value:.3g}", (i, 0 if np.isnan(value) else value),
-                    ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            "failed" if np.isnan(value) else f"{value:.3g}",
+            (i, 0 if np.isnan(value) else value),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     ax.set_xlabel("bus of the site")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by site bus")
@@ -505,11 +526,18 @@ def plot_bus_values(
     buses = [b for b in values if b.lower() in pos]
     numbers = [float(values[b]) for b in buses]
     points = ax.scatter(
-        [pos[b.lower()][0] for b in buses], [pos[b.lower()][1] for b in buses], c=numbers, s=140,
-        cmap=cmap, edgecolor="black", zorder=5,
+        [pos[b.lower()][0] for b in buses],
+        [pos[b.lower()][1] for b in buses],
+        c=numbers,
+        s=140,
+        cmap=cmap,
+        edgecolor="black",
+        zorder=5,
     )
     for bus, value in zip(buses, numbers, strict=True):
-        ax.annotate(f"{bus}: {fmt.format(value)}", pos[bus.lower()], fontsize=7, xytext=(6, 6), textcoords="offset points")
+        ax.annotate(
+            f"{bus}: {fmt.format(value)}", pos[bus.lower()], fontsize=7, xytext=(6, 6), textcoords="offset points"
+        )
     fig.colorbar(points, ax=ax, label=label, shrink=0.7)
     ax.set_title(title or f"{label} by bus")
     fig.tight_layout()

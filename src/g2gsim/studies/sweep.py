@@ -107,13 +107,17 @@ class Sweep(BaseModel):
 
     name: str = "sweep"
     description: str = ""
-    base: str | dict[str, Any] = Field(description="a bundled scenario name, a scenario file, or an inline scenario table")
+    base: str | dict[str, Any] = Field(
+        description="a bundled scenario name, a scenario file, or an inline scenario table"
+    )
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value, applied to every run")
     mode: Literal["cartesian", "zip", "random"] = "cartesian"
     axes: dict[str, list[Any] | RangeAxis] = Field(default_factory=dict)
     samples: int | None = Field(default=None, gt=0, description="number of random draws (mode = random)")
     sample_seed: int = 0
-    linearized_grid: bool = Field(default=False, description="screening: the linearised grid instead of full power flow")
+    linearized_grid: bool = Field(
+        default=False, description="screening: the linearised grid instead of full power flow"
+    )
     labels: list[dict[str, Any]] = Field(
         default_factory=list, description="zip mode: extra columns per point (recorded, not applied, not hashed)"
     )
@@ -134,17 +138,17 @@ class Sweep(BaseModel):
     def _consistent(self) -> Sweep:
         for path, values in self.axes.items():
             if isinstance(values, RangeAxis) and self.mode != "random":
-                raise ValueError(f"axis {path!r}: a {{low, high}} range needs mode = \"random\"; give a list of values")
+                raise ValueError(f'axis {path!r}: a {{low, high}} range needs mode = "random"; give a list of values')
             if isinstance(values, list) and not values:
                 raise ValueError(f"axis {path!r}: no values")
         if self.mode == "zip":
             lengths = {p: len(v) for p, v in self.axes.items() if isinstance(v, list)}
             if len(set(lengths.values())) > 1:
-                raise ValueError(f"mode = \"zip\" needs axes of equal length; lengths: {lengths}")
+                raise ValueError(f'mode = "zip" needs axes of equal length; lengths: {lengths}')
         if self.labels and (self.mode != "zip" or any(len(v) != len(self.labels) for v in self.axes.values())):
-            raise ValueError("labels need mode = \"zip\" and one entry per point")
+            raise ValueError('labels need mode = "zip" and one entry per point')
         if self.mode == "random" and self.samples is None:
-            raise ValueError("mode = \"random\" needs `samples`")
+            raise ValueError('mode = "random" needs `samples`')
         return self
 
     # -- files -----------------------------------------------------------------------------------
@@ -261,7 +265,9 @@ def flatten_paths(
 def _split(path: str) -> list[str]:
     parts = path.split(".")
     if not path or any(not p for p in parts):
-        raise SweepError(f"axis {path!r}: not a dotted path (e.g. 'sites.0.bus', 'controllers.0.params.primal_step_size')")
+        raise SweepError(
+            f"axis {path!r}: not a dotted path (e.g. 'sites.0.bus', 'controllers.0.params.primal_step_size')"
+        )
     return parts
 
 
@@ -274,7 +280,9 @@ def check_path(raw: Mapping[str, Any], path: str) -> None:
         last = depth == len(parts) - 1
         if isinstance(node, list):
             if not part.lstrip("-").isdigit():
-                raise SweepError(f"axis {path!r}: {'.'.join(parts[:depth]) or '<top>'} is a list; {part!r} is not an index")
+                raise SweepError(
+                    f"axis {path!r}: {'.'.join(parts[:depth]) or '<top>'} is a list; {part!r} is not an index"
+                )
             index = int(part)
             if not -len(node) <= index < len(node):
                 raise SweepError(
@@ -288,7 +296,9 @@ def check_path(raw: Mapping[str, Any], path: str) -> None:
                     # table (controller params): applying and validating decides.
                     return
                 keys = sorted(node)
-                raise SweepError(f"axis {path!r}: no field {part!r} at {'.'.join(parts[:depth]) or '<top level>'}; fields: {keys}")
+                raise SweepError(
+                    f"axis {path!r}: no field {part!r} at {'.'.join(parts[:depth]) or '<top level>'}; fields: {keys}"
+                )
             node = node[part]
         else:
             raise SweepError(f"axis {path!r}: {'.'.join(parts[:depth])} is a value, it has no field {part!r} ({where})")
@@ -376,7 +386,9 @@ def execute_task(task: RunTask) -> dict[str, Any]:
     start = time.perf_counter()
     row: dict[str, Any] = {"run_id": task.run_id, **task.labels, **task.params}
     try:
-        scenario = apply_parameters(Scenario.from_dict(task.base, source="sweep base"), task.params, what=f"run {task.run_id}")
+        scenario = apply_parameters(
+            Scenario.from_dict(task.base, source="sweep base"), task.params, what=f"run {task.run_id}"
+        )
         metrics = run_screening(scenario, linearized=task.linearized_grid)
         for key, value in flatten_metrics(metrics).items():
             if key not in row:
@@ -443,9 +455,13 @@ def load_results(out: str | Path, *, write: bool = True) -> pd.DataFrame:
         frame = table.copy()
         for column in frame.columns:  # list / table parameters -> JSON text; mixed types -> str
             if frame[column].dtype == object and any(isinstance(v, list | dict) for v in frame[column]):
-                frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v)
+                frame[column] = frame[column].map(
+                    lambda v: json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v
+                )
             if frame[column].dtype == object:
-                kinds = {type(v) for v in frame[column] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+                kinds = {
+                    type(v) for v in frame[column] if v is not None and not (isinstance(v, float) and math.isnan(v))
+                }
                 if len(kinds) > 1:
                     frame[column] = frame[column].map(lambda v: None if v is None else str(v))
         frame.to_parquet(folder / RESULTS_FILE, index=False)
@@ -488,7 +504,7 @@ class _SerialExecutor(cf.Executor):
         future: cf.Future = cf.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # noqa: BLE001 - delivered through the future
+        except Exception as exc:
             future.set_exception(exc)
         return future
 
@@ -608,7 +624,7 @@ def run_sweep(
                 task = queue.pop()
                 try:
                     in_flight[pool.submit(execute_task, task)] = task
-                except Exception:  # noqa: BLE001 - a broken pool: the rest waits for a resume
+                except Exception:
                     lost.append(task.run_id)
                     broken = True
             if broken and queue:
@@ -621,7 +637,7 @@ def run_sweep(
                 task = in_flight.pop(future)
                 try:
                     row = future.result()
-                except Exception:  # noqa: BLE001 - the executor lost the run, not the run failing
+                except Exception:
                     lost.append(task.run_id)
                     broken = broken or _pool_is_broken(pool)
                     continue
@@ -711,4 +727,6 @@ def sweep_from_points(
             raise SweepError(f"every point needs the same paths {paths}; got {list(p)}")
     base_value: str | dict[str, Any] = base.to_dict() if isinstance(base, Scenario) else base
     axes = {path: [p[path] for p in points] for path in paths}
-    return Sweep(name=name, base=base_value, mode="zip", axes=axes, linearized_grid=linearized_grid, labels=labels or [])
+    return Sweep(
+        name=name, base=base_value, mode="zip", axes=axes, linearized_grid=linearized_grid, labels=labels or []
+    )
