@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from g2gsim.data.source import open_data_source
+from g2gsim.data import open_data_source
+from g2gsim.data.spec import PAPER_MODELS
 from g2gsim.data.training import synthetic_training_trace
 from g2gsim.datacenter.config import (
     DatacenterConfig,
@@ -39,7 +40,6 @@ from g2gsim.datacenter.config import (
     TrainingRun,
 )
 from g2gsim.datacenter.offline import OfflineDatacenter
-from g2gsim.datacenter.spec import PAPER_MODELS
 from g2gsim.kernel import Simulation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "datacenter.json"

@@ -96,7 +96,7 @@ def site_buses(raw: dict[str, Any], n: int) -> list[str]:
 
 def scaled_site(template: dict[str, Any], index: int, bus: str, factor: float) -> dict[str, Any]:
     """A copy of a preset site at another bus, its load scaled by `factor`."""
-    from g2gsim.datacenter.spec import PAPER_MODELS
+    from g2gsim.data.spec import PAPER_MODELS
 
     def scale(count: int) -> int:
         return max(1, round(count * factor))

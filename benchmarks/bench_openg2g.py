@@ -231,8 +231,8 @@ def write_inputs(folder: Path, horizon: float) -> Path:
     """Data cache, training trace, feeder and the shared config; returns the config file."""
     from g2gsim.data import open_data_source
     from g2gsim.data.caches import write_v02_cache
+    from g2gsim.data.spec import PAPER_MODELS
     from g2gsim.data.training import save_training_trace, synthetic_training_trace
-    from g2gsim.datacenter.spec import PAPER_MODELS
 
     specs = list(PAPER_MODELS.values())
     cache = write_v02_cache(open_data_source(None), specs, folder / "cache")

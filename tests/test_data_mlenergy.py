@@ -26,7 +26,7 @@ from g2gsim.data import MissingDataError, open_data_source
 from g2gsim.data.caches import V02CacheSource, write_v02_cache
 from g2gsim.data.fits import FitWarning
 from g2gsim.data.mlenergy import MLEnergySource, normalise_precision
-from g2gsim.datacenter.spec import ModelSpec
+from g2gsim.data.spec import ModelSpec
 
 T0 = 1_700_000_000.0  # unix time of the first run's start
 SAMPLE_S = 0.25  # power sampling period of the generated timelines

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from g2gsim.data import MissingDataError, open_data_source
 from g2gsim.data.bundled import CURVES, BundledSyntheticSource
 from g2gsim.data.caches import V01CacheSource, V02CacheSource, write_v02_cache
+from g2gsim.data.spec import PAPER_MODELS, ModelSpec
 from g2gsim.data.traces import PowerTrace, build_template
 from g2gsim.data.training import (
     TrainingTraceParams,
@@ -25,7 +26,6 @@ from g2gsim.data.training import (
     save_training_trace,
     synthetic_training_trace,
 )
-from g2gsim.datacenter.spec import PAPER_MODELS, ModelSpec
 
 EIGHT_B = PAPER_MODELS["Llama-3.1-8B"]
 

@@ -15,6 +15,7 @@ import numpy as np
 from mlenergy.data.modeling import ITLMixtureModel
 
 from g2gsim.data.source import DataSource, PowerTemplate
+from g2gsim.data.spec import ModelSpec
 from g2gsim.data.training import TrainingTrace
 from g2gsim.datacenter.config import (
     DatacenterConfig,
@@ -24,7 +25,6 @@ from g2gsim.datacenter.config import (
     ReplicaSchedule,
     TrainingSchedule,
 )
-from g2gsim.datacenter.spec import ModelSpec
 from g2gsim.kernel import Command, Controller
 
 BATCHES = (8, 16, 32, 64, 128)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from g2gsim.data.source import open_data_source
+from g2gsim.data import open_data_source
+from g2gsim.data.spec import PAPER_MODELS
 from g2gsim.data.training import synthetic_training_trace
 from g2gsim.datacenter.config import (
     DatacenterConfig,
@@ -19,7 +20,6 @@ from g2gsim.datacenter.config import (
     TrainingRun,
 )
 from g2gsim.datacenter.offline import OfflineDatacenter
-from g2gsim.datacenter.spec import PAPER_MODELS
 from g2gsim.kernel import Simulation
 from g2gsim.metrics import performance_metrics
 from g2gsim.resources import shared_reference_dir

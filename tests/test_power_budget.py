@@ -32,11 +32,11 @@ from g2gsim.controllers.power_budget import (
     model_options,
     plan_exact,
 )
-from g2gsim.data.source import open_data_source
+from g2gsim.data import open_data_source
+from g2gsim.data.spec import PAPER_MODELS
 from g2gsim.datacenter.config import DatacenterConfig, ModelDeployment
 from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.datacenter.power_cap import GpuPowerCaps
-from g2gsim.datacenter.spec import PAPER_MODELS
 from g2gsim.kernel import Simulation
 from g2gsim.kernel.component import Controller
 from g2gsim.metrics import budget_metrics

@@ -23,8 +23,8 @@ def plan_batch(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Per model: the largest batch and the best-throughput batch whose ITL meets the deadline."""
-    from g2gsim.data.source import open_data_source
-    from g2gsim.datacenter.spec import PAPER_MODELS
+    from g2gsim.data import open_data_source
+    from g2gsim.data.spec import PAPER_MODELS
     from g2gsim.planning import plan_batches
 
     err = Console(stderr=True)

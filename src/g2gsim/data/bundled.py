@@ -28,10 +28,11 @@ from scipy.ndimage import uniform_filter1d
 
 from g2gsim.data.caches import TableSource
 from g2gsim.data.fits import FitWarning, LogisticFits, fit_logistic_fits
+from g2gsim.data.spec import PAPER_MODELS
 from g2gsim.data.traces import PowerTrace
 
 if TYPE_CHECKING:
-    from g2gsim.datacenter.spec import ModelSpec
+    from g2gsim.data.spec import ModelSpec
 
 __all__ = ["CURVES", "STEADY_S", "TRACE_STEP_S", "WARMUP_S", "BundledSyntheticSource", "CurvePoint"]
 
@@ -186,8 +187,6 @@ def _logistic(label: str, gpus: int, exclude: tuple[int, ...]) -> LogisticFits:
 
 def write_stored_fits(path: str | Path) -> Path:
     """Fit the paper's five models and write ``bundled_fits.json`` (run after editing the curves)."""
-    from g2gsim.datacenter.spec import PAPER_MODELS
-
     models = {
         label: {
             "gpus_per_replica": spec.gpus_per_replica,

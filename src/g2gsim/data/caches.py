@@ -33,7 +33,7 @@ from g2gsim.data.source import DataSource
 from g2gsim.data.traces import PowerTrace
 
 if TYPE_CHECKING:
-    from g2gsim.datacenter.spec import ModelSpec
+    from g2gsim.data.spec import ModelSpec
 
 __all__ = [
     "ITL_SCHEMA",

@@ -47,7 +47,7 @@ from g2gsim.data.fits import LogisticFits, fit_logistic_fits
 from g2gsim.data.traces import PowerTrace
 
 if TYPE_CHECKING:
-    from g2gsim.datacenter.spec import ModelSpec
+    from g2gsim.data.spec import ModelSpec
 
 __all__ = ["GRID_STEP_S", "ITL_MAX_SAMPLES", "ITL_SEED", "POWER_METRIC", "MLEnergySource", "normalise_precision"]
 

@@ -1,4 +1,4 @@
-"""The one interface every data backend offers, and the function that opens one (SPEC 8).
+"""The one interface every data backend offers (SPEC 8); :mod:`g2gsim.data.open` opens one.
 
 A :class:`DataSource` answers, per model spec and batch size: the measured power trace, the
 per-GPU template for a run's step and horizon, the ITL mixture fit, and per model the
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from g2gsim.data.fits import LogisticFits
@@ -20,9 +19,9 @@ from g2gsim.kernel.time import TimeLike, as_period, as_seconds
 if TYPE_CHECKING:
     from mlenergy.data.modeling import ITLMixtureModel
 
-    from g2gsim.datacenter.spec import ModelSpec
+    from g2gsim.data.spec import ModelSpec
 
-__all__ = ["DataSource", "LogisticFits", "MissingDataError", "PowerTemplate", "open_data_source"]
+__all__ = ["DataSource", "LogisticFits", "MissingDataError", "PowerTemplate"]
 
 
 class MissingDataError(LookupError):
@@ -92,36 +91,3 @@ class DataSource(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.description}>"
-
-
-def open_data_source(path: str | Path | None = None) -> DataSource:
-    """Open data by location: None (or "bundled") for the bundled synthetic dataset, else a folder.
-
-    The folder's layout picks the backend: ``traces_summary.csv`` (OpenG2G v0.1 cache),
-    ``runs/llm.parquet`` (a local ML.ENERGY benchmark copy), per-spec ``<hash>/`` folders or a
-    ``specs/`` folder of them (OpenG2G v0.2 cache).
-    """
-    from g2gsim.data.bundled import BundledSyntheticSource
-    from g2gsim.data.caches import V01CacheSource, V02CacheSource, is_v02_cache
-
-    if path is None or str(path) in {"bundled", "synthetic"}:
-        return BundledSyntheticSource()
-    folder = Path(path).expanduser().resolve()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"data: {folder} is not a folder (give a data cache or ML.ENERGY folder, or omit for bundled data)"
-        )
-    if (folder / "traces_summary.csv").is_file():
-        return V01CacheSource(folder)
-    if (folder / "runs" / "llm.parquet").is_file():
-        from g2gsim.data.mlenergy import MLEnergySource
-
-        return MLEnergySource(folder)
-    if is_v02_cache(folder):
-        return V02CacheSource(folder)
-    if (folder / "specs").is_dir() and is_v02_cache(folder / "specs"):
-        return V02CacheSource(folder / "specs")
-    raise ValueError(
-        f"data: {folder} has no recognised layout; expected traces_summary.csv (OpenG2G v0.1 cache), "
-        "runs/llm.parquet (ML.ENERGY benchmark copy) or <spec-hash>/trace.csv folders (OpenG2G v0.2 cache)"
-    )

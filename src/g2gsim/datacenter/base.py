@@ -13,8 +13,8 @@ from g2gsim.kernel.component import DatacenterComponent
 
 if TYPE_CHECKING:
     from g2gsim.data.source import DataSource
+    from g2gsim.data.spec import ModelSpec
     from g2gsim.datacenter.config import DatacenterConfig
-    from g2gsim.datacenter.spec import ModelSpec
     from g2gsim.kernel.commands import Command
 
 

@@ -28,9 +28,9 @@ from pydantic import (
     model_validator,
 )
 
+from g2gsim.data.spec import ModelSpec
 from g2gsim.data.training import TrainingTrace
 from g2gsim.datacenter.power_cap import GpuPowerCaps
-from g2gsim.datacenter.spec import ModelSpec
 
 __all__ = [
     "DatacenterConfig",

@@ -26,7 +26,7 @@ class Command:
 
     def payload_json(self) -> str:
         """Payload as canonical JSON."""
-        return json.dumps(self._plain_payload() or self.payload(), sort_keys=True, default=_json_default)
+        return json.dumps(self._plain_payload() or self.payload(), sort_keys=True, default=json_default)
 
     def _plain_payload(self) -> dict[str, Any] | None:
         """The fields as they are when they hold only plain values and dicts of them (their
@@ -44,7 +44,7 @@ class Command:
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy arrays and scalars
         return value.tolist()
     if hasattr(value, "item"):

@@ -11,6 +11,7 @@ import simpy
 from simpy.events import Event
 
 from g2gsim.kernel.commands import Command
+from g2gsim.kernel.events import PhasedTimeout
 from g2gsim.kernel.links import INSTANT, Link, LinkSpec
 from g2gsim.kernel.log import CommandLog, EventLog
 from g2gsim.kernel.mailbox import Mailbox, QueueMailbox
@@ -82,12 +83,8 @@ class RunContext:
 
     def at_tick(self, tick: int, phase: Phase | None = None) -> Event:
         """An event processed at `tick` in this component's phase slot (or another phase)."""
-        event = Event(self.env)
-        event._ok = True
-        event._value = None
         event_priority = self.priority if phase is None else priority(phase)
-        self.env.schedule(event, event_priority, tick - self.env.now)
-        return event
+        return PhasedTimeout(self.env, tick - self.env.now, event_priority)
 
     # -- randomness ---------------------------------------------------------------------
     def rng(self, purpose: str) -> np.random.Generator:

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import numpy as np
 import simpy
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
-from simpy.events import Event
 
+from g2gsim.kernel.events import PhasedTimeout
 from g2gsim.kernel.phases import Phase, priority
 from g2gsim.kernel.time import Clock, as_delay
 
@@ -100,9 +100,6 @@ class Link:
         if delay == 0:
             deliver(message)
             return self._env.now
-        event = Event(self._env)
-        event._ok = True
-        event._value = message
-        event.callbacks.append(lambda ev: deliver(ev._value))
-        self._env.schedule(event, self._priority, delay)
+        event = PhasedTimeout(self._env, delay, self._priority, message)
+        event.callbacks.append(lambda ev: deliver(ev.value))
         return self._env.now + delay

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from g2gsim.kernel.commands import Command, _json_default
+from g2gsim.kernel.commands import Command, json_default
 
 
 class EventLog:
@@ -45,7 +45,7 @@ class EventLog:
                 "source": pd.Series(self._source, dtype="string"),
                 "topic": pd.Series(self._topic, dtype="string"),
                 "payload": pd.Series(
-                    [json.dumps(p, sort_keys=True, default=_json_default) for p in self._payload], dtype="string"
+                    [json.dumps(p, sort_keys=True, default=json_default) for p in self._payload], dtype="string"
                 ),
             }
         )

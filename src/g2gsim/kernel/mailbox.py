@@ -15,6 +15,8 @@ from typing import Generic, TypeVar
 import simpy
 from simpy.events import NORMAL, Event
 
+from g2gsim.kernel.events import Wakeup
+
 T = TypeVar("T")
 
 _UNSET = object()
@@ -27,7 +29,7 @@ class _Waitable:
 
     def __init__(self, env: simpy.Environment) -> None:
         self._env = env
-        self._waiters: dict[int, Event] | None = None
+        self._waiters: dict[int, Wakeup] | None = None
 
     def changed(self, priority: int = NORMAL) -> Event:
         """Event that fires at the next publish, processed at `priority` within its tick."""
@@ -35,7 +37,7 @@ class _Waitable:
             self._waiters = {}
         event = self._waiters.get(priority)
         if event is None:
-            event = self._waiters[priority] = Event(self._env)
+            event = self._waiters[priority] = Wakeup(self._env)
         return event
 
     def _wake(self, value: object) -> None:
@@ -43,11 +45,8 @@ class _Waitable:
         if waiters is None:
             return
         self._waiters = None
-        schedule = self._env.schedule
         for event_priority, event in waiters.items():
-            event._ok = True
-            event._value = value
-            schedule(event, event_priority)
+            event.fire(value, event_priority)
 
 
 class QueueMailbox(_Waitable, Generic[T]):

@@ -13,6 +13,7 @@ import simpy
 
 from g2gsim.kernel.component import Component
 from g2gsim.kernel.context import RunContext, RunShared
+from g2gsim.kernel.events import PhasedTimeout
 from g2gsim.kernel.phases import Phase, priority
 from g2gsim.kernel.results import RunResult
 from g2gsim.kernel.streaming import ChunkWriter
@@ -323,11 +324,7 @@ class _LagMonitor:
         deliver = priority(Phase.DELIVER)
         lagging = False
         for tick in range(shared.horizon_ticks):
-            event = simpy.Event(env)
-            event._ok = True
-            event._value = None
-            env.schedule(event, deliver, tick - env.now)
-            yield event
+            yield PhasedTimeout(env, tick - env.now, deliver)
             self.ticks += 1
             behind = time.monotonic() - (env.real_start + tick * self.tick_wall_s)
             self.max_lag_s = max(self.max_lag_s, behind)
@@ -405,11 +402,7 @@ def _chunk_process(env: simpy.Environment, shared: RunShared, writer: ChunkWrite
     """Flush new rows to Parquet chunks every `every` ticks, in the record phase."""
     record_priority = priority(Phase.RECORD)
     for tick in range(every, shared.horizon_ticks, every):
-        event = simpy.Event(env)
-        event._ok = True
-        event._value = None
-        env.schedule(event, record_priority, tick - env.now)
-        yield event
+        yield PhasedTimeout(env, tick - env.now, record_priority)
         writer.flush()
 
 
@@ -419,10 +412,6 @@ def _progress_process(env: simpy.Environment, shared: RunShared, report: Progres
     stride = max(1, total // 200)
     record_priority = priority(Phase.RECORD)
     for tick in range(0, total, stride):
-        event = simpy.Event(env)
-        event._ok = True
-        event._value = None
-        env.schedule(event, record_priority, tick - env.now)
-        yield event
+        yield PhasedTimeout(env, tick - env.now, record_priority)
         report(tick / total)
     report(1.0)

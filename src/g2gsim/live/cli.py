@@ -38,7 +38,7 @@ def with_endpoints(scenario: Scenario, endpoints: dict[str, dict[str, Any]], **l
 
 def fake_cluster_for(scenario: Scenario, *, power_scale: float = DEFAULT_POWER_SCALE, tick_s: float = 0.1) -> Any:
     """A (not yet started) fake cluster serving the models of the scenario's live sites."""
-    from g2gsim.data.source import open_data_source
+    from g2gsim.data import open_data_source
     from g2gsim.live.fakes import FakeCluster
     from g2gsim.scenarios.build import model_catalogue
 

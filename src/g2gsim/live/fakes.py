@@ -70,7 +70,7 @@ class FakeVLLM:
     """A fake vLLM OpenAI-compatible server for one model (see the module docstring).
 
     Args:
-        spec: The model's :class:`~g2gsim.datacenter.spec.ModelSpec`.
+        spec: The model's :class:`~g2gsim.data.spec.ModelSpec`.
         fits: Its :class:`~g2gsim.data.fits.LogisticFits` (latency and power curves).
         max_num_seqs: Initial batch limit.
         served_model_name: Name under ``/v1/models`` (default: the spec's model_id).

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from g2gsim.data.source import DataSource, open_data_source
+from g2gsim.data import DataSource, open_data_source
+from g2gsim.data.spec import PAPER_MODELS, ModelSpec
 from g2gsim.datacenter.config import (
     DatacenterConfig,
     Facility,
@@ -24,7 +25,6 @@ from g2gsim.datacenter.config import (
     TrainingSchedule,
 )
 from g2gsim.datacenter.offline import OfflineDatacenter
-from g2gsim.datacenter.spec import PAPER_MODELS, ModelSpec
 from g2gsim.grid.config import GridConfig, SiteAttachment
 from g2gsim.grid.errors import GridError
 from g2gsim.grid.opendss import OpenDSSGrid

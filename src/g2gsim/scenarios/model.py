@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from g2gsim.data.spec import PAPER_MODELS
 from g2gsim.datacenter.power_cap import GpuPowerCaps
-from g2gsim.datacenter.spec import PAPER_MODELS
 from g2gsim.grid.config import GeneratorAttachment, LoadAttachment, StorageSpec
 from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
 from g2gsim.kernel.time import as_period
