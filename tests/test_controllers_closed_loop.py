@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 from mlenergy.data.modeling import LogisticModel
 
-from g2gsim.commands import SetBatchSize
 from g2gsim.controllers import Noop, OFOBatchController, OFOConfig, RuleBasedController
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.kernel import Simulation
 from test_controllers_fakes import FakeSpec, Fits

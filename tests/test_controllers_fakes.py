@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from mlenergy.data.modeling import LogisticModel
 
-from g2gsim.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.grid.base import Grid
 from g2gsim.grid.state import GridState, VoltageIndex

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from g2gsim.commands import ShiftReplicas
 from g2gsim.controllers import FeasibleBatches, LoadShiftConfig, LoadShiftController, SiteView, plan_shifts
+from g2gsim.datacenter.commands import ShiftReplicas
 from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, run, three_phase
 
 MODELS = {"a": 1, "b": 2, "c": 4, "d": 8}  # label -> GPUs per replica

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from g2gsim.commands import SetBatchSize, SetTaps
 from g2gsim.controllers import (
     BatchSchedule,
     BatchScheduleController,
@@ -21,6 +20,8 @@ from g2gsim.controllers import (
     TapSchedule,
     TapScheduleController,
 )
+from g2gsim.datacenter.commands import SetBatchSize
+from g2gsim.grid.commands import SetTaps
 from g2gsim.kernel import Simulation
 from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, run, three_phase
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from g2gsim.commands import SetStoragePower
 from g2gsim.controllers import DroopStorage, StorageDroopConfig, StorageDroopController, droop_output
+from g2gsim.grid.commands import SetStoragePower
 from g2gsim.grid.config import StorageSpec
 from test_controllers_fakes import FakeGrid, run, three_phase
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from g2gsim.commands import SetBatchSize, ShiftReplicas
+from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.config import ReplicaSchedule, TrainingRun
 from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.datacenter.state import DatacenterState

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import simpy
 
-from g2gsim.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.state import DatacenterState
+from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.grid.config import (
     ConstantProfile,
     GeneratorAttachment,

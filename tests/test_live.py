@@ -20,7 +20,7 @@ pytest.importorskip("aiohttp")
 pytest.importorskip("zeus")
 pytest.importorskip("prometheus_client")
 
-from g2gsim.commands import SetBatchSize
+from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.kernel.component import Controller, DatacenterComponent
 from g2gsim.kernel.simulation import ComponentError, Simulation
 from g2gsim.live.cli import fake_cluster_for, with_endpoints
@@ -372,7 +372,7 @@ def test_every_live_site_option_reaches_the_live_datacenter() -> None:
 
 def test_live_site_shares_the_replica_shift_checks(no_leaks: None) -> None:
     """ShiftReplicas on a live site: the trace-driven site's checks and refusal reasons."""
-    from g2gsim.commands import ShiftReplicas
+    from g2gsim.datacenter.commands import ShiftReplicas
 
     scenario = _scenario(3, buffer_s=1.0)
     fakes = _fakes(scenario)

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from g2gsim.commands import SetPowerCap
 from g2gsim.controllers.budget import (
     Budget,
     BudgetSchedule,
@@ -34,6 +33,7 @@ from g2gsim.controllers.power_budget import (
 )
 from g2gsim.data import open_data_source
 from g2gsim.data.spec import PAPER_MODELS
+from g2gsim.datacenter.commands import SetPowerCap
 from g2gsim.datacenter.config import DatacenterConfig, ModelDeployment
 from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.datacenter.power_cap import GpuPowerCaps

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from g2gsim.commands import ShiftReplicas
 from g2gsim.controllers.batching import FeasibleBatches
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.commands import ShiftReplicas
 from g2gsim.grid.base import Grid
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller

@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from g2gsim.commands import SetBatchSize
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.base import Grid
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller

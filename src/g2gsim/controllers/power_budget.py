@@ -39,7 +39,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from simpy.events import Event
 
-from g2gsim.commands import SetBatchSize, SetPowerCap, ShiftReplicas
 from g2gsim.controllers.batching import feasible_sizes, state_columns
 from g2gsim.controllers.budget import BudgetSource
 from g2gsim.controllers.budget_plan import (
@@ -53,6 +52,7 @@ from g2gsim.controllers.budget_plan import (
     plan_exact,
 )
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.commands import SetBatchSize, SetPowerCap, ShiftReplicas
 from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller

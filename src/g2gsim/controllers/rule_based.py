@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from g2gsim.commands import SetBatchSize
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.base import Grid
 from g2gsim.grid.state import VoltageIndex
 from g2gsim.kernel.commands import Command

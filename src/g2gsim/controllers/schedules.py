@@ -23,9 +23,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from simpy.events import Event
 
-from g2gsim.commands import SetBatchSize, SetTaps
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.base import Grid
+from g2gsim.grid.commands import SetTaps
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext

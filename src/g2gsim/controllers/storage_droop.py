@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from g2gsim.commands import SetStoragePower
 from g2gsim.grid.base import Grid
+from g2gsim.grid.commands import SetStoragePower
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from g2gsim.commands import SetBatchSize, ShiftReplicas
+from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
 from g2gsim.kernel.component import DatacenterComponent
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """GPU power caps of a trace-driven site: the configurable performance model (issue 10).
 
-A :class:`~g2gsim.commands.SetPowerCap` sets a cap in W per GPU for every GPU of a model
+A :class:`~g2gsim.datacenter.commands.SetPowerCap` sets a cap in W per GPU for every GPU of a model
 (``None`` removes it). The site applies it with this model:
 
 - caps are rounded *down* to the cap grid (``step_w``, 25 W by default) and clipped to

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from g2gsim.commands import ResolveGrid, SetStoragePower, SetTaps
+from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.grid.state import VoltageIndex
 from g2gsim.kernel.component import GridComponent
 

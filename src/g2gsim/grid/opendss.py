@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from g2gsim.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.grid.base import Grid
+from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.grid.config import GridConfig, StorageSpec, tan_phi
 from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.errors import GridError

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from g2gsim.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.base import ConfiguredDatacenter
+from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.config import DatacenterConfig, replica_table
 from g2gsim.datacenter.pool import PHASES, Allocation, AllocationCache, OversubscribedError, ServerPool
 from g2gsim.datacenter.state import DatacenterState
