@@ -348,8 +348,8 @@ class StorageSpec(_Frozen):
 
 
 # -- the grid ---------------------------------------------------------------------------------
-class GridConfig(_Frozen):
-    """Everything an :class:`~g2gsim.grid.opendss.OpenDSSGrid` needs besides its name.
+class GridOptions(_Frozen):
+    """How a feeder is set up and solved: everything of a grid but the datacenters attached to it.
 
     `initial_taps` maps a regulator-control name (e.g. ``creg1a``) or a phase shorthand
     (``a``/``b``/``c``, valid where one regulator serves that phase) to a tap ratio in pu;
@@ -369,7 +369,6 @@ class GridConfig(_Frozen):
         description='"enforce": a tap outside the regulator\'s [MinTap, MaxTap] is an error; "allow": '
         "it is applied as OpenDSS would (and recorded as an event), as the reference's presets require",
     )
-    sites: tuple[SiteAttachment, ...] = ()
     generators: tuple[GeneratorAttachment, ...] = ()
     loads: tuple[LoadAttachment, ...] = ()
     storage: tuple[StorageSpec, ...] = ()
@@ -398,15 +397,26 @@ class GridConfig(_Frozen):
         return taps
 
     @model_validator(mode="after")
-    def _unique_names(self) -> GridConfig:
-        sites = [s.site for s in self.sites]
-        repeated = sorted({s for s in sites if sites.count(s) > 1})
-        if repeated:
-            raise ValueError(f"a datacenter can be attached once; repeated sites: {repeated}")
+    def _unique_elements(self) -> GridOptions:
         elements = [e.name.lower() for e in (*self.generators, *self.loads, *self.storage)]
         repeated = sorted({e for e in elements if elements.count(e) > 1})
         if repeated:
             raise ValueError(
                 f"generator, load and storage names must be unique (case-insensitive); repeated: {repeated}"
             )
+        return self
+
+
+class GridConfig(GridOptions):
+    """Everything an :class:`~g2gsim.grid.opendss.OpenDSSGrid` needs besides its name: the
+    feeder options and the datacenters attached to it."""
+
+    sites: tuple[SiteAttachment, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_sites(self) -> GridConfig:
+        sites = [s.site for s in self.sites]
+        repeated = sorted({s for s in sites if sites.count(s) > 1})
+        if repeated:
+            raise ValueError(f"a datacenter can be attached once; repeated sites: {repeated}")
         return self
