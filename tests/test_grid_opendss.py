@@ -435,7 +435,7 @@ def test_batched_load_writes_equal_loads_idx_kw_kvar(monkeypatch: pytest.MonkeyP
 
     import g2gsim.grid.opendss as module
 
-    class PerLoad(module._LoadBatch):
+    class PerLoad(module.LoadBatch):
         def __init__(self, engine: Any, indices: list[int]) -> None:
             super().__init__(engine, indices)
             self._engine, self._indices = engine, indices
@@ -444,7 +444,7 @@ def test_batched_load_writes_equal_loads_idx_kw_kvar(monkeypatch: pytest.MonkeyP
             for index, kw, kvar in zip(self._indices, self.kw, self.kvar):
                 self._engine.set_load_kw_kvar(index, float(kw), float(kvar))
 
-    monkeypatch.setattr(module, "_LoadBatch", PerLoad)
+    monkeypatch.setattr(module, "LoadBatch", PerLoad)
     per_load = run([OpenDSSGrid("grid", ieee13(generators=[pv])), FakeSite("dc", swing)], 2.0)
     np.testing.assert_array_equal(batched.table("grid/voltages").to_numpy(), per_load.table("grid/voltages").to_numpy())
 

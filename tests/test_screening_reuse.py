@@ -1,4 +1,4 @@
-"""Screening reuses one compiled circuit per worker engine (issue 9, item 3).
+"""Screening reuses one compiled circuit per worker engine.
 
 Every run here is a real OpenDSS power flow. A run through the reuse path must give exactly
 the tables of a run on a freshly compiled circuit (bit for bit: voltages, taps, batteries,
@@ -15,15 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from g2gsim.grid.circuit import Attachments, Circuit
 from g2gsim.grid.config import GridConfig, SiteAttachment, StorageSpec
 from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.feeders import load_feeder
-from g2gsim.grid.opendss import (
-    OpenDSSGrid,
-    _Circuit,
-    _CircuitSnapshot,
-    circuit_structure_key,
-)
+from g2gsim.grid.opendss import OpenDSSGrid
+from g2gsim.grid.reuse import CircuitSnapshot, circuit_structure_key, snapshot_of
 from g2gsim.kernel.results import RunResult
 from g2gsim.scenarios import Scenario, build_simulation, load_scenario
 from g2gsim.scenarios.runner import summarize
@@ -31,6 +28,7 @@ from g2gsim.studies import apply_parameters
 from g2gsim.studies.screening import run_screening, screening_stats, worker_engine
 
 HORIZON_S = 20.0
+NOTHING_ATTACHED = Attachments(sites=(), generators=(), loads=(), storage=())
 
 
 def scenario(name: str, params: dict[str, Any] | None = None, horizon_s: float = HORIZON_S) -> Scenario:
@@ -53,15 +51,13 @@ def run(scn: Scenario, engine: DSSEngine | None = None, *, reuse: bool = False) 
     built = build_simulation(scn)
     grid = built.grid
     if engine is not None:
-        grid._engine = engine
+        grid.use_engine(engine)
     grid.reuse_circuit = reuse
     try:
         result = built.simulation.run()
         result.meta["metrics"] = summarize(built, result, 0.0)
     finally:
-        if grid._loads is not None:
-            grid._loads.close()
-            grid._loads = None
+        grid.release()
     return result, grid
 
 
@@ -163,10 +159,9 @@ def test_linearised_screening_grid_reuses_too() -> None:
     engine = DSSEngine()
     for expected_reused in (False, True):
         built = linearized_build(scn)
-        built.grid._engine, built.grid.reuse_circuit = engine, True
+        built.grid.use_engine(engine, reuse_circuit=True)
         result = built.simulation.run()
-        built.grid._loads.close()
-        built.grid._loads = None
+        built.grid.release()
         assert built.grid.circuit_reused is expected_reused
         for key, frame in fresh.tables.items():
             pd.testing.assert_frame_equal(result.tables[key], frame, check_exact=True, obj=key)
@@ -178,7 +173,7 @@ def test_default_grid_never_reuses() -> None:
     for n in (1, 2):
         _, grid = run(scn, engine)
         assert grid.reuse_circuit is False and not grid.circuit_reused and engine.n_compiles == n
-        assert engine.circuit_snapshot is None
+        assert snapshot_of(engine) is None
 
 
 def test_run_screening_reuses_the_workers_compiled_circuit() -> None:
@@ -253,19 +248,19 @@ def test_user_feeder_key_follows_the_file_and_foreign_state_is_never_reused(tmp_
 
     engine = DSSEngine()
 
-    def snapshot(text: str) -> _CircuitSnapshot:
+    def snapshot(text: str) -> CircuitSnapshot:
         master.write_text(text)
         engine.compile_feeder(load_feeder(master))
-        return _CircuitSnapshot.take(key, _Circuit(engine, "tiny"), sites=[], generators=[], loads=[], storage=[])
+        return CircuitSnapshot.take(key, Circuit(engine, "tiny"), NOTHING_ATTACHED)
 
     plain = snapshot(TINY)
-    assert plain.unrestorable is None and plain.still_describes(_Circuit(engine, "tiny"))
+    assert plain.unrestorable is None and plain.still_describes(Circuit(engine, "tiny"))
     fused = snapshot(TINY + "New Fuse.f1 MonitoredObj=Line.l1 RatedCurrent=10\n")
     assert fused.unrestorable is not None and "fuse.f1" in fused.unrestorable.lower()
     battery = snapshot(TINY + "New Storage.own bus1=a phases=3 kV=12.47 kWRated=100 kWhRated=200\n")
     assert battery.unrestorable is not None and "storage.own" in battery.unrestorable.lower()
     engine.run("New Load.extra bus1=a phases=3 kV=12.47 kW=1")
-    assert not battery.still_describes(_Circuit(engine, "tiny"))
+    assert not battery.still_describes(Circuit(engine, "tiny"))
 
 
 def test_restore_puts_back_loads_taps_capacitors_source_and_time() -> None:
@@ -273,10 +268,10 @@ def test_restore_puts_back_loads_taps_capacitors_source_and_time() -> None:
     engine = DSSEngine()
     engine.compile_feeder(load_feeder("ieee34"))
     engine.run("New Generator.gen bus1=848 phases=3 kV=24.9 kW=100 kvar=10")
-    circuit = _Circuit(engine, "ieee34")
+    circuit = Circuit(engine, "ieee34")
 
-    def take() -> _CircuitSnapshot:
-        return _CircuitSnapshot.take(("k",), circuit, sites=[], generators=[], loads=[], storage=[])
+    def take() -> CircuitSnapshot:
+        return CircuitSnapshot.take(("k",), circuit, NOTHING_ATTACHED)
 
     snap = take()
     assert snap.unrestorable is None and snap.capacitors and snap.native_generators and snap.taps

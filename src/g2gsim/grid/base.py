@@ -1,4 +1,4 @@
-"""The grid role as controllers see it: state mailbox plus a few services."""
+"""The grid role as controllers see it: the ``state`` mailbox, the commands and a few services."""
 
 from __future__ import annotations
 
@@ -13,23 +13,40 @@ from g2gsim.kernel.component import GridComponent
 
 
 class Grid(GridComponent):
-    """A power-flow grid. Publishes :class:`GridState` in mailbox ``state`` after every solve."""
+    """A power-flow grid: the contract a stand-in grid implements.
+
+    What it publishes: in :meth:`reset` it creates its mailbox, ``box = ctx.mailbox("state")``;
+    after every solve (each step, and each re-solve within a tick) it publishes one
+    :class:`~g2gsim.grid.state.GridState`, ``box.publish(tick, state)``. Every state of a run
+    shares one :class:`~g2gsim.grid.state.VoltageIndex`, the one :attr:`voltage_index`
+    returns, which should be known before the run (it sizes an observation). Controllers read
+    the mailbox with ``ctx.subscribe(grid_name)`` (latest value) or
+    ``ctx.subscribe(grid_name, queue=True)`` (every state since the last read).
+
+    What it reads: each attached site's ``state`` mailbox (``ctx.subscribe(site)`` in
+    :meth:`start`), whose values carry ``power_w`` (power per phase, W), and the site
+    component's ``power_factor`` (the protocol of :mod:`g2gsim.grid.sites`). A grid steps in
+    the grid phase of a tick, after every site due at that tick has published.
+
+    What it accepts: :class:`SetTaps`, :class:`SetStoragePower` and :class:`ResolveGrid`
+    through its command links; they take effect at the next solve, or at once on a re-solve.
+    """
 
     accepts = (SetTaps, SetStoragePower, ResolveGrid)
 
     @property
     @abstractmethod
     def voltage_index(self) -> VoltageIndex:
-        """Layout of the voltage vector (fixed for a run)."""
+        """Layout of the voltage vector (fixed for a run, available before it)."""
 
     @abstractmethod
     def site_bus(self, site: str) -> str:
-        """Bus a datacenter is attached to."""
+        """Bus a site is attached to."""
 
     @property
     @abstractmethod
     def sites(self) -> Mapping[str, str]:
-        """Attached datacenter name -> bus."""
+        """Attached site name -> bus."""
 
     @abstractmethod
     def estimate_sensitivity(self, site: str, delta_kw: float = 100.0) -> np.ndarray:

@@ -398,7 +398,7 @@ class GridOptions(_Frozen):
 
     @model_validator(mode="after")
     def _unique_elements(self) -> GridOptions:
-        elements = [e.name.lower() for e in (*self.generators, *self.loads, *self.storage)]
+        elements = [e.name.lower() for e in (*self.generators, *self.loads)] + [s.name.lower() for s in self.storage]
         repeated = sorted({e for e in elements if elements.count(e) > 1})
         if repeated:
             raise ValueError(

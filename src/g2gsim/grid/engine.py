@@ -14,7 +14,8 @@ The per-step calls (:meth:`DSSEngine.solve`, :meth:`DSSEngine.bus_mag_pu_view`) 
 context's DSS C-API functions directly and read its error number through its pointer, the
 way OpenDSSDirect's wrappers do, and hand an error to the same check those wrappers use;
 the voltage read is a NumPy view of the context's global-result buffer instead of a Python
-list. Same calls into OpenDSS, same floats, a few microseconds less per step.
+list. Same calls into OpenDSS, same floats. A binding without those entry points falls back
+to OpenDSSDirect's public API.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ class DSSEngine:
         self._feeder_name: str | None = None
         #: Number of feeder compiles this engine has done (each one clears the circuit).
         self.n_compiles = 0
-        #: Opaque record a grid leaves with the compiled circuit so a later run can reuse it
-        #: instead of recompiling (see ``OpenDSSGrid(reuse_circuit=True)``); every compile
-        #: drops it, so it never outlives the circuit it describes.
+        #: Slot for the :class:`~g2gsim.grid.reuse.CircuitSnapshot` of the compiled circuit (read
+        #: and written through :mod:`g2gsim.grid.reuse`); every compile drops it, so it never
+        #: outlives the circuit it describes.
         self.circuit_snapshot: Any = None
+        #: The component that set up the compiled circuit and has not solved it yet (so its
+        #: next reset may start from it); every compile and every grid reset clears it.
+        self.prepared_for: object | None = None
 
     def _bind_c_api(self) -> None:
         """Keep the context's C functions, error number and float64 global-result buffer at hand."""
@@ -117,6 +121,7 @@ class DSSEngine:
         cwd = os.getcwd()
         self._feeder_name = feeder.name
         self.circuit_snapshot = None
+        self.prepared_for = None
         self.n_compiles += 1
         try:
             self.run("Clear")

@@ -1,4 +1,12 @@
-"""What a grid publishes after each solve (mailbox ``state``): its typed data contract."""
+"""What a grid publishes after each solve (mailbox ``state``): its typed data contract.
+
+A grid publishes one :class:`GridState` in its ``state`` mailbox after every solve: at each
+of its steps and at each re-solve within a tick (a re-solve publishes again at the same
+tick). Its voltages follow the grid's :class:`VoltageIndex`: every (bus, phase) of the
+non-excluded buses, phase-major (all phase-1 nodes in node order, then phase 2, then
+phase 3), one index object for the whole run, known before the run from
+``grid.voltage_index``. Values are never mutated after publishing, so a reader may keep them.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +59,12 @@ class VoltageIndex:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class GridState:
-    """Voltages (pu) of one solve, plus taps and storage states."""
+    """Voltages (pu) of one solve, plus taps and storage states.
+
+    `voltages[i]` is the magnitude of `index.entries[i]` in pu of its bus's base; `taps` maps
+    each regulator control to its tap ratio (pu); `storage` maps each battery to its
+    ``kwh``, ``soc`` (0-1), ``kw`` (> 0 discharging) and ``kvar``.
+    """
 
     grid: str
     time_s: float

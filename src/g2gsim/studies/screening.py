@@ -1,66 +1,29 @@
-"""Speed for studies: worker-side engine and circuit reuse, a linearised grid for coarse screening.
+"""Speed for studies: per-worker engine and circuit reuse, and the linearised grid for screening.
 
 Engine and circuit reuse
-    :func:`run_screening` is what every sweep run calls in its worker. It keeps one OpenDSS
-    engine (one private DSS context) per feeder and circuit structure, per worker thread
-    (the :data:`MAX_CIRCUITS_PER_WORKER` most recently used), for the life of the worker
-    process, and hands it to each run's grid instead of letting the grid create a new
-    context (8 to 10 ms each here, and memory that is not given back). It also keeps the
-    compiled circuit: the grid is built with ``reuse_circuit = True``, so its reset compiles
-    and attaches the feeder only for the first run of a structure on that engine and takes a
-    snapshot of the circuit's run-mutable state right then (before initial taps and the
-    first solve): every Load's kW/kvar, every transformer winding's tap, capacitor states,
-    source pu, the grid's batteries (energy, state, kW, kvar) and the solution time (a
-    feeder's own generators are only checked: changed, they make it recompile). A later run
-    with the same structure key (:func:`g2gsim.grid.opendss.circuit_structure_key`: the
-    feeder's commands and, for a ``.dss`` file, a hash of it; source pu; site, generator and
-    load attachments; battery specs; grid period; regulator self-control) writes that
-    snapshot back, re-issues the solution settings (``Reset`` also clears OpenDSS's
-    controls), tells OpenDSS to initialise its next solve from scratch (``Init``, as after a
-    compile) and carries on with the run's initial taps and first solve. Runs of a sweep that
-    vary initial taps, profiles, datacenters, controllers, seeds or horizon all share one
-    compile; a different structure recompiles (and replaces the snapshot), and so does a
-    circuit holding elements whose run-time state the snapshot does not cover (protection,
-    inverter or storage controllers, a feeder's own batteries). ``reuse_circuit=False``
-    keeps the engine and recompiles every run, as before.
-
-    Accuracy: results are bit-identical to a fresh compile (voltages, taps, storage, site
-    power and metrics), tested on IEEE 13 (taps moved mid-run), 34 and 123 (batteries) and
-    with OpenDSS's own regulator control, including A, B, A sequences on one engine. The
-    ``Init`` is belt and braces: the re-issued ``Set Mode=Time`` already makes OpenDSS
-    re-initialise; with neither, a reused circuit lands 1e-11 to 2e-10 pu (and batteries
-    2e-6 kWh) away from a fresh one, its first solve starting from the last run's solution.
-
-    Saving (``benchmarks/bench_screening.py``, shared 2-core machine): the median reset of
-    the grid drops from 6 ms (compile on the worker's engine) to 0.7 ms on IEEE 13, from
-    8 ms to 1.1 ms on IEEE 34 and from 11 ms to 1.5 ms on IEEE 123 (1.7 ms with four
-    batteries); a grid with its own new engine, as ``g2gsim run`` builds it, takes 14 to
-    19 ms. Serial sweeps of 1 to 10 simulated seconds per run save 5 to 10 ms a run, 8 to
-    25 % of their wall time (``bench_sweep.py``'s 100 IEEE 13 OFO runs of 10 s: 14 to 30 %);
-    for hour-long runs the saving is negligible. Because a worker keeps a circuit per
-    structure, a sweep whose runs alternate between structures (a siting sweep with seeds:
-    the site moves between buses) compiles once per structure, not at every change;
-    ``screening_stats()`` counts compiles and reuses. The cache is shared by the worker's
-    threads (Dask runs tasks in threads) under a lock; each thread keeps at most
-    :data:`MAX_CIRCUITS_PER_WORKER` engines, and beyond that the least recently used
-    engine is given the new structure (its next compile replaces its circuit) rather than
-    dropped, since a dropped context's memory is not given back to the process.
+    :func:`run_screening` is what every sweep run calls in its worker. It keeps OpenDSS
+    engines (one private DSS context each) per feeder, circuit structure and worker thread,
+    the :data:`MAX_CIRCUITS_PER_WORKER` most recently used, for the life of the worker
+    process, and hands one to each run's grid instead of letting the grid create a context
+    (whose memory is not given back). With circuit reuse the grid compiles and attaches a
+    structure once per engine and later runs write a snapshot of the circuit back instead
+    (:mod:`g2gsim.grid.reuse`; results bit-identical to a fresh compile). Runs that vary
+    initial taps, profiles, sites, controllers, seeds or horizon share one compile; a
+    different structure (:func:`~g2gsim.grid.reuse.circuit_structure_key`) gets its own
+    engine, and beyond the limit the thread's least recently used engine is given the new
+    structure (its next run compiles) rather than dropped. The cache is shared by the
+    worker's threads (Dask runs tasks in threads) under a lock; :func:`screening_stats`
+    counts engines, compiles and reuses.
 
 Linearised grid (``linearized = True``)
-    :class:`LinearizedOpenDSSGrid` replaces each step's power flow by
-    ``v = v0 + Hp (p - p0) + Hq (q - q0)`` over every attached load's per-phase kW and kvar
-    (datacenter sites, PV, external loads). ``v0``, ``p0``, ``q0`` and the matrices come from
-    OpenDSS at the first step's operating point (two finite-difference solves per attached
-    load phase) and are refreshed whenever taps change. The datacenter, controller and metric
-    code is unchanged; OFO's sensitivity estimate is answered from the same matrices. It is
-    for coarse screening only: full power flow stays the default. Batteries and OpenDSS's own
-    regulator control are not supported (the grid raises at reset). :func:`linearization_error`
+    :func:`linearized_build` swaps the scenario's grid for a
+    :class:`~g2gsim.grid.linearized.LinearizedOpenDSSGrid` (coarse screening only; full power
+    flow stays the default). :func:`linearization_error`, :func:`compare_with_power_flow`
     and :func:`measure_linear_error` report its error against full power flow.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -70,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from g2gsim.grid.engine import DSSEngine
-from g2gsim.grid.errors import GridError
-from g2gsim.grid.opendss import OpenDSSGrid, circuit_structure_key
-from g2gsim.kernel.context import RunContext
+from g2gsim.grid.linearized import LinearizedOpenDSSGrid
+from g2gsim.grid.opendss import OpenDSSGrid
+from g2gsim.grid.reuse import circuit_structure_key, forget_compiled_circuit
 from g2gsim.scenarios import (
     Scenario,
     build_simulation,
@@ -80,6 +43,19 @@ from g2gsim.scenarios import (
     load_scenario,
 )
 from g2gsim.scenarios.build import BuiltScenario
+
+__all__ = [
+    "MAX_CIRCUITS_PER_WORKER",
+    "LinearizedOpenDSSGrid",
+    "compare_with_power_flow",
+    "linearization_error",
+    "linearized_build",
+    "measure_linear_error",
+    "run_screening",
+    "screening_stats",
+    "warm_up",
+    "worker_engine",
+]
 
 #: Engines of this process, least recently used first, keyed by (feeder, circuit structure
 #: or None, thread): a sweep that alternates structures (siting: the site moves between buses)
@@ -94,7 +70,7 @@ MAX_CIRCUITS_PER_WORKER = 8
 
 def worker_engine(feeder: str, structure: Any = None) -> DSSEngine:
     """This worker thread's OpenDSS engine for `feeder` and circuit `structure` (a
-    :func:`~g2gsim.grid.opendss.circuit_structure_key`; None: one engine per feeder).
+    :func:`~g2gsim.grid.reuse.circuit_structure_key`; None: one engine per feeder).
 
     A new key gets a new engine while the thread has fewer than
     :data:`MAX_CIRCUITS_PER_WORKER`, else the thread's least recently used engine (its
@@ -113,7 +89,7 @@ def worker_engine(feeder: str, structure: Any = None) -> DSSEngine:
             for stale in mine[: len(mine) - limit]:  # beyond a lowered limit: dropped
                 del _ENGINES[stale]
             engine = _ENGINES.pop(mine[len(mine) - limit])
-            engine.circuit_snapshot = None  # the old structure's circuit is never reused under the new key
+            forget_compiled_circuit(engine)  # the old structure's circuit is never reused under the new key
             _STATS["engines_recycled"] += 1
         else:
             engine = DSSEngine()  # under the lock: creating a context briefly changes the working directory
@@ -137,122 +113,6 @@ def screening_stats() -> dict[str, int]:
 
 
 # -- the linearised grid -----------------------------------------------------------------------
-class LinearizedOpenDSSGrid(OpenDSSGrid):
-    """An :class:`OpenDSSGrid` whose steps use a linear voltage model (see the module docstring)."""
-
-    def __init__(self, name: str, config: Any, *, seed: int | None = None, perturbation_kw: float = 10.0) -> None:
-        super().__init__(name, config, seed=seed)
-        if not (math.isfinite(perturbation_kw) and perturbation_kw > 0):
-            raise ValueError(f"perturbation_kw must be positive, got {perturbation_kw!r}")
-        self.perturbation_kw = float(perturbation_kw)
-        self._lin: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._load_ids: list[int] = []
-        self.n_linearizations = 0
-        self.n_linear_steps = 0
-
-    def reset(self, ctx: RunContext) -> None:
-        if self.config.storage:
-            raise GridError(f"grid {self.name!r}: the linearised grid does not model batteries; use full power flow")
-        if self.config.regulator_self_control:
-            raise GridError(f"grid {self.name!r}: the linearised grid cannot follow OpenDSS's own regulator control")
-        self._lin = None
-        super().reset(ctx)
-        engine = self.engine
-        names = [f"g2g_dc{i}" for i in range(len(self.config.sites))]
-        names += [f"g2g_gen{i}" for i in range(len(self.config.generators))]
-        names += [f"g2g_load{i}" for i in range(len(self.config.loads))]
-        self._load_ids = [engine.load_index(f"{n}_{p}") for n in names for p in "abc"]
-        self._lin = None
-        self.n_linearizations = 0
-        self.n_linear_steps = 0
-
-    def _taps_changed(self) -> None:
-        super()._taps_changed()
-        self._lin = None  # refresh the model at the next step
-
-    def linearize(self, time_s: float) -> None:
-        """Build v0 and the kW / kvar sensitivities at the loads now written to OpenDSS."""
-        loads = self._loads
-        assert loads is not None
-        engine = self.engine
-        kw0, kvar0 = loads.kw.copy(), loads.kvar.copy()
-        super()._solve(time_s)
-        v0 = super()._read_vector()
-        n = len(self._load_ids)
-        hp, hq = np.empty((len(v0), n)), np.empty((len(v0), n))
-        d = self.perturbation_kw
-        for col, index in enumerate(self._load_ids):
-            engine.set_load_kw_kvar(index, kw0[col] + d, kvar0[col])
-            super()._solve(time_s)
-            hp[:, col] = (super()._read_vector() - v0) / d
-            engine.set_load_kw_kvar(index, kw0[col], kvar0[col] + d)
-            super()._solve(time_s)
-            hq[:, col] = (super()._read_vector() - v0) / d
-            engine.set_load_kw_kvar(index, kw0[col], kvar0[col])
-        super()._solve(time_s)  # leave the circuit at the operating point
-        self._lin = (v0, kw0, kvar0, hp, hq)
-        self.n_linearizations += 1
-
-    def _solve(self, time_s: float) -> None:
-        if self._loads is None:  # the solve during reset, before loads are attached
-            super()._solve(time_s)
-            return
-        if self._lin is None:
-            self.linearize(time_s)
-        self.n_linear_steps += 1
-
-    def _read_vector(self) -> np.ndarray:
-        if self._lin is None or self._loads is None:
-            return super()._read_vector()
-        v0, kw0, kvar0, hp, hq = self._lin
-        return v0 + hp @ (self._loads.kw - kw0) + hq @ (self._loads.kvar - kvar0)
-
-    def estimate_sensitivity(self, site: str, delta_kw: float = 100.0) -> np.ndarray:
-        """dV/dP of a site's phases from the linear model (kW with the site's kvar ratio)."""
-        if self._lin is None:
-            self.linearize(self.ctx.now_s)
-        assert self._lin is not None
-        target = self._site_by_name(site)
-        _, _, _, hp, hq = self._lin
-        cols = [target.slot + j for j in range(3)]
-        self._n_sensitivity += 1
-        return hp[:, cols] + target.tan_phi * hq[:, cols]
-
-    def summary(self) -> dict[str, Any]:
-        out = super().summary()
-        out.update(linearized=True, n_linearizations=self.n_linearizations, n_linear_steps=self.n_linear_steps)
-        return out
-
-    def probe_error(self, site: str, delta_kw: float) -> float:
-        """Largest |V_linear - V_power_flow| (pu) for `delta_kw` more on each phase of `site`.
-
-        Linearises at the present operating point (after a run), then solves the perturbed
-        point with full power flow and compares; the circuit is restored afterwards.
-        """
-        loads = self._loads
-        if loads is None:
-            raise RuntimeError("probe_error needs a grid that has run")
-        time_s = float(self._times[max(self._rows - 1, 0)]) if self._rows else 0.0
-        loads.write()
-        self.linearize(time_s)
-        v0, kw0, kvar0, hp, hq = self._lin  # type: ignore[misc]
-        target = self._site_by_name(site)
-        dp = np.zeros(len(kw0))
-        cols = slice(target.slot, target.slot + 3)
-        dp[cols] = delta_kw
-        dq = dp * target.tan_phi
-        predicted = v0 + hp @ dp + hq @ dq
-        engine = self.engine
-        for col in range(target.slot, target.slot + 3):
-            engine.set_load_kw_kvar(self._load_ids[col], kw0[col] + dp[col], kvar0[col] + dq[col])
-        super()._solve(time_s)
-        actual = super()._read_vector()
-        for col in range(target.slot, target.slot + 3):
-            engine.set_load_kw_kvar(self._load_ids[col], kw0[col], kvar0[col])
-        super()._solve(time_s)
-        return float(np.nanmax(np.abs(predicted - actual)))
-
-
 def linearized_build(scenario: Scenario, *, perturbation_kw: float = 10.0) -> BuiltScenario:
     """:func:`build_simulation` with the scenario's grid replaced by a linearised one."""
     from g2gsim.kernel.simulation import Simulation
@@ -286,29 +146,35 @@ def run_screening(
 
     built = linearized_build(scenario) if linearized else build_simulation(scenario)
     grid = built.grid
+    engine = None
     compiles_before = 0
     if reuse_engine:
         structure = circuit_structure_key(grid.feeder, grid.config) if reuse_circuit else None
-        grid._engine = worker_engine(grid.feeder.name, structure)
-        grid.reuse_circuit = reuse_circuit
-        compiles_before = grid._engine.n_compiles
+        engine = worker_engine(grid.feeder.name, structure)
+        grid.use_engine(engine, reuse_circuit=reuse_circuit)
+        compiles_before = engine.n_compiles
     start = time.perf_counter()
     try:
         result = built.simulation.run()
         wall_s = time.perf_counter() - start
         metrics = summarize(built, result, wall_s)
     finally:
-        if grid._loads is not None:  # free the load batch: the next run builds its own
-            grid._loads.close()
-            grid._loads = None
-        if grid._engine is not None:
-            _count("circuits_compiled", grid._engine.n_compiles - compiles_before)
+        grid.release()  # the next run on this engine builds its own load batch
+        _count("circuits_compiled", _compiles(grid) - compiles_before)
         _count("circuits_reused", int(grid.circuit_reused))
     _count("runs")
     if linearized:
         metrics["grid_mode"] = "linearized"
         metrics["n_linearizations"] = grid.n_linearizations  # type: ignore[attr-defined]
     return metrics
+
+
+def _compiles(grid: OpenDSSGrid) -> int:
+    """Compiles done by the grid's engine (0 when the run failed before it had one)."""
+    try:
+        return grid.engine.n_compiles
+    except RuntimeError:
+        return 0
 
 
 def warm_up(feeder_scenario: str = "ieee13_baseline_notap") -> int:
