@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from g2gsim.cli.common import fail
+from g2gsim.cli.common import fail, load_or_fail
 from g2gsim.live.scenario import DEFAULT_POWER_SCALE, fake_cluster_for, fake_cluster_ports, run_live
 from g2gsim.scenarios.model import Scenario, ScenarioError
 from g2gsim.scenarios.runner import RunFailed
@@ -57,9 +57,7 @@ def fake_cluster(
     power_scale: Annotated[float, typer.Option(help="multiplier of the fake GPU power")] = DEFAULT_POWER_SCALE,
 ) -> None:
     """Serve fake vLLM and zeusd servers on the scenario's 127.0.0.1 endpoints until Ctrl-C."""
-    from g2gsim.scenarios.library import load_scenario
-
-    serve_until_stopped(start_fake_cluster(load_scenario(scenario), power_scale))
+    serve_until_stopped(start_fake_cluster(load_or_fail(scenario), power_scale))
 
 
 def live_run(
