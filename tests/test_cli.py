@@ -293,7 +293,7 @@ def test_compare_unknown_scenario(cli) -> None:
 # -- live scenarios (issue 8): `run --live`, against the shipped fakes ---------------------------
 def _short_live_file(tmp_path: Path, endpoints: dict | None = None) -> Path:
     """The live preset with a 1 s power buffer (quick warm-up), optionally re-pointed."""
-    from g2gsim.live.cli import with_endpoints
+    from g2gsim.live.scenario import with_endpoints
 
     scenario = Scenario.from_toml(bundled_scenarios()["ieee13_live_ofo"])
     scenario = with_endpoints(scenario, endpoints or {}, buffer_s=1.0, warmup_timeout_s=30.0)
@@ -327,7 +327,7 @@ def test_validate_live_scenario_does_not_contact_servers(cli) -> None:
 def test_run_live_against_a_running_fake_cluster(cli, tmp_path: Path) -> None:
     pytest.importorskip("aiohttp")
     pytest.importorskip("zeus")
-    from g2gsim.live.cli import fake_cluster_for
+    from g2gsim.live.scenario import fake_cluster_for
 
     base = Scenario.from_toml(bundled_scenarios()["ieee13_live_ofo"])
     fakes = fake_cluster_for(base, tick_s=0.2).start()  # ephemeral ports
@@ -394,3 +394,63 @@ def test_run_interrupted_exits_130_and_points_at_the_chunks(cli, monkeypatch: py
     result = cli("run", "ieee13_ofo_notap", "--duration", "1", "--no-plots")
     assert result.exit_code == 130
     assert "interrupted" in result.output and "chunks" in _flat(result.output)
+
+
+# -- the plain functions behind the commands, and the old module paths -----------------------------
+def test_results_table_rows_come_from_the_metrics_record() -> None:
+    from g2gsim.cli.run import results_table
+    from g2gsim.metrics import table_metrics
+
+    metrics = {"violation_time_s": 1.25, "n_solves": 36006, "wall_s": None}
+    table = results_table({"a": metrics})
+    labels = list(table.columns[0].cells)
+    assert labels == [info.label for info in table_metrics([metrics])]
+    cells = dict(zip(labels, table.columns[1].cells, strict=True))
+    assert cells["voltage violation time (s)"] == "1.2" and cells["power-flow solves"] == "36,006"
+    assert cells["wall clock (s)"] == "-" and "time above power budget (s)" not in cells
+
+
+def test_run_options_and_checks_are_plain_functions(tmp_path: Path) -> None:
+    from g2gsim.cli.run import duplicate_name_problem, live_flag_problem, with_run_options
+    from g2gsim.scenarios.model import ScenarioError
+
+    base = Scenario.from_toml(bundled_scenarios()["ieee13_ofo_notap"])
+    changed = with_run_options(base, duration=5, seed=3, data=tmp_path)
+    assert (changed.horizon_s, changed.seed, changed.data) == (5, 3, str(tmp_path.resolve()))
+    assert with_run_options(base) is base
+    with pytest.raises(ScenarioError, match="horizon_s"):
+        with_run_options(base, duration=-1)
+    live = Scenario.from_toml(bundled_scenarios()["ieee13_live_ofo"])
+    assert live_flag_problem(base, live=False, fakes=False) is None
+    assert live_flag_problem(live, live=True, fakes=True) is None
+    assert "run it with --live" in (live_flag_problem(live, live=False, fakes=False) or "")
+    assert "[sites.live]" in (live_flag_problem(base, live=True, fakes=False) or "")
+    assert live_flag_problem(base, live=False, fakes=True) == "--fakes only applies with --live"
+    assert duplicate_name_problem(["a", "b"], [base, live]) is None
+    assert "'a' and 'b' are both named" in (duplicate_name_problem(["a", "b"], [base, base]) or "")
+
+
+def test_errors_are_one_line_however_long(cli) -> None:
+    result = cli("validate", "nonexistent")
+    _assert_clean_failure(result)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and line.endswith(NAMES[-1])
+
+
+def test_old_command_modules_warn_and_forward() -> None:
+    import importlib
+
+    import g2gsim.cli.planning
+    import g2gsim.live.scenario
+    import g2gsim.plots
+
+    moved = [
+        ("g2gsim.planning_cli", "register", g2gsim.cli.planning.register),
+        ("g2gsim.live.cli", "with_endpoints", g2gsim.live.scenario.with_endpoints),
+        ("g2gsim.live.cli", "fake_cluster_for", g2gsim.live.scenario.fake_cluster_for),
+        ("g2gsim.studies.studies", "plot_metric_heatmap", g2gsim.plots.plot_metric_heatmap),
+        ("g2gsim.studies.studies", "plot_hosting_capacity", g2gsim.plots.plot_hosting_capacity),
+    ]
+    for module, name, target in moved:
+        with pytest.warns(DeprecationWarning, match="the old path goes in the next release"):
+            assert getattr(importlib.import_module(module), name) is target

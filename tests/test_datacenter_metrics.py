@@ -58,3 +58,38 @@ def test_no_valid_sample_and_errors() -> None:
         performance_metrics(states.iloc[:0], {"m": 0.1})
     with pytest.raises(KeyError, match=r"no deadlines for sites \['x'\]"):
         combined_performance_metrics({"x": states}, {})
+
+
+def test_a_window_scores_only_its_states() -> None:
+    # Batch 64 until 2 s (ITL 0.05 s, within the deadline), then batch 128 (ITL 0.2 s, late).
+    states = table([0.0, 1.0, 2.0, 3.0], [64, 64, 128, 128], [1, 1, 1, 1], [0.05, 0.05, 0.2, 0.2])
+    whole = performance_metrics(states, {"m": 0.1})
+    assert whole["itl_deadline_fraction"] == pytest.approx(0.5)
+    early = performance_metrics(states, {"m": 0.1}, end_s=2.0)
+    late = performance_metrics(states, {"m": 0.1}, start_s=2.0)
+    assert early["itl_deadline_fraction"] == 0.0 and late["itl_deadline_fraction"] == 1.0
+    assert early["mean_throughput_tps"] == pytest.approx(64 / 0.05)
+    assert late["mean_throughput_tps"] == pytest.approx(128 / 0.2)
+    assert early["n_datacenter_states"] == 2 and late["duration_s"] == pytest.approx(1.0)
+    combined = combined_performance_metrics({"x": states}, {"x": {"m": 0.1}}, start_s=2.0)
+    assert combined["mean_throughput_tps"] == late["mean_throughput_tps"]
+    with pytest.raises(ValueError, match=r"at least one datacenter state in the window \[5, inf\) s"):
+        performance_metrics(states, {"m": 0.1}, start_s=5.0)
+    with pytest.raises(ValueError, match="must be below"):
+        performance_metrics(states, {"m": 0.1}, start_s=3.0, end_s=1.0)
+
+
+def test_site_power_sums_sites_and_scores_a_window() -> None:
+    from g2gsim.metrics import site_power_metrics
+
+    one = table([0.0, 1.0, 2.0], [1, 1, 1], [1, 1, 1], [0.1, 0.1, 0.1]).assign(power_a_w=[1000.0, 3000.0, 2000.0])
+    two = table([0.0, 2.0], [1, 1], [1, 1], [0.1, 0.1]).assign(power_b_w=[500.0, 1500.0])
+    # total kW at 0, 1, 2 s: 1.5, 3.5 (site two's 0 s value held), 3.5
+    power = site_power_metrics({"one": one, "two": two})
+    assert power == {"mean_dc_power_kw": pytest.approx(8.5 / 3), "peak_dc_power_kw": pytest.approx(3.5)}
+    assert site_power_metrics({"one": one, "two": two}, end_s=1.0) == {
+        "mean_dc_power_kw": pytest.approx(1.5),
+        "peak_dc_power_kw": pytest.approx(1.5),
+    }
+    with pytest.raises(ValueError, match="in the window"):
+        site_power_metrics({"one": one}, start_s=10.0)

@@ -54,3 +54,30 @@ def test_errors_are_explicit() -> None:
         voltage_metrics(pd.DataFrame({"x.1": [1.0, 1.0]}))
     with pytest.raises(ValueError, match="below"):
         voltage_metrics(_table([0.0, 1.0], {"x.1": [1.0, 1.0]}), v_min=1.1, v_max=1.0)
+
+
+def test_a_window_scores_only_its_states() -> None:
+    # dt = 0.5 s; a violation at 0.5 s (warm-up) and at 2.0 s.
+    table = _table([0.0, 0.5, 1.0, 1.5, 2.0, 2.5], {"x.1": [1.0, 0.9, 1.0, 1.0, 0.94, 1.0]})
+    whole = voltage_metrics(table)
+    assert whole["violation_time_s"] == pytest.approx(1.0) and whole["worst_vmin"] == pytest.approx(0.9)
+    after_warm_up = voltage_metrics(table, start_s=1.0)
+    assert after_warm_up["violation_time_s"] == pytest.approx(0.5)
+    assert after_warm_up["integral_violation_pu_s"] == pytest.approx(0.01 * 0.5)
+    assert after_warm_up["worst_vmin"] == pytest.approx(0.94) and after_warm_up["n_grid_states"] == 4
+    # Half-open windows split a run: [0, 1) and [1, inf) add up to the whole.
+    warm_up = voltage_metrics(table, end_s=1.0)
+    assert warm_up["n_grid_states"] == 2 and warm_up["worst_vmin"] == pytest.approx(0.9)
+    assert warm_up["violation_time_s"] + after_warm_up["violation_time_s"] == pytest.approx(whole["violation_time_s"])
+    one_period = voltage_metrics(table, start_s=1.0, end_s=2.0)
+    assert one_period["violation_time_s"] == 0.0 and one_period["n_grid_states"] == 2
+
+
+def test_window_errors_name_the_window() -> None:
+    table = _table([0.0, 1.0, 2.0], {"x.1": [1.0, 1.0, 1.0]})
+    with pytest.raises(ValueError, match=r"got 1 in the window \[2, inf\) s"):
+        voltage_metrics(table, start_s=2.0)
+    with pytest.raises(ValueError, match=r"start_s \(2.0\) must be below end_s \(1.0\)"):
+        voltage_metrics(table, start_s=2.0, end_s=1.0)
+    with pytest.raises(ValueError, match="end_s must be a finite number"):
+        voltage_metrics(table, end_s=float("nan"))

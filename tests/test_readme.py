@@ -57,3 +57,15 @@ def test_readme_lists_every_bundled_scenario() -> None:
     text = README.read_text()
     missing = [name for name in bundled_scenarios() if f"`{name}`" not in text]
     assert missing == []
+
+
+def test_readme_lists_every_metric_with_its_unit() -> None:
+    from g2gsim.metrics import METRICS, metrics_markdown
+
+    text = README.read_text()
+    assert metrics_markdown() in text, (
+        "the README's metrics table differs from g2gsim.metrics.METRICS; paste the output of "
+        "python -c 'from g2gsim.metrics import metrics_markdown; print(metrics_markdown())'"
+    )
+    for key, info in METRICS.items():
+        assert f"| `{key}` | {info.unit or '-'} |" in text

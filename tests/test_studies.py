@@ -14,11 +14,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from g2gsim.cli.studies import register
+from g2gsim.plots import plot_metric_heatmap
 from g2gsim.scenarios import load_scenario
 from g2gsim.studies import Sweep, SweepError, apply_parameters, load_results, run_sweep
-from g2gsim.studies.cli import register
 from g2gsim.studies.screening import compare_with_power_flow, linearization_error, run_screening, screening_stats
-from g2gsim.studies.studies import ensemble_summary, hosting_capacity, plot_metric_heatmap, seed_ensemble
+from g2gsim.studies.studies import ensemble_summary, hosting_capacity, seed_ensemble
 
 STEP = "controllers.0.params.primal_step_size"
 #: Columns that legitimately differ between executions (timing, which process ran it).

@@ -11,7 +11,8 @@ import pytest
 
 from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.feeders import load_feeder
-from g2gsim.grid.topology import FeederTopology, plot_feeder
+from g2gsim.grid.topology import FeederTopology
+from g2gsim.plots import plot_feeder
 
 FT_PER_MI = 5280.0
 

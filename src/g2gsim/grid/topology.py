@@ -37,12 +37,6 @@ if TYPE_CHECKING:
 SYSTEM_BASE_MVA = 1.0
 #: OpenDSS line length unit codes (``Lines.Units``).
 _LENGTH_UNITS = ("none", "mi", "kft", "km", "m", "ft", "in", "cm", "mm")
-_EDGE_STYLE = {
-    "line": {"color": "0.55", "linewidth": 1.2, "linestyle": "-"},
-    "switch": {"color": "tab:green", "linewidth": 1.6, "linestyle": ":"},
-    "transformer": {"color": "tab:purple", "linewidth": 2.4, "linestyle": "-"},
-    "regulator": {"color": "tab:orange", "linewidth": 2.8, "linestyle": "-"},
-}
 
 #: Edge attribute summed by :meth:`FeederTopology.electrical_distance`.
 DistanceWeight = Literal["z1_pu", "z1_ohm", "r1_ohm"]
@@ -181,7 +175,9 @@ class FeederTopology:
         *,
         labels: bool = False,
     ) -> Axes:
-        """Draw the feeder (see :func:`plot_feeder`)."""
+        """Draw the feeder (see :func:`g2gsim.plots.plot_feeder`, which holds the drawing code)."""
+        from g2gsim.plots.feeder import plot_feeder
+
         return plot_feeder(self, ax=ax, highlight=highlight, labels=labels)
 
 
@@ -336,64 +332,3 @@ def _orient(control: str, transformer: str, graph: nx.MultiGraph, tree: nx.DiGra
                 u, v = v, u
             return Regulator(control=control, transformer=transformer, from_bus=u, to_bus=v)
     raise ValueError(f"regulator control {control!r} drives transformer {transformer!r}, which is not in the circuit")
-
-
-# -- drawing -----------------------------------------------------------------------------------------------
-def plot_feeder(
-    topology: FeederTopology,
-    ax: Axes | None = None,
-    highlight: Mapping[str, str] | Iterable[str] | None = None,
-    *,
-    labels: bool = False,
-) -> Axes:
-    """Draw the feeder on bus coordinates (a source-rooted layered layout when it has none).
-
-    Lines grey, switches dotted green, transformers purple and regulators orange (with a
-    marker on their regulated bus, as regulators are often drawn with zero length), the
-    source a black square. `highlight` marks buses in red: a mapping bus -> label (e.g.
-    datacenter sites) or just buses; `labels` writes every bus name. Without `ax` it draws
-    on a new off-screen matplotlib Figure (no GUI backend, no pyplot state); matplotlib is
-    imported only here.
-    """
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        ax = Figure(figsize=(7, 7)).add_subplot()
-    pos = _positions(topology)
-    for u, v, data in topology.graph.edges(data=True):
-        if u in pos and v in pos:
-            style = _EDGE_STYLE.get(data.get("kind", "line"), _EDGE_STYLE["line"])
-            ax.plot([pos[u][0], pos[v][0]], [pos[u][1], pos[v][1]], zorder=1, **style)
-    for reg in topology.regulators:
-        if reg.to_bus in pos:
-            ax.scatter([pos[reg.to_bus][0]], [pos[reg.to_bus][1]], marker="^", s=55, color="tab:orange", zorder=3)
-    drawn = [b for b in topology.graph.nodes if b in pos]
-    ax.scatter([pos[b][0] for b in drawn], [pos[b][1] for b in drawn], s=10, color="0.25", zorder=2)
-    if topology.source_bus in pos:
-        sx, sy = pos[topology.source_bus]
-        ax.scatter([sx], [sy], marker="s", s=60, color="black", zorder=3, label=f"source ({topology.source_bus})")
-    if labels:
-        for b in drawn:
-            ax.annotate(b, pos[b], fontsize=6, xytext=(2, 2), textcoords="offset points")
-    marks = dict(highlight) if isinstance(highlight, Mapping) else {b: b for b in (highlight or ())}
-    for bus, label in marks.items():
-        name = bus.lower()
-        if name not in pos:
-            raise KeyError(f"cannot highlight bus {bus!r}: it is not in the feeder or has no position")
-        ax.scatter([pos[name][0]], [pos[name][1]], s=90, color="tab:red", edgecolor="black", zorder=4)
-        ax.annotate(str(label), pos[name], fontsize=8, xytext=(5, 5), textcoords="offset points", color="tab:red")
-    for kind in sorted({d.get("kind", "line") for _, _, d in topology.graph.edges(data=True)}):
-        ax.plot([], [], label=kind, **_EDGE_STYLE.get(kind, _EDGE_STYLE["line"]))
-    ax.legend(loc="best", fontsize="small")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return ax
-
-
-def _positions(topology: FeederTopology) -> dict[str, tuple[float, float]]:
-    """Bus coordinates when the feeder has them, else a layered layout from the source."""
-    if topology.has_coordinates():
-        return dict(topology.coordinates())
-    layout = nx.bfs_layout(topology.graph, topology.source_bus, align="horizontal")
-    return {b: (float(p[0]), -float(p[1])) for b, p in layout.items()}

@@ -5,7 +5,8 @@
   meters, and augments the few real GPUs to the simulated fleet through the server pool.
 - :mod:`g2gsim.live.fakes` ships fake vLLM and zeusd HTTP servers that follow the data
   layer's fitted curves, with fault injection, to rehearse without GPUs.
-- :mod:`g2gsim.live.cli` adds the ``fake-cluster`` and ``live-run`` commands.
+- :mod:`g2gsim.live.scenario` re-points a live scenario at endpoints, serves fakes for it and
+  runs it (:func:`~g2gsim.live.scenario.run_live`, behind ``g2gsim run --live``).
 
 Needs the ``live`` extra (aiohttp, prometheus-client, zeus); imported lazily by the scenario
 builder, so the rest of g2gsim works without it.

@@ -6,14 +6,20 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 
 from g2gsim.grid.errors import GridError
 from g2gsim.kernel.results import RunResult
 from g2gsim.kernel.simulation import ComponentError
+from g2gsim.metrics import (
+    RunMetrics,
+    budget_summary,
+    combined_performance_metrics,
+    site_power_metrics,
+    voltage_metrics,
+)
 from g2gsim.scenarios.build import BuiltScenario, build_simulation
 from g2gsim.scenarios.model import Scenario
 
@@ -28,7 +34,7 @@ class ScenarioRun:
 
     scenario: Scenario
     result: RunResult
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     files: list[Path] = field(default_factory=list)
 
 
@@ -66,7 +72,7 @@ def run_scenario(
         metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))
         run.files.append(metrics_file)
         if plots:
-            from g2gsim.scenarios.figures import write_scenario_plots
+            from g2gsim.plots import write_scenario_plots
 
             run.files.extend(write_scenario_plots(built, result, folder / "plots"))
     return run
@@ -88,56 +94,31 @@ def _simulate(built: BuiltScenario, folder: Path | None, progress: bool, chunk_s
         return built.simulation.run(progress=report, stream_to=stream_to, chunk_s=chunk_s)
 
 
-def summarize(built: BuiltScenario, result: RunResult, wall_s: float) -> dict[str, Any]:
-    """Headline metrics of a run (the keys of ``g2gsim run --json``)."""
-    from g2gsim.metrics import combined_performance_metrics, voltage_metrics
-
+def summarize(built: BuiltScenario, result: RunResult, wall_s: float) -> RunMetrics:
+    """Headline metrics of a run (the keys of ``g2gsim run --json``; see :data:`g2gsim.metrics.METRICS`)."""
     scenario = built.scenario
     voltages = result.table(f"{scenario.grid.name}/voltages")
-    metrics: dict[str, Any] = dict(voltage_metrics(voltages, v_min=scenario.v_min, v_max=scenario.v_max))
     states = {site.name: result.table(f"{site.name}/state") for site in scenario.sites}
-    metrics.update(combined_performance_metrics(states, built.deadlines))
-    total_kw = site_power_total_kw(states)
-    metrics.update(_budget_summary(built, result, states))
-    metrics["mean_dc_power_kw"] = float(total_kw.mean())
-    metrics["peak_dc_power_kw"] = float(total_kw.max())
     grid_summary = result.meta.get("summary", {}).get(scenario.grid.name, {})
-    metrics["n_solves"] = int(grid_summary.get("n_solves", 0))
-    metrics["wall_s"] = wall_s
-    metrics["data_source"] = built.data.description
-    metrics["seed"] = scenario.seed
-    metrics["scenario"] = scenario.name
-    metrics["horizon_s"] = float(scenario.horizon_s)
-    return _plain(metrics)
+    metrics: dict[str, Any] = {
+        **voltage_metrics(voltages, v_min=scenario.v_min, v_max=scenario.v_max),
+        **combined_performance_metrics(states, built.deadlines),
+        **budget_summary(result.tables_of("budget"), states, _controller_sites(scenario)),
+        **site_power_metrics(states),
+        "n_solves": int(grid_summary.get("n_solves", 0)),
+        "wall_s": wall_s,
+        "data_source": built.data.description,
+        "seed": scenario.seed,
+        "scenario": scenario.name,
+        "horizon_s": float(scenario.horizon_s),
+    }
+    return cast(RunMetrics, _plain(metrics))
 
 
-def _budget_summary(built: BuiltScenario, result: RunResult, states: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """budget_violation_s and budget_excess_kwh summed over the run's budget sources (if any)."""
-    from g2gsim.controllers.budget import BudgetSource
-    from g2gsim.metrics import budget_metrics
-
-    sources = [c for c in built.simulation.components if isinstance(c, BudgetSource)]
-    if not sources:
-        return {}
-    out = {"budget_violation_s": 0.0, "budget_excess_kwh": 0.0}
-    for source in sources:
-        try:
-            budget = result.table(f"{source.name}/budget")
-        except (KeyError, LookupError):
-            continue
-        if source.site in states:
-            for key, value in budget_metrics(states[source.site], budget).items():
-                out[key] += value
-    return out
-
-
-def site_power_total_kw(states: dict[str, pd.DataFrame]) -> pd.Series:
-    """All sites' three-phase power (kW) on the union of their time grids (latest value held)."""
-    per_site = [
-        frame.set_index("time_s")[["power_a_w", "power_b_w", "power_c_w"]].sum(axis=1).rename(name)
-        for name, frame in states.items()
-    ]
-    return pd.concat(per_site, axis=1).sort_index().ffill().sum(axis=1) / 1e3
+def _controller_sites(scenario: Scenario) -> dict[str, str]:
+    """The site each controller section names (budget sources limit that site's power)."""
+    sites = {section.name: getattr(section, "site", None) for section in scenario.controllers}
+    return {name: site for name, site in sites.items() if isinstance(site, str)}
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -150,3 +131,19 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
             value = None
         out[key] = value
     return out
+
+
+def __getattr__(name: str) -> Any:
+    if name == "site_power_total_kw":
+        import warnings
+
+        from g2gsim.metrics import site_power_total_kw
+
+        warnings.warn(
+            "g2gsim.scenarios.runner.site_power_total_kw moved to g2gsim.metrics.site_power_total_kw; "
+            "the old path goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return site_power_total_kw
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

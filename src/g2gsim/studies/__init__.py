@@ -7,8 +7,9 @@ Entry points::
                   axes={"controllers.0.params.primal_step_size": [0.05, 0.1], "seed": [0, 1]})
     result = run_sweep(sweep, "out/step", workers=2)
 
-See :mod:`g2gsim.studies.sweep`, :mod:`g2gsim.studies.studies`,
-:mod:`g2gsim.studies.screening` and :mod:`g2gsim.studies.cli`.
+See :mod:`g2gsim.studies.sweep`, :mod:`g2gsim.studies.studies` and
+:mod:`g2gsim.studies.screening`; the commands are in :mod:`g2gsim.cli.studies`, the figures in
+:mod:`g2gsim.plots`.
 """
 
 from g2gsim.studies.sweep import (

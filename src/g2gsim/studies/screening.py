@@ -36,6 +36,7 @@ from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.linearized import LinearizedOpenDSSGrid
 from g2gsim.grid.opendss import OpenDSSGrid
 from g2gsim.grid.reuse import circuit_structure_key, forget_compiled_circuit
+from g2gsim.metrics import RunMetrics
 from g2gsim.scenarios import (
     Scenario,
     build_simulation,
@@ -134,7 +135,7 @@ def linearized_build(scenario: Scenario, *, perturbation_kw: float = 10.0) -> Bu
 # -- one run in a worker -------------------------------------------------------------------------
 def run_screening(
     scenario: Scenario, *, linearized: bool = False, reuse_engine: bool = True, reuse_circuit: bool = True
-) -> dict[str, Any]:
+) -> RunMetrics:
     """Run a scenario in this process, in memory, and return its headline metrics.
 
     The same metrics as :func:`g2gsim.scenarios.run_scenario` (no files, no plots). With

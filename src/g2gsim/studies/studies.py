@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +29,6 @@ from g2gsim.studies.sweep import (
 )
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from g2gsim.grid.topology import FeederTopology
 
 #: Base scenario per bundled feeder for ``hosting-capacity FEEDER`` (no control: the grid's own limit).
@@ -54,7 +52,8 @@ def study_runs(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
     return table[table["run_id"].isin(ids)].reset_index(drop=True)
 
 
-def _hashable(value: Any) -> Any:
+def hashable_value(value: Any) -> Any:
+    """A value usable as a group key: lists and tables as their sorted JSON text, the rest as is."""
     return json.dumps(value, sort_keys=True) if isinstance(value, list | dict) else value
 
 
@@ -65,7 +64,7 @@ def summarize_by(runs: pd.DataFrame, column: str, order: Sequence[Any] | None = 
     """
     if runs.empty or column not in runs:
         return pd.DataFrame(columns=[column, "n_runs", "n_ok"])
-    key = runs[column].map(_hashable).rename(column)
+    key = runs[column].map(hashable_value).rename(column)
     ok = runs["status"] == "ok" if "status" in runs else pd.Series(True, index=runs.index)
     numeric = [c for c in runs.select_dtypes("number").columns if c not in NOT_METRICS and c != column]
     counts = pd.DataFrame(
@@ -77,8 +76,8 @@ def summarize_by(runs: pd.DataFrame, column: str, order: Sequence[Any] | None = 
     means = runs[ok].groupby(key[ok], sort=False)[numeric].mean()
     summary = counts.join(means).rename_axis(column).reset_index()
     if order is not None:
-        position = {_hashable(v): i for i, v in enumerate(order)}
-        rank = summary[column].map(lambda v: position.get(_hashable(v), len(position)))
+        position = {hashable_value(v): i for i, v in enumerate(order)}
+        rank = summary[column].map(lambda v: position.get(hashable_value(v), len(position)))
         summary = summary.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
     return summary
 
@@ -425,125 +424,20 @@ def seed_ensemble(
     return summary
 
 
-# -- plots ---------------------------------------------------------------------------------------------------
-def plot_metric_heatmap(table: pd.DataFrame, x: str, y: str, metric: str = "violation_time_s") -> Figure:
-    """A metric over two axes (mean over any other axes), values written in the cells."""
-    from g2gsim.plots import _pyplot
-
-    ok = table[table["status"] == "ok"] if "status" in table else table
-    grid = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * max(3, grid.shape[1]), 1.8 + 0.6 * max(3, grid.shape[0])))
-    image = ax.imshow(grid.to_numpy(dtype=float), origin="lower", aspect="auto", cmap="viridis")
-    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], rotation=45, ha="right")
-    ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
-    ax.set_xlabel(_short_label(x))
-    ax.set_ylabel(_short_label(y))
-    for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=ax, label=metric)
-    ax.set_title(f"{metric} (mean over other axes)")
-    fig.tight_layout()
-    return fig
+#: Figures that moved to :mod:`g2gsim.plots` (the old names here warn for one release).
+_MOVED_PLOTS = frozenset(
+    {"plot_metric_heatmap", "plot_sensitivity", "plot_metric_by_bus", "plot_bus_values", "plot_hosting_capacity"}
+)
 
 
-def _short_label(path: str) -> str:
-    """The last two parts of a dotted path (``params.primal_step_size``)."""
-    return ".".join(path.split(".")[-2:]) if path.count(".") > 1 else path
-
-
-def plot_sensitivity(runs: pd.DataFrame, path: str, metric: str = "violation_time_s") -> Figure:
-    """A metric against one parameter: every ok run as a dot, the mean over seeds as a line."""
-    from g2gsim.plots import _pyplot
-
-    ok = runs[runs["status"] == "ok"] if "status" in runs else runs
-    keys = ok[path].map(_hashable)
-    order = list(dict.fromkeys(keys))
-    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in order)
-    position = {v: (float(v) if numeric else float(i)) for i, v in enumerate(order)}
-    x = keys.map(position).to_numpy(dtype=float)
-    y = pd.to_numeric(ok[metric], errors="coerce").to_numpy(dtype=float)
-    means = pd.Series(y).groupby(x).mean()
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(means.index, means.to_numpy(), marker="o", color="tab:blue", label="mean over seeds")
-    if len(ok) > len(order):
-        ax.scatter(x, y, s=14, color="tab:blue", alpha=0.35, label="runs")
-        ax.legend(loc="best", fontsize=8)
-    if not numeric:
-        ax.set_xticks(list(position.values()), [str(v) for v in order], rotation=30, ha="right")
-    ax.set_xlabel(_short_label(path))
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {_short_label(path)}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_metric_by_bus(summary: pd.DataFrame, metric: str, bus: str = "bus") -> Figure:
-    """A bar per bus of a metric (in the summary's row order)."""
-    from g2gsim.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.45 * len(summary)), 4))
-    values = pd.to_numeric(summary[metric], errors="coerce").to_numpy(dtype=float)
-    ax.bar([str(b) for b in summary[bus]], np.nan_to_num(values), color="tab:blue")
-    for i, value in enumerate(values):
-        ax.annotate(
-            "failed" if np.isnan(value) else f"{value:.3g}",
-            (i, 0 if np.isnan(value) else value),
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            xytext=(0, 2),
-            textcoords="offset points",
-        )
-    ax.set_xlabel("bus of the site")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by site bus")
-    ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    return fig
-
-
-def plot_bus_values(
-    topology: FeederTopology,
-    values: Mapping[str, float],
-    label: str,
-    title: str = "",
-    fmt: str = "{:,.0f}",
-    cmap: str = "RdYlGn",
-) -> Figure:
-    """A value per bus, as coloured markers on the feeder map (annotated with `fmt`)."""
-    from g2gsim.grid.topology import _positions
-    from g2gsim.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 8))
-    topology.plot(ax=ax)
-    pos = _positions(topology)
-    buses = [b for b in values if b.lower() in pos]
-    numbers = [float(values[b]) for b in buses]
-    points = ax.scatter(
-        [pos[b.lower()][0] for b in buses],
-        [pos[b.lower()][1] for b in buses],
-        c=numbers,
-        s=140,
-        cmap=cmap,
-        edgecolor="black",
-        zorder=5,
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED_PLOTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"g2gsim.studies.studies.{name} moved to g2gsim.plots.{name}; the old path goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
     )
-    for bus, value in zip(buses, numbers, strict=True):
-        ax.annotate(
-            f"{bus}: {fmt.format(value)}", pos[bus.lower()], fontsize=7, xytext=(6, 6), textcoords="offset points"
-        )
-    fig.colorbar(points, ax=ax, label=label, shrink=0.7)
-    ax.set_title(title or f"{label} by bus")
-    fig.tight_layout()
-    return fig
+    import g2gsim.plots
 
-
-def plot_hosting_capacity(topology: FeederTopology, capacity: Mapping[str, float], title: str = "") -> Figure:
-    """Hosting capacity (GPUs) by bus, as coloured markers on the feeder map."""
-    return plot_bus_values(topology, capacity, "hosting capacity (GPUs)", title or "hosting capacity by bus")
+    return getattr(g2gsim.plots, name)

@@ -1,34 +1,24 @@
-"""Headless plots of a run: voltages, site power, batch sizes, latency, taps, the feeder map.
+"""Time series of a run: voltages, site power, batch sizes, latency and regulator taps.
 
 Every function takes a :class:`RunResult` (and what it needs to label axes) and returns a
-matplotlib Figure; :func:`write_run_plots` writes them all as PNG files.
+matplotlib Figure; :func:`g2gsim.plots.write_scenario_plots` writes the standard set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from g2gsim.kernel.results import RunResult
+from g2gsim.plots.helpers import pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PHASE_LABELS = ("a", "b", "c")
-
-
-def _pyplot():
-    """Import pyplot on the headless Agg backend (never opens a window)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _voltage_frame(result: RunResult, grid: str) -> pd.DataFrame:
@@ -43,7 +33,7 @@ def _model_columns(state: pd.DataFrame, quantity: str) -> dict[str, str]:
 
 def plot_voltage_envelope(result: RunResult, grid: str, v_min: float = 0.95, v_max: float = 1.05) -> Figure:
     """Minimum, maximum and median voltage over all observed bus-phases, with the limits."""
-    plt = _pyplot()
+    plt = pyplot()
     frame = _voltage_frame(result, grid)
     t = frame["time_s"].to_numpy()
     values = frame.drop(columns="time_s").to_numpy()
@@ -62,7 +52,7 @@ def plot_site_voltages(
     result: RunResult, grid: str, site_buses: Mapping[str, str], v_min: float = 0.95, v_max: float = 1.05
 ) -> Figure:
     """Voltage at each site's bus, per phase."""
-    plt = _pyplot()
+    plt = pyplot()
     frame = _voltage_frame(result, grid)
     fig, axes = plt.subplots(len(site_buses), 1, figsize=(10, 3 * len(site_buses)), squeeze=False)
     for ax, (site, bus) in zip(axes[:, 0], site_buses.items(), strict=True):
@@ -81,7 +71,7 @@ def plot_site_voltages(
 
 def plot_site_power(result: RunResult, site: str) -> Figure:
     """Site power per phase and inference power per model."""
-    plt = _pyplot()
+    plt = pyplot()
     state = result.table(f"{site}/state")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for label in PHASE_LABELS:
@@ -98,7 +88,7 @@ def plot_site_power(result: RunResult, site: str) -> Figure:
 
 def plot_batch_sizes(result: RunResult, site: str) -> Figure:
     """Effective batch size per model (log2 axis)."""
-    plt = _pyplot()
+    plt = pyplot()
     state = result.table(f"{site}/state")
     fig, ax = plt.subplots(figsize=(10, 4))
     for model, column in _model_columns(state, "batch").items():
@@ -112,7 +102,7 @@ def plot_batch_sizes(result: RunResult, site: str) -> Figure:
 
 def plot_latency(result: RunResult, site: str, deadlines_s: Mapping[str, float]) -> Figure:
     """Observed ITL per model against its deadline."""
-    plt = _pyplot()
+    plt = pyplot()
     state = result.table(f"{site}/state")
     columns = _model_columns(state, "itl_s")
     fig, axes = plt.subplots(len(columns), 1, figsize=(10, 2.2 * max(len(columns), 1)), squeeze=False, sharex=True)
@@ -132,38 +122,12 @@ def plot_taps(result: RunResult, grid: str) -> Figure | None:
     key = f"{grid}/taps"
     if key not in result.tables or result.tables[key].shape[1] <= 1:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     taps = result.tables[key]
     fig, ax = plt.subplots(figsize=(10, 3))
     for column in taps.columns.drop("time_s"):
         ax.step(taps["time_s"], taps[column], where="post", label=column)
     ax.set(xlabel="time (s)", ylabel="tap (pu)", title=f"{grid}: regulator taps")
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    return fig
-
-
-def write_figure(fig: Figure, path: Path, note: str | None = None) -> Path:
-    """Save a figure as PNG (with an optional footnote, e.g. the data source) and free it."""
-    plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if note:
-        fig.text(0.005, 0.005, note, fontsize=7, color="0.35", ha="left", va="bottom")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_feeder_map(grid, site_buses: Mapping[str, str]) -> Figure | None:
-    """The feeder drawn with its bus coordinates, sites highlighted (None without coordinates)."""
-    from g2gsim.grid.topology import FeederTopology
-
-    topology = FeederTopology.from_grid(grid)
-    if not topology.has_coordinates():
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 8))
-    topology.plot(ax=ax, highlight={bus: site for site, bus in site_buses.items()})
-    ax.set_title(f"{grid.feeder.name}: feeder and datacenter sites")
     fig.tight_layout()
     return fig
