@@ -1,4 +1,4 @@
-"""Site power-budget signals (issue 10): constant, scheduled, CSV profile, grid-operator events.
+"""Site power-budget signals: constant, scheduled, CSV profile, grid-operator events.
 
 A budget source is a process that publishes :class:`BudgetSignal` values (kW, three-phase
 site total) on its mailbox ``budget``. A change of budget is therefore a kernel event: a

@@ -1,4 +1,4 @@
-"""The exact plan of a power-budget controller and its online correction (issue 10).
+"""The exact plan of a power-budget controller and its online correction.
 
 The problem, per re-plan, for the models i of one site::
 

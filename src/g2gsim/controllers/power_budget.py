@@ -1,4 +1,4 @@
-"""Power-budget controller: keep a site under a time-varying power budget (SPEC 5.6, issue 10).
+"""Power-budget controller: keep a site under a time-varying power budget (SPEC 5.6).
 
 The controller solves, at each re-plan, the exact discrete problem of
 :mod:`g2gsim.controllers.budget_plan` (batch, stand-down fraction and GPU power cap per model,
