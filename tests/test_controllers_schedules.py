@@ -100,7 +100,7 @@ def test_batch_entries_fire_once_at_their_times_one_command_per_time(plan):
             if t < HORIZON:
                 expected.setdefault(t, {})[label] = ((8, 16, 32, 64)[i % 4], float(i))
         schedules[label] = schedule
-    result = run([dc, BatchScheduleController("batches", schedules, datacenter="dc")], HORIZON)
+    result = run([dc, BatchScheduleController("batches", schedules, site="dc")], HORIZON)
     sent = [(t, c) for t, c in dc.received if isinstance(c, SetBatchSize)]
     assert [t for t, _ in sent] == [float(t) for t in sorted(expected)]
     for (_, command), t in zip(sent, sorted(expected), strict=True):
@@ -148,7 +148,7 @@ def test_resolve_flag_and_target_reach_the_command():
 def test_unknown_scheduled_model_is_an_error():
     dc = FakeDatacenter("dc", [FakeSpec("m0")], replicas={"m0": 1})
     with pytest.raises(KeyError, match="nope"):
-        run([dc, BatchScheduleController("b", {"nope": BatchSizeChange(8).at(1)}, datacenter="dc")], 3)
+        run([dc, BatchScheduleController("b", {"nope": BatchSizeChange(8).at(1)}, site="dc")], 3)
 
 
 def test_reset_then_rerun_gives_identical_commands():

@@ -26,11 +26,11 @@ from g2gsim.controllers.power_budget import (
     PlanInputs,
     PowerBudgetConfig,
     PowerBudgetController,
-    ProportionalCurtailment,
     RatioEstimator,
     model_options,
     plan_exact,
 )
+from g2gsim.controllers.proportional_curtailment import ProportionalCurtailment, proportional_caps
 from g2gsim.data import open_data_source
 from g2gsim.data.spec import PAPER_MODELS
 from g2gsim.datacenter.commands import SetPowerCap
@@ -458,8 +458,9 @@ def test_ramp_limit_moves_planned_power_gradually() -> None:
 
 
 def test_budget_sections_validate_and_build(tmp_path: Path) -> None:
+    from g2gsim.controllers.budget import BudgetSection
     from g2gsim.scenarios.build import build_controller
-    from g2gsim.scenarios.model import BudgetSection, Scenario, ScenarioError
+    from g2gsim.scenarios.model import Scenario, ScenarioError
 
     with pytest.raises(ValueError, match="exactly one"):
         BudgetSection(name="b", site="dc", kw=1.0, profile="x.csv")
@@ -502,7 +503,6 @@ _draws = st.lists(st.floats(50.0, 700.0), min_size=1, max_size=5)
 @settings(max_examples=200, deadline=None)
 @given(draws=_draws, gpus=st.lists(st.integers(0, 4000), min_size=5, max_size=5), share=st.floats(0.0, 1.5))
 def test_proportional_caps_are_on_the_grid_and_fit_the_allowance(draws, gpus, share) -> None:
-    from g2gsim.controllers.power_budget import proportional_caps
 
     draw = np.array(draws)
     n = np.array(gpus[: len(draws)], dtype=float)
@@ -524,7 +524,6 @@ def test_proportional_caps_are_on_the_grid_and_fit_the_allowance(draws, gpus, sh
 @settings(max_examples=100, deadline=None)
 @given(draws=_draws, gpus=st.integers(1, 4000), shares=st.tuples(st.floats(0.05, 1.2), st.floats(0.05, 1.2)))
 def test_proportional_caps_never_rise_when_the_allowance_falls(draws, gpus, shares) -> None:
-    from g2gsim.controllers.power_budget import proportional_caps
 
     draw = np.array(draws)
     n = np.full(len(draws), float(gpus))
@@ -599,6 +598,7 @@ def test_power_budget_weights_must_name_site_models() -> None:
 
 
 def test_live_site_refuses_controllers_that_send_power_caps() -> None:
+    import g2gsim.live  # noqa: F401  (registers the live site kind)
     from g2gsim.scenarios.build import build_simulation
     from g2gsim.scenarios.library import load_scenario
     from g2gsim.scenarios.model import Scenario, ScenarioError

@@ -26,7 +26,7 @@ def test_readme_python_examples_run(index: int, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     code = _blocks("python")[index]
-    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+    exec(compile(code, f"README.md python block {index}", "exec", dont_inherit=True), {"__name__": "__readme__"})
 
 
 def test_readme_sweep_file_is_a_valid_sweep() -> None:
@@ -43,11 +43,11 @@ def test_readme_sweep_file_is_a_valid_sweep() -> None:
 def test_readme_live_site_section_validates() -> None:
     import tomllib
 
-    from g2gsim.scenarios.model import LiveSection
+    from g2gsim.datacenter.live_config import LiveSiteConfig
 
     live_blocks = [b for b in _blocks("toml") if b.lstrip().startswith("[sites.live]")]
     assert live_blocks, "the README shows a [sites.live] section"
-    section = LiveSection.model_validate(tomllib.loads(live_blocks[0])["sites"]["live"])
+    section = LiveSiteConfig.model_validate(tomllib.loads(live_blocks[0])["sites"]["live"])
     assert section.servers[0].model == "Llama-3.1-8B" and section.on_server_failure == "continue"
 
 
@@ -69,3 +69,27 @@ def test_readme_lists_every_metric_with_its_unit() -> None:
     )
     for key, info in METRICS.items():
         assert f"| `{key}` | {info.unit or '-'} |" in text
+
+
+def test_readme_user_controller_loads_from_a_scenario_file(tmp_path) -> None:
+    """The README's registered controller and its [[controllers]] table, read from a file."""
+    import tomllib
+
+    import tomli_w
+
+    from g2gsim.scenarios import load_scenario, run_scenario
+
+    (code,) = [b for b in _blocks("python") if "register_controller(" in b]
+    registration = code[: code.index("\n", code.index("register_controller(")) + 1]
+    namespace: dict = {"__name__": "__readme__"}
+    exec(compile(registration, "README.md registration block", "exec", dont_inherit=True), namespace)
+    (table,) = [b for b in _blocks("toml") if 'type = "shed"' in b]
+    raw = load_scenario("ieee13_baseline_notap").to_dict()
+    raw.update(horizon_s=5, controllers=tomllib.loads(table)["controllers"])
+    path = tmp_path / "shed.toml"
+    path.write_text(tomli_w.dumps(raw))
+    scenario = load_scenario(path)
+    assert isinstance(scenario.controllers[0], namespace["ShedSection"]) and scenario.controllers[0].low == 16
+    run = run_scenario(scenario, out=tmp_path / "out", plots=False)
+    assert run.metrics["n_solves"] > 0 and not run.result.commands.empty
+    assert (tmp_path / "out" / "results").is_dir()

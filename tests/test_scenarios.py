@@ -16,20 +16,18 @@ import pytest
 import tomli_w
 from pandas.testing import assert_frame_equal
 
-from g2gsim.kernel.results import RunResult
-from g2gsim.scenarios.build import build_simulation, model_catalogue
-from g2gsim.scenarios.library import bundled_scenarios, load_scenario, resolve_scenario
-from g2gsim.scenarios.model import (
+from g2gsim.controllers import (
     LoadShiftSection,
     NoopSection,
     OFOSection,
     RuleBasedSection,
-    Scenario,
-    ScenarioError,
     StorageDroopSection,
     TapScheduleSection,
-    tap_pu,
 )
+from g2gsim.kernel.results import RunResult
+from g2gsim.scenarios.build import build_simulation, model_catalogue
+from g2gsim.scenarios.library import bundled_scenarios, load_scenario, resolve_scenario
+from g2gsim.scenarios.model import Scenario, ScenarioError, tap_pu
 from g2gsim.scenarios.runner import RunFailed, run_scenario
 
 BUNDLED = bundled_scenarios()
@@ -263,7 +261,7 @@ def test_spec7_ieee13(name: str, presets: dict[str, Scenario]) -> None:
     if "_ofo_" in name:
         (controller,) = ofo
         assert controller.site == "dc"
-        assert controller.params == {
+        assert controller.params.model_dump(exclude_unset=True) == {
             "primal_step_size": 0.1,
             "w_throughput": 0.001,
             "w_switch": 1.0,
@@ -276,9 +274,9 @@ def test_spec7_ieee13(name: str, presets: dict[str, Scenario]) -> None:
         assert rule == []
     elif "_rule_" in name:
         (controller,) = rule
-        assert controller.params["step_size"] == 10.0
-        assert controller.params["deadband"] == 1e-4
-        assert controller.params["latency_guard"] is True
+        assert controller.params.step_size == 10.0
+        assert controller.params.deadband == 1e-4
+        assert controller.params.latency_guard is True
         assert ofo == []
     else:
         assert "_baseline_" in name and ofo == [] and rule == []
@@ -319,24 +317,24 @@ def test_spec7_ieee34(presets: dict[str, Scenario]) -> None:
     ofo = _controllers(scenario, OFOSection)
     assert sorted(c.site for c in ofo) == ["downstream", "upstream"]
     for controller in ofo:
-        assert controller.params["primal_step_size"] == 0.05
-        assert controller.params["w_throughput"] == 0.001
-        assert controller.params["w_switch"] == 1.0
-        assert controller.params["voltage_dual_step_size"] == 20.0
-        assert controller.params["sensitivity_perturbation_kw"] == 10.0
+        assert controller.params.primal_step_size == 0.05
+        assert controller.params.w_throughput == 0.001
+        assert controller.params.w_switch == 1.0
+        assert controller.params.voltage_dual_step_size == 20.0
+        assert controller.params.sensitivity_perturbation_kw == 10.0
 
 
 def _assert_ieee123_ofo(scenario: Scenario, sites: list[str]) -> None:
     ofo = _controllers(scenario, OFOSection)
     assert [c.site for c in ofo] == sites
     for controller in ofo:
-        assert controller.params["primal_step_size"] == 0.05
-        assert controller.params["w_throughput"] == 0.001
-        assert controller.params["w_switch"] == 1.0
-        assert controller.params["voltage_gradient_scale"] == 1e6
-        assert controller.params["voltage_dual_step_size"] == 0.3
-        assert controller.params["latency_dual_step_size"] == 1.0
-        assert controller.params["sensitivity_perturbation_kw"] == 10.0
+        assert controller.params.primal_step_size == 0.05
+        assert controller.params.w_throughput == 0.001
+        assert controller.params.w_switch == 1.0
+        assert controller.params.voltage_gradient_scale == 1e6
+        assert controller.params.voltage_dual_step_size == 0.3
+        assert controller.params.latency_dual_step_size == 1.0
+        assert controller.params.sensitivity_perturbation_kw == 10.0
 
 
 @pytest.mark.parametrize("name", IEEE123_OFO)
@@ -388,7 +386,7 @@ def test_spec7_ieee123(name: str, presets: dict[str, Scenario]) -> None:
     else:
         (controller,) = droop
         assert controller.storage == tuple(storage)
-        assert controller.params == {"mode": name.removeprefix("ieee123_storage_")}
+        assert controller.params.model_dump(exclude_unset=True) == {"mode": name.removeprefix("ieee123_storage_")}
 
 
 def test_spec7_ieee123_loadshift(presets: dict[str, Scenario]) -> None:
@@ -426,8 +424,8 @@ def test_spec7_ieee123_loadshift(presets: dict[str, Scenario]) -> None:
     _assert_ieee123_ofo(scenario, list(expected))
     (shift,) = _controllers(scenario, LoadShiftSection)
     assert shift.sites == tuple(expected)
-    assert shift.params["enabled"] is True
-    assert shift.params["gpus_per_shift"] == 8
+    assert shift.params.enabled is True
+    assert shift.params.gpus_per_shift == 8
 
 
 # -- determinism -----------------------------------------------------------------------------
@@ -687,3 +685,142 @@ def test_run_without_plots_writes_no_plots(presets: dict[str, Scenario], tmp_pat
     assert (tmp_path / "metrics.json").is_file()
     assert isinstance(RunResult.from_parquet(tmp_path / "results").table("dc/state"), pd.DataFrame)
     assert len(run.files) == 2
+
+
+# -- controller parameters, NaN / inf, nested overrides --------------------------------------------
+def _ofo_file(base_raw: dict[str, Any], tmp_path: Path, params: dict[str, Any] | None = None, **top: Any) -> Path:
+    raw = copy.deepcopy(base_raw)
+    if params is not None:
+        raw["controllers"][0]["params"] = params
+    raw.update(top)
+    return _write(raw, tmp_path / "s.toml")
+
+
+def test_misspelt_controller_parameter_names_file_key_and_allowed_keys(base_raw, tmp_path) -> None:
+    path = _ofo_file(base_raw, tmp_path, {"primal_stepsize": 0.1})
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert str(path) in message and "controllers.0.params.primal_stepsize" in message
+    assert "allowed:" in message and "primal_step_size" in message and "w_throughput" in message
+    assert "[controller 'ofo']" in message and "1 problem(s)" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("primal_step_size = nan", "controllers.0.params.primal_step_size"),
+        ("v_max = inf", "controllers.0.params.v_max"),
+        ("primal_step_size = 'x'", "controllers.0.params.primal_step_size"),
+    ],
+)
+def test_ill_typed_or_non_finite_parameter_is_a_load_error(base_raw, tmp_path, text: str, key: str) -> None:
+    path = _ofo_file(base_raw, tmp_path, tomllib.loads(text))
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_toml(path)
+    assert str(path) in str(info.value) and key in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["v_max", "v_min"])
+def test_non_finite_scenario_numbers_are_rejected(base_raw, tmp_path, key: str) -> None:
+    for value in (math.inf, math.nan):
+        with pytest.raises(ScenarioError, match=f"{key}: Input should be a finite number"):
+            Scenario.from_toml(_ofo_file(base_raw, tmp_path, **{key: value}))
+    raw = copy.deepcopy(base_raw)
+    raw["sites"][0]["base_kw_per_phase"] = math.inf
+    with pytest.raises(ScenarioError, match="sites.0.base_kw_per_phase"):
+        Scenario.from_dict(raw)
+
+
+def test_scenario_voltage_limits_apply_where_params_do_not_set_them(base_raw) -> None:
+    from g2gsim.scenarios.build import build_controller
+
+    raw = copy.deepcopy(base_raw)
+    raw.update(v_min=0.9, v_max=1.1)
+    raw["controllers"][0]["params"] = {"v_max": 1.06}
+    scenario = Scenario.from_dict(raw)
+    config = build_controller(scenario.controllers[0], scenario).config
+    assert (config.v_min, config.v_max) == (0.9, 1.06)
+    again = Scenario.from_dict(scenario.to_dict()).with_overrides(v_min=0.92)
+    assert "v_min" not in again.to_dict()["controllers"][0]["params"]
+    assert build_controller(again.controllers[0], again).config.v_min == 0.92
+
+
+def test_nested_overrides_and_their_errors(presets: dict[str, Scenario]) -> None:
+    base = presets["ieee13_ofo_notap"]
+    changed = base.with_overrides(
+        **{"sites.0.models.0.replicas": 360, "controllers.0.params.primal_step_size": 0.2, "horizon_s": 600}
+    )
+    assert changed.sites[0].models[0].replicas == 360 and changed.horizon_s == 600
+    assert changed.controllers[0].params.primal_step_size == 0.2
+    assert base.sites[0].models[0].replicas != 360  # the original is untouched
+    cases = {
+        "sites.0.models.9.replicas": r"sites.0.models has 5 item\(s\)",
+        "sites.x.bus": "'x' is not an index",
+        "grid.feeder.name": "grid.feeder is a value",
+        "sites.0.bogus": "unknown key 'bogus'",
+        "controllers.0.params.primal_stepsize": "unknown key 'primal_stepsize'",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ScenarioError, match=message) as info:
+            base.with_overrides(**{path: 1})
+        assert path in str(info.value) and "axis" not in str(info.value), path
+    with pytest.raises(ScenarioError, match="path 'sites.x.bus'"):
+        base.with_overrides(**{"sites.x.bus": "671"})
+
+
+def test_with_overrides_validates_controller_params_at_once(presets: dict[str, Scenario]) -> None:
+    base = presets["ieee13_ofo_notap"]
+    bad = {"type": "ofo", "name": "ofo", "site": "dc", "params": {"primal_step_size": "x"}}
+    with pytest.raises(ScenarioError, match=r"controllers.0.params.primal_step_size.*\(got 'x'\)"):
+        base.with_overrides(controllers=[bad])
+
+
+def test_site_model_may_set_gpus_per_replica(base_raw) -> None:
+    from g2gsim.data.spec import PAPER_MODELS
+
+    raw = copy.deepcopy(base_raw)
+    entry = raw["sites"][0]["models"][1]
+    entry["gpus_per_replica"] = 2 * PAPER_MODELS[entry["model"]].gpus_per_replica
+    entry["itl_deadline_s"] = 0.2
+    scenario = Scenario.from_dict(raw)
+    assert scenario.to_dict()["sites"][0]["models"][1]["gpus_per_replica"] == entry["gpus_per_replica"]
+    assert "gpus_per_replica" not in scenario.to_dict()["sites"][0]["models"][0]  # default: the catalogue's
+    spec = build_simulation(scenario).sites["dc"].specs[entry["model"]]
+    assert (spec.gpus_per_replica, spec.itl_deadline_s) == (entry["gpus_per_replica"], 0.2)
+    entry["feasible_batch_sizes"] = [3]
+    with pytest.raises(ScenarioError, match=r"sites.0.models.1 .*feasible_batch_sizes"):
+        Scenario.from_dict(raw)
+
+
+def test_models_table_is_typed_by_model_spec(base_raw) -> None:
+    raw = copy.deepcopy(base_raw)
+    raw["models"] = {"My-8B": {"gpus_per_replica": "two"}}
+    with pytest.raises(ScenarioError, match="models.My-8B.gpus_per_replica"):
+        Scenario.from_dict(raw)
+    raw["models"] = {"My-8B": {"gpus_per_replica": 2, "itl_deadline_s": 0.05}}
+    scenario = Scenario.from_dict(raw)
+    assert scenario.models["My-8B"].gpus_per_replica == 2
+    assert scenario.to_dict()["models"] == {"My-8B": {"gpus_per_replica": 2, "itl_deadline_s": 0.05}}
+
+
+def test_budget_profile_is_read_from_the_scenario_folder(tmp_path: Path, monkeypatch) -> None:
+    from g2gsim.controllers import ScheduledBudget
+
+    raw = load_scenario("ieee13_power_budget").to_dict()
+    for c in raw["controllers"]:
+        if c["type"] == "budget":
+            c.pop("events", None), c.pop("kw", None)
+            c["profile"] = "profile.csv"
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "profile.csv").write_text("t_s,budget_kw\n0,5000\n60,4000\n")
+    _write(raw, folder / "s.toml")
+    monkeypatch.chdir(tmp_path)  # not the scenario's folder
+    scenario = load_scenario(folder / "s.toml")
+    assert scenario.folder == folder.resolve()
+    budget = next(c for c in build_simulation(scenario).simulation.components if isinstance(c, ScheduledBudget))
+    assert [b.kw for _, b in budget.schedule] == [5000.0, 4000.0]
+    assert scenario.with_overrides(horizon_s=10).folder == scenario.folder  # kept by copies
+    with pytest.raises(ScenarioError, match="profile"):
+        build_simulation(Scenario.from_dict(raw))  # built in Python: relative to the working directory

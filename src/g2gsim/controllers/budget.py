@@ -1,4 +1,4 @@
-"""Site power-budget signals (issue 10): constant, scheduled, CSV profile, grid-operator events.
+"""Site power-budget signals: constant, scheduled, CSV profile, grid-operator events.
 
 A budget source is a process that publishes :class:`BudgetSignal` values (kW, three-phase
 site total) on its mailbox ``budget``. A change of budget is therefore a kernel event: a
@@ -15,6 +15,8 @@ rebuild the budget over time.
   site's) mailbox and issues a curtailment budget when the lowest observed voltage falls
   under a trigger or the watched load exceeds a power threshold, and releases it after the
   condition has been clear for a hold time.
+
+:class:`BudgetFollower` is the base of the controllers that keep a site under such a budget.
 """
 
 from __future__ import annotations
@@ -29,26 +31,42 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 from simpy.events import Event
 
-from g2gsim.controllers.schedules import _Schedule
+from g2gsim.controllers.base import (
+    BuildContext,
+    ControllerSection,
+    register_controller,
+    renamed_attribute,
+    scenario_path,
+)
+from g2gsim.controllers.schedules import Schedule, merged
 from g2gsim.datacenter.base import Datacenter
+from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.grid.base import Grid
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
+from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike, as_delay
 
 __all__ = [
     "Budget",
+    "BudgetEvent",
+    "BudgetFollower",
     "BudgetSchedule",
+    "BudgetSection",
     "BudgetSignal",
     "BudgetSource",
     "ConstantBudget",
     "CurtailmentEpisodes",
     "GridOperator",
+    "GridOperatorSection",
     "ScheduledBudget",
     "budget_from_csv",
+    "budget_source",
 ]
 
 
@@ -77,7 +95,7 @@ class Budget:
         return BudgetSchedule(((as_delay(t, name="budget schedule time"), self),))
 
 
-class BudgetSchedule(_Schedule[Budget]):
+class BudgetSchedule(Schedule[Budget]):
     """Budget levels at times, built with ``Budget(kw).at(t) | ...``."""
 
     kind = "budget schedule"
@@ -159,6 +177,71 @@ class BudgetSource(Controller):
 
     def summary(self) -> dict[str, Any]:
         return {"site": self.site, "changes": len(self._log)}
+
+
+class BudgetFollower(Controller):
+    """Base of controllers that follow a budget source: they poll at their period and also
+    react at once, in the same tick, when the source publishes a new budget."""
+
+    datacenter = renamed_attribute("site", "datacenter")
+
+    def __init__(
+        self,
+        name: str,
+        site: str,
+        budget: str,
+        period: TimeLike | None,
+        *,
+        command_link: LinkSpec = INSTANT,
+        measurement_link: LinkSpec = INSTANT,
+    ) -> None:
+        if period is None:
+            raise ValueError(f"{name!r} needs a polling period")
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        self.site = site
+        self.budget = budget
+
+    def dependencies(self) -> Mapping[str, type]:
+        return {self.site: Datacenter, self.budget: BudgetSource}
+
+    def start(self) -> None:
+        ctx = self.ctx
+        site = ctx.lookup(self.site)
+        assert isinstance(site, Datacenter)
+        self._site = site
+        self._dc_box = ctx.subscribe(self.site)
+        self._budget_box = ctx.subscribe(self.budget, "budget")
+        self._labels = tuple(self._site.specs)
+        # the site's cap grid and floors (a datacenter without a configuration: the defaults)
+        self._gpu_power = getattr(getattr(self._site, "config", None), "gpu_power", None) or GpuPowerCaps()
+
+    def run(self) -> Generator[Event, Any, None]:
+        """Poll every period; in between, react to each budget publish in the same tick."""
+        ctx = self.ctx
+        assert self.period is not None
+        period = ctx.clock.ticks(self.period)
+        steps = ctx.step_count(self.period)
+        k = 0
+        timer: Event | None = None
+        while k < steps:
+            if timer is None:
+                timer = ctx.at_tick(k * period)
+            changed = self._budget_box.changed(ctx.priority)
+            yield ctx.env.any_of([timer, changed])
+            if changed.triggered:  # published (this tick): react now, not at the next poll
+                self.on_budget(ctx.now)
+            if timer.processed:
+                timer = None
+                k += 1
+                self.step(ctx.now)
+
+    def on_budget(self, tick: int) -> None:
+        """A new budget was published at this tick."""
+        for command in self.react(tick):
+            self.ctx.send(command)
+
+    def react(self, tick: int) -> Iterable[Command]:  # pragma: no cover - overridden
+        return ()
 
 
 class ConstantBudget(BudgetSource):
@@ -313,3 +396,96 @@ class CurtailmentEpisodes:
             self._clear_since = None
             return "release"
         return None
+
+
+# -- scenario sections ------------------------------------------------------------------------------
+class BudgetEvent(Section):
+    """A site power budget (kW, three-phase total) in force from t_s on."""
+
+    t_s: float = Field(ge=0)
+    """From when, s."""
+    kw: float = Field(gt=0)
+    """The budget, kW."""
+
+
+class BudgetSection(ControllerSection):
+    """A site power budget (``type = "budget"``): a constant `kw`, scheduled `events`, or a CSV
+    `profile` (columns t_s, budget_kw; a relative path is read from the scenario file's folder)."""
+
+    type: Literal["budget"] = "budget"
+    """Always "budget"."""
+    period_s: Seconds | None = None
+    """Unused: a budget publishes at its own times."""
+    site: str
+    """The site whose budget this is."""
+    kw: float | None = Field(default=None, gt=0)
+    """A constant budget, kW."""
+    events: tuple[BudgetEvent, ...] = ()
+    """Budget levels at times."""
+    profile: str | None = None
+    """A CSV step profile (t_s, budget_kw)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BudgetSection:
+        given = [k for k, v in (("kw", self.kw), ("events", self.events or None), ("profile", self.profile)) if v]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of kw, events, profile (got {given or 'none'})")
+        return self
+
+
+def budget_source(section: BudgetSection, context: BuildContext) -> BudgetSource:
+    """The budget source of a ``budget`` section (the CSV profile is read now)."""
+    if section.kw is not None:
+        return ConstantBudget(section.name, section.site, section.kw)
+    schedule: BudgetSchedule | None
+    if section.profile is not None:
+        try:
+            schedule = budget_from_csv(scenario_path(context, section.profile))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"controllers.{section.name}.profile: {exc}") from None
+    else:
+        schedule = merged(Budget(event.kw).at(event.t_s) for event in section.events)
+    assert schedule is not None  # the section validator asks for exactly one kind
+    return ScheduledBudget(section.name, section.site, schedule)
+
+
+class GridOperatorSection(ControllerSection):
+    """An event-driven operator that lowers a site's budget while the feeder is stressed
+    (``type = "grid_operator"``)."""
+
+    type: Literal["grid_operator"] = "grid_operator"
+    """Always "grid_operator"."""
+    period_s: Seconds | None = None
+    """Unused: the operator wakes on the grid's (and the site's) publishes."""
+    site: str
+    """The site whose budget this is."""
+    grid: str = "grid"
+    """The grid it watches."""
+    normal_kw: float = Field(gt=0)
+    """Budget outside events, kW."""
+    curtail_kw: float = Field(gt=0)
+    """Budget during an event, kW."""
+    v_trigger: float | None = Field(default=None, gt=0)
+    """Voltage (pu) below which an event starts (none: no voltage trigger)."""
+    power_trigger_kw: float | None = Field(default=None, gt=0)
+    """Site load (kW) above which an event starts (none: no power trigger)."""
+    hold_s: float = Field(default=300.0, ge=0)
+    """How long the condition must stay clear before the event ends, s."""
+
+
+def grid_operator(section: GridOperatorSection, context: BuildContext) -> GridOperator:
+    """The operator of a ``grid_operator`` section."""
+    return GridOperator(
+        section.name,
+        section.site,
+        section.grid,
+        normal_kw=section.normal_kw,
+        curtail_kw=section.curtail_kw,
+        v_trigger=section.v_trigger,
+        power_trigger_kw=section.power_trigger_kw,
+        hold_s=section.hold_s,
+    )
+
+
+register_controller("budget", BudgetSection)(budget_source)
+register_controller("grid_operator", GridOperatorSection)(grid_operator)

@@ -1,4 +1,4 @@
-"""The exact plan of a power-budget controller and its online correction (issue 10).
+"""The exact plan of a power-budget controller and its online correction.
 
 The problem, per re-plan, for the models i of one site::
 
@@ -257,14 +257,14 @@ def plan_exact(inputs: PlanInputs) -> Plan:
         v = (value[:, None] + opts.value[front][None, :]).ravel()
         parent = np.repeat(np.arange(power.size), front.size)
         pick = np.tile(front, power.size)
-        ok = p + rest_min[i] <= room + 1e-9
-        if not ok.any():
+        within = p + rest_min[i] <= room + 1e-9
+        if not within.any():
             fits = False
-            ok = np.zeros(p.size, dtype=bool)
-            ok[np.argmin(p)] = True  # keep the least power (plus its best value below)
-            low = p[ok][0]
-            ok = np.isclose(p, low)
-        keep = np.flatnonzero(ok)
+            within = np.zeros(p.size, dtype=bool)
+            within[np.argmin(p)] = True  # keep the least power (plus its best value below)
+            low = p[within][0]
+            within = np.isclose(p, low)
+        keep = np.flatnonzero(within)
         keep = keep[_pareto(p[keep], v[keep])]
         power, value = p[keep], v[keep]
         choice = np.column_stack([choice[parent[keep]], pick[keep]])

@@ -22,11 +22,19 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from g2gsim.controllers.base import (
+    BuildContext,
+    ControllerSection,
+    register_controller,
+    renamed_attribute,
+    renamed_keyword,
+    with_voltage_limits,
+)
 from g2gsim.controllers.batching import FeasibleBatches
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import ShiftReplicas
@@ -35,24 +43,36 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 
 
-class LoadShiftConfig(BaseModel):
-    """Load-shift settings (SPEC 5.4)."""
+class LoadShiftConfig(Section):
+    """Load-shift settings (SPEC 5.4): the ``params`` of a ``load_shift`` section."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="shift replicas at all (off by default, as in OpenG2G)")
     gpus_per_shift: int = Field(default=8, gt=0, description="GPUs moved per shift (at least one replica)")
-    v_min: float = Field(default=0.95, gt=0)
-    v_max: float = Field(default=1.05, gt=0)
+    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu (default: the scenario's v_min)")
+    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu (default: the scenario's v_max)")
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadShiftConfig:
-        if not (math.isfinite(self.v_min) and math.isfinite(self.v_max)) or self.v_min >= self.v_max:
-            raise ValueError(f"need finite v_min < v_max, got {self.v_min} and {self.v_max}")
+        if self.v_min >= self.v_max:
+            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
         return self
+
+
+class LoadShiftSection(ControllerSection):
+    """Shifts replicas between sites to relieve voltage violations (``type = "load_shift"``)."""
+
+    type: Literal["load_shift"] = "load_shift"
+    """Always "load_shift"."""
+    sites: tuple[str, ...] = Field(min_length=2)
+    """The datacenter sites (two or more), in priority order."""
+    grid: str = "grid"
+    """The grid they are attached to."""
+    params: LoadShiftConfig = Field(default_factory=LoadShiftConfig)
+    """Settings; v_min / v_max default to the scenario's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +161,20 @@ class LoadShiftController(Controller):
 
     Args:
         name: Component name.
-        datacenters: Names of the :class:`Datacenter` sites (two or more), in priority order.
+        sites: Names of the :class:`Datacenter` sites (two or more), in priority order
+            (``datacenters=``: deprecated name).
         grid: Name of the :class:`Grid` they are attached to (gives each site's bus).
         config: Settings; disabled by default, as in OpenG2G.
         period: Control period, s.
     """
 
+    datacenters = renamed_attribute("sites", "datacenters")
+
+    @renamed_keyword("datacenters", "sites")
     def __init__(
         self,
         name: str,
-        datacenters: Sequence[str],
+        sites: Sequence[str],
         grid: str,
         config: LoadShiftConfig | None = None,
         period: TimeLike | None = Fraction(1),
@@ -161,21 +185,27 @@ class LoadShiftController(Controller):
         if period is None:
             raise ValueError(f"load-shift controller {name!r} needs a control period")
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
-        if isinstance(datacenters, str):
-            raise TypeError(f"{name!r}: datacenters must be a list of site names, not one string")
-        sites = tuple(datacenters)
-        if len(sites) < 2 or len(set(sites)) != len(sites):
-            raise ValueError(f"{name!r}: load shift needs two or more distinct sites, got {list(sites)}")
+        if isinstance(sites, str):
+            raise TypeError(f"{name!r}: sites must be a list of site names, not one string")
+        names = tuple(sites)
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ValueError(f"{name!r}: load shift needs two or more distinct sites, got {list(names)}")
         if config is not None and not isinstance(config, LoadShiftConfig):
             raise TypeError(f"{name!r}: config must be a LoadShiftConfig, got {type(config).__name__}")
         self.config = config or LoadShiftConfig()
-        self.datacenters = sites
+        self.sites = names
         self.grid = grid
         self._boxes: dict[str, Any] = {}
         self._shifts = 0
 
+    @classmethod
+    def from_config(cls, section: LoadShiftSection, context: BuildContext) -> LoadShiftController:
+        """From its scenario section; the scenario's voltage limits fill in unset ones."""
+        config = with_voltage_limits(section.params, context)
+        return cls(section.name, section.sites, section.grid, config, section.period_s, **section.links())
+
     def dependencies(self) -> Mapping[str, type]:
-        return {**{site: Datacenter for site in self.datacenters}, self.grid: Grid}
+        return {**{site: Datacenter for site in self.sites}, self.grid: Grid}
 
     def reset(self, ctx: RunContext) -> None:
         """Forget subscriptions and the shift count of a previous run."""
@@ -192,7 +222,7 @@ class LoadShiftController(Controller):
         self._capacity: dict[str, int] = {}
         self._gpr: dict[str, dict[str, int]] = {}
         self._feasible: dict[str, FeasibleBatches] = {}
-        for name in self.datacenters:
+        for name in self.sites:
             site = ctx.lookup(name)
             assert isinstance(site, Datacenter)
             self._bus[name] = grid.site_bus(name)
@@ -209,7 +239,7 @@ class LoadShiftController(Controller):
         if not self._grid_box.has_value or not all(box.has_value for box in self._boxes.values()):
             return ()
         grid_state = self._grid_box.value
-        views = [self._view(name, grid_state) for name in self.datacenters]
+        views = [self._view(name, grid_state) for name in self.sites]
         commands: list[Command] = []
         for shift in plan_shifts(views, self._feasible, self.config):
             self._shifts += 1
@@ -245,3 +275,6 @@ class LoadShiftController(Controller):
 
     def summary(self) -> dict[str, Any]:
         return {"shifts": self._shifts}
+
+
+register_controller("load_shift", LoadShiftSection)(LoadShiftController)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from fractions import Fraction
+from typing import Literal
 
+from g2gsim.controllers.base import BuildContext, ControllerSection, register_controller
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.time import TimeLike
+
+
+class NoopSection(ControllerSection):
+    """A controller that steps and never acts (``type = "noop"``): the no-control baseline."""
+
+    type: Literal["noop"] = "noop"
+    """Always "noop"."""
 
 
 class Noop(Controller):
@@ -31,3 +40,11 @@ class Noop(Controller):
 
     def control(self, tick: int) -> Iterable[Command]:
         return ()
+
+    @classmethod
+    def from_config(cls, section: NoopSection, context: BuildContext) -> Noop:
+        """From its scenario section."""
+        return cls(section.name, section.period_s, **section.links())
+
+
+register_controller("noop", NoopSection)(Noop)

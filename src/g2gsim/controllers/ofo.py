@@ -30,15 +30,22 @@ order (sorted labels).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from g2gsim.controllers.base import (
+    BuildContext,
+    ControllerSection,
+    register_controller,
+    renamed_attribute,
+    renamed_keyword,
+    with_voltage_limits,
+)
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
@@ -47,25 +54,30 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 
 _METRICS = ("power", "latency", "throughput")
 
 
-class OFOConfig(BaseModel):
-    """OFO tuning (SPEC 5.2; defaults are OpenG2G's)."""
+class OFOConfig(Section):
+    """OFO tuning (SPEC 5.2; defaults are OpenG2G's): the ``params`` of an ``ofo`` section.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The step sizes act once per control step: with a longer period the same tuning moves
+    the batches more slowly in time, so retune them when the period changes.
+    """
 
-    primal_step_size: float = Field(default=0.05, gt=0, description="rho_x")
-    w_throughput: float = Field(default=0.1, ge=0, description="w_T, weight of normalised throughput")
+    primal_step_size: float = Field(default=0.05, gt=0, description="rho_x, step of x = log2(batch) per control step")
+    w_throughput: float = Field(default=0.1, ge=0, description="w_T, weight of the normalised throughput")
     w_switch: float = Field(default=0.0, ge=0, description="weight of the switching term (x - x_prev)")
-    voltage_gradient_scale: float = Field(default=1e6, ge=0, description="k_v")
-    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu")
-    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu")
-    voltage_dual_step_size: float = Field(default=0.5, ge=0, description="rho_v")
-    latency_dual_step_size: float = Field(default=1.0, ge=0, description="rho_l")
-    sensitivity_update_interval: int = Field(default=0, ge=0, description="0: estimate H once; N: every N steps")
+    voltage_gradient_scale: float = Field(default=1e6, ge=0, description="k_v, scale of the voltage term")
+    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu (default: the scenario's v_min)")
+    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu (default: the scenario's v_max)")
+    voltage_dual_step_size: float = Field(default=0.5, ge=0, description="rho_v, voltage dual step per control step")
+    latency_dual_step_size: float = Field(default=1.0, ge=0, description="rho_l, latency dual step per control step")
+    sensitivity_update_interval: int = Field(
+        default=0, ge=0, description="0: estimate H once; N: re-estimate every N steps"
+    )
     sensitivity_perturbation_kw: float = Field(default=100.0, gt=0, description="Delta of SPEC 4.5, kW")
     union_feasible_sets: bool = Field(
         default=False, description="OpenG2G compatibility: every model uses the union of all feasible sets"
@@ -73,20 +85,33 @@ class OFOConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> OFOConfig:
-        for name, value in self.model_dump().items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
         if self.v_min >= self.v_max:
             raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
         return self
 
 
+class OFOSection(ControllerSection):
+    """Primal-dual OFO of one site's batch sizes against the grid's voltages (``type = "ofo"``)."""
+
+    type: Literal["ofo"] = "ofo"
+    """Always "ofo"."""
+    site: str
+    """The datacenter site whose batch sizes it sets."""
+    grid: str = "grid"
+    """The grid whose voltages it reads and whose sensitivity it estimates."""
+    params: OFOConfig = Field(default_factory=OFOConfig)
+    """Tuning (step sizes, weights, limits); v_min / v_max default to the scenario's."""
+
+
 class FitTriple(Protocol):
     """The three logistic fits of one model (the data layer's ``LogisticFits``)."""
 
-    power: Any
-    latency: Any
-    throughput: Any
+    @property
+    def power(self) -> Any: ...
+    @property
+    def latency(self) -> Any: ...
+    @property
+    def throughput(self) -> Any: ...
 
 
 def _parameter(fit: Any, name: str) -> float:
@@ -165,7 +190,8 @@ class OFOBatchController(Controller):
 
     Args:
         name: Component name.
-        datacenter: Name of the :class:`Datacenter` it controls (reads its ``state``).
+        site: Name of the :class:`Datacenter` it controls (reads its ``state``);
+            ``datacenter=`` is its deprecated name.
         grid: Name of the :class:`Grid` it observes (reads ``state``, estimates H).
         config: Tuning; defaults are OpenG2G's.
         period: Control period, s.
@@ -177,10 +203,13 @@ class OFOBatchController(Controller):
     model tables; the first step initialises x from the observed batch sizes.
     """
 
+    datacenter = renamed_attribute("site", "datacenter")
+
+    @renamed_keyword("datacenter", "site")
     def __init__(
         self,
         name: str,
-        datacenter: str,
+        site: str,
         grid: str,
         config: OFOConfig | None = None,
         period: TimeLike | None = Fraction(1),
@@ -195,14 +224,20 @@ class OFOBatchController(Controller):
         if config is not None and not isinstance(config, OFOConfig):
             raise TypeError(f"{name!r}: config must be an OFOConfig, got {type(config).__name__}")
         self.config = config or OFOConfig()
-        self.datacenter = datacenter
+        self.site = site
         self.grid = grid
         self.fits = None if fits is None else dict(fits)
         self._clear()
 
+    @classmethod
+    def from_config(cls, section: OFOSection, context: BuildContext) -> OFOBatchController:
+        """From its scenario section; the scenario's voltage limits fill in unset ones."""
+        config = with_voltage_limits(section.params, context)
+        return cls(section.name, section.site, section.grid, config, section.period_s, **section.links())
+
     # -- declarations ---------------------------------------------------------------------
     def dependencies(self) -> Mapping[str, type]:
-        return {self.datacenter: Datacenter, self.grid: Grid}
+        return {self.site: Datacenter, self.grid: Grid}
 
     # -- lifecycle ------------------------------------------------------------------------
     def _clear(self) -> None:
@@ -237,12 +272,12 @@ class OFOBatchController(Controller):
     def start(self) -> None:
         """Subscribe to the site and the grid; build feasible sets, deadlines and fits."""
         ctx = self.ctx
-        site = ctx.lookup(self.datacenter)
+        site = ctx.lookup(self.site)
         grid = ctx.lookup(self.grid)
         assert isinstance(site, Datacenter) and isinstance(grid, Grid)
-        if self.datacenter not in grid.sites:
+        if self.site not in grid.sites:
             raise LookupError(
-                f"OFO {self.name!r}: site {self.datacenter!r} is not attached to grid {self.grid!r}; "
+                f"OFO {self.name!r}: site {self.site!r} is not attached to grid {self.grid!r}; "
                 f"attached: {sorted(grid.sites)}"
             )
         self._site, self._grid = site, grid
@@ -264,7 +299,7 @@ class OFOBatchController(Controller):
         self._rec_x = np.zeros((n, m))
         self._rec_mu = np.zeros((n, m))
         self._rec_lambda = np.zeros((n, 2))
-        self._dc_box = ctx.subscribe(self.datacenter)
+        self._dc_box = ctx.subscribe(self.site)
         self._grid_box = ctx.subscribe(self.grid)
 
     def _curves(self, specs: Mapping[str, Any]) -> tuple[LogisticCurves, LogisticCurves, LogisticCurves]:
@@ -412,12 +447,10 @@ class OFOBatchController(Controller):
                 "sensitivity_estimated": bool(estimated),
             },
         )
-        return (SetBatchSize(batch=batch, target=self.datacenter),)
+        return (SetBatchSize(batch=batch, target=self.site),)
 
     def _estimate_h(self, n_v: int) -> np.ndarray:
-        h = np.asarray(
-            self._grid.estimate_sensitivity(self.datacenter, self.config.sensitivity_perturbation_kw), dtype=float
-        )
+        h = np.asarray(self._grid.estimate_sensitivity(self.site, self.config.sensitivity_perturbation_kw), dtype=float)
         if h.ndim != 2 or h.shape != (n_v, 3):
             raise ValueError(
                 f"OFO {self.name!r}: grid {self.grid!r} returned H of shape {h.shape}, expected ({n_v}, 3)"
@@ -442,6 +475,9 @@ class OFOBatchController(Controller):
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self._steps}
+
+
+register_controller("ofo", OFOSection)(OFOBatchController)
 
 
 class _VoltageCoupling:

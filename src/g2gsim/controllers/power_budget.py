@@ -1,4 +1,4 @@
-"""Power-budget controller: keep a site under a time-varying power budget (SPEC 5.6, issue 10).
+"""Power-budget controller: keep a site under a time-varying power budget (SPEC 5.6).
 
 The controller solves, at each re-plan, the exact discrete problem of
 :mod:`g2gsim.controllers.budget_plan` (batch, stand-down fraction and GPU power cap per model,
@@ -21,26 +21,31 @@ The controller publishes its flexibility band (the lowest and the highest site p
 reach within deadlines, mailbox ``flexibility``) and records it with the budget, planned
 and measured power in table ``budget_control``.
 
-:class:`ProportionalCurtailment` is the naive baseline: it caps every model's GPUs at the
-same fraction of their uncapped draw so that the measured power meets the budget, with no
-model of latency or throughput.
+:class:`~g2gsim.controllers.proportional_curtailment.ProportionalCurtailment` is the naive
+baseline it is compared with.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from simpy.events import Event
+from pydantic import Field, model_validator
 
+from g2gsim.controllers.base import (
+    BuildContext,
+    ControllerSection,
+    register_controller,
+    renamed_keyword,
+)
 from g2gsim.controllers.batching import feasible_sizes, state_columns
-from g2gsim.controllers.budget import BudgetSource
+from g2gsim.controllers.budget import BudgetFollower
 from g2gsim.controllers.budget_plan import (
     FlexibilityBand,
     ModelPlanSpec,
@@ -53,11 +58,10 @@ from g2gsim.controllers.budget_plan import (
 )
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize, SetPowerCap, ShiftReplicas
-from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.kernel.commands import Command
-from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 
 __all__ = [
@@ -67,41 +71,64 @@ __all__ = [
     "PlanInputs",
     "PowerBudgetConfig",
     "PowerBudgetController",
-    "ProportionalCurtailment",
+    "PowerBudgetSection",
     "RatioEstimator",
     "flexibility_band",
     "model_options",
     "plan_exact",
-    "proportional_caps",
 ]
+
+_MOVED = {"ProportionalCurtailment", "ProportionalCurtailmentSection", "proportional_caps"}
+
+
+def __getattr__(name: str) -> Any:
+    """The naive baseline moved to :mod:`g2gsim.controllers.proportional_curtailment`."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"g2gsim.controllers.power_budget.{name} moved to g2gsim.controllers.proportional_curtailment.{name}; "
+        "the old path goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from g2gsim.controllers import proportional_curtailment
+
+    return getattr(proportional_curtailment, name)
+
 
 Knob = Literal["batch", "replicas", "caps"]
 
 
-class PowerBudgetConfig(BaseModel):
-    """Tuning of :class:`PowerBudgetController` (defaults: issue 10)."""
+class PowerBudgetConfig(Section):
+    """Tuning of :class:`PowerBudgetController`: the ``params`` of a ``power_budget`` section."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    knobs: tuple[Knob, ...] = ("batch", "replicas", "caps")
+    knobs: tuple[Knob, ...] = Field(
+        default=("batch", "replicas", "caps"), description="what it may change: batch, replicas, caps"
+    )
     weights: dict[str, float] = Field(default_factory=dict, description="w_i per model label (default 1)")
-    smoothing: float = Field(default=0.3, gt=0, le=1)
-    ratio_min: float = Field(default=0.5, gt=0)
-    ratio_max: float = Field(default=2.0, gt=0)
-    drift_threshold: float = Field(default=0.15, gt=0)
-    drift_steps: int = Field(default=3, ge=1)
-    cooldown_s: float = Field(default=300.0, ge=0)
-    budget_change_threshold: float = Field(default=0.05, ge=0)
+    smoothing: float = Field(default=0.3, gt=0, le=1, description="smoothing of the power and ITL ratio estimates")
+    ratio_min: float = Field(default=0.5, gt=0, description="lowest ratio estimate (measured / modelled)")
+    ratio_max: float = Field(default=2.0, gt=0, description="highest ratio estimate (measured / modelled)")
+    drift_threshold: float = Field(default=0.15, gt=0, description="relative drift of a correction that re-plans")
+    drift_steps: int = Field(default=3, ge=1, description="steps a drift must last to re-plan")
+    cooldown_s: float = Field(default=300.0, ge=0, description="least time between drift re-plans, s")
+    budget_change_threshold: float = Field(default=0.05, ge=0, description="relative budget change that re-plans")
     margin: float = Field(default=0.03, ge=0, lt=1, description="plan to budget * (1 - margin)")
     latency_margin: float = Field(default=0.05, ge=0, lt=1, description="plan ITL to deadline * (1 - margin)")
-    ramp_kw_per_s: float | None = Field(default=None, gt=0)
-    standdown_levels: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+    ramp_kw_per_s: float | None = Field(default=None, gt=0, description="ramp limit of the planned power, kW/s")
+    standdown_levels: tuple[float, ...] = Field(
+        default=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), description="fractions of a model's replicas it may stand down"
+    )
     cap_levels_w: tuple[float, ...] | None = Field(default=None, description="None: the site's cap grid")
-    censor_tolerance: float = Field(default=0.03, ge=0, lt=1)
-    uncontrolled_window_s: float = Field(default=60.0, ge=0)
+    censor_tolerance: float = Field(default=0.03, ge=0, lt=1, description="how near a cap a reading is censored")
+    uncontrolled_window_s: float = Field(default=60.0, ge=0, description="window of the uncontrolled-load maximum, s")
     settle_s: float = Field(default=5.0, ge=0, description="no corrections this long after a command")
-    overshoot_tolerance: float = Field(default=0.01, ge=0)
-    safety_cooldown_s: float = Field(default=30.0, ge=0)
+    overshoot_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="relative excess of power over budget, or ITL over deadline, the safety net tolerates",
+    )
+    safety_cooldown_s: float = Field(default=30.0, ge=0, description="least time between safety re-plans, s")
 
     @model_validator(mode="after")
     def _consistent(self) -> PowerBudgetConfig:
@@ -120,96 +147,61 @@ class PowerBudgetConfig(BaseModel):
         return self
 
 
+class PowerBudgetSection(ControllerSection):
+    """Keeps a site under the budget of a budget component (``type = "power_budget"``)."""
+
+    type: Literal["power_budget"] = "power_budget"
+    """Always "power_budget"."""
+    site: str
+    """The site it controls."""
+    budget: str
+    """The budget component it follows (a ``budget`` or ``grid_operator`` section)."""
+    params: PowerBudgetConfig = Field(default_factory=PowerBudgetConfig)
+    """Tuning (knobs, weights, margins, re-plan thresholds)."""
+
+
 # -- the controller ---------------------------------------------------------------------------
-class _BudgetReactive(Controller):
-    """A polling controller that also wakes at once when its budget source publishes."""
-
-    def __init__(
-        self,
-        name: str,
-        datacenter: str,
-        budget: str,
-        period: TimeLike,
-        *,
-        command_link: LinkSpec = INSTANT,
-        measurement_link: LinkSpec = INSTANT,
-    ) -> None:
-        if period is None:
-            raise ValueError(f"{name!r} needs a polling period")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
-        self.datacenter = datacenter
-        self.budget = budget
-
-    def dependencies(self) -> Mapping[str, type]:
-        return {self.datacenter: Datacenter, self.budget: BudgetSource}
-
-    def start(self) -> None:
-        ctx = self.ctx
-        self._site = ctx.lookup(self.datacenter)
-        self._dc_box = ctx.subscribe(self.datacenter)
-        self._budget_box = ctx.subscribe(self.budget, "budget")
-        self._labels = tuple(self._site.specs)
-        # the site's cap grid and floors (a datacenter without a configuration: the defaults)
-        self._gpu_power = getattr(getattr(self._site, "config", None), "gpu_power", None) or GpuPowerCaps()
-
-    def run(self) -> Generator[Event, Any, None]:
-        """Poll every period; in between, react to each budget publish in the same tick."""
-        ctx = self.ctx
-        assert self.period is not None
-        period = ctx.clock.ticks(self.period)
-        steps = ctx.step_count(self.period)
-        k = 0
-        timer: Event | None = None
-        while k < steps:
-            if timer is None:
-                timer = ctx.at_tick(k * period)
-            changed = self._budget_box.changed(ctx.priority)
-            yield ctx.env.any_of([timer, changed])
-            if changed.triggered:  # published (this tick): react now, not at the next poll
-                self.on_budget(ctx.now)
-            if timer.processed:
-                timer = None
-                k += 1
-                self.step(ctx.now)
-
-    def on_budget(self, tick: int) -> None:
-        """A new budget was published at this tick."""
-        for command in self.react(tick):
-            self.ctx.send(command)
-
-    def react(self, tick: int) -> Iterable[Command]:  # pragma: no cover - overridden
-        return ()
-
-
-class PowerBudgetController(_BudgetReactive):
+class PowerBudgetController(BudgetFollower):
     """Keeps one site under the budget of a :class:`BudgetSource` (see the module text).
 
     Args:
         name: Component name.
-        datacenter: The site to control.
+        site: The site to control (``datacenter=``: deprecated name).
         budget: The budget source component (publishes mailbox ``budget``).
         config: Tuning.
         period: Polling period for corrections and drift checks, s.
         fits: Logistic fits per model label (default: the site's data source).
     """
 
+    @renamed_keyword("datacenter", "site")
     def __init__(
         self,
         name: str,
-        datacenter: str,
+        site: str,
         budget: str,
         config: PowerBudgetConfig | None = None,
-        period: TimeLike = Fraction(1),
+        period: TimeLike | None = Fraction(1),
         *,
         fits: Mapping[str, Any] | None = None,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
     ) -> None:
-        super().__init__(name, datacenter, budget, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, site, budget, period, command_link=command_link, measurement_link=measurement_link)
         if config is not None and not isinstance(config, PowerBudgetConfig):
             raise TypeError(f"{name!r}: config must be a PowerBudgetConfig, got {type(config).__name__}")
         self.config = config or PowerBudgetConfig()
         self.fits = None if fits is None else dict(fits)
+
+    @classmethod
+    def from_config(cls, section: PowerBudgetSection, context: BuildContext) -> PowerBudgetController:
+        """From its scenario section (a live site may not use the caps knob)."""
+        knobs = list(section.params.knobs)
+        if "caps" in knobs and context.site_is_live(section.site):
+            raise ValueError(
+                f"controllers.{section.name}.params.knobs: {knobs} includes 'caps', but live site {section.site!r} "
+                "cannot apply GPU power caps; allowed there: 'batch', 'replicas'"
+            )
+        return cls(section.name, section.site, section.budget, section.params, section.period_s, **section.links())
 
     # -- lifecycle --------------------------------------------------------------------------
     def reset(self, ctx: RunContext) -> None:
@@ -244,7 +236,7 @@ class PowerBudgetController(_BudgetReactive):
         if unknown:
             raise ValueError(
                 f"power budget controller {self.name!r}: params.weights names {unknown}, not models of site "
-                f"{self.datacenter!r}; its models: {sorted(specs)}"
+                f"{self.site!r}; its models: {sorted(specs)}"
             )
         facility = getattr(getattr(site, "config", None), "facility", None)
         gps = getattr(facility, "gpus_per_server", None)
@@ -416,14 +408,14 @@ class PowerBudgetController(_BudgetReactive):
         if "batch" in knobs:
             changed = {lb: b for i, (lb, b) in enumerate(plan.batch.items()) if int(obs["batch"][i]) != b}
             if changed:
-                out.append(SetBatchSize(batch=changed, target=self.datacenter))
+                out.append(SetBatchSize(batch=changed, target=self.site))
         if "replicas" in knobs:
             for i, label in enumerate(self._labels):
                 n_avail = int(obs["replicas"][i]) + self._standdown.get(label, 0)
                 want = max(n_avail - plan.replicas[label], 0)
                 delta = self._standdown.get(label, 0) - want
                 if delta:
-                    out.append(ShiftReplicas(model=label, delta=delta, target=self.datacenter))
+                    out.append(ShiftReplicas(model=label, delta=delta, target=self.site))
                     self._standdown[label] = want
         if "caps" in knobs:
             caps: dict[str, float | None] = {}
@@ -433,7 +425,7 @@ class PowerBudgetController(_BudgetReactive):
                 if (new is None) != (not math.isfinite(old)) or (new is not None and new != old):
                     caps[label] = new
             if caps:
-                out.append(SetPowerCap(cap_w=caps, target=self.datacenter))
+                out.append(SetPowerCap(cap_w=caps, target=self.site))
         if out:
             self._command_time = self.ctx.now_s
         return out
@@ -511,7 +503,7 @@ class PowerBudgetController(_BudgetReactive):
             low = high = planned = math.nan
         self._log.append((now, budget, planned, float(obs["total_kw"]), low, high, float(self.replans)))
         self._ratio_log.append(np.array([e.value for e in self._power_est] + [e.value for e in self._itl_est]))
-        self._flex_box.publish(self.ctx.now, FlexibilityBand(self.datacenter, now, low, high, budget, planned))
+        self._flex_box.publish(self.ctx.now, FlexibilityBand(self.site, now, low, high, budget, planned))
 
     # -- results ----------------------------------------------------------------------------
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -537,80 +529,4 @@ class PowerBudgetController(_BudgetReactive):
         return {"replans": self.replans, "reasons": [r for _, r in self.replan_reasons]}
 
 
-class ProportionalCurtailment(_BudgetReactive):
-    """Naive baseline: cap every GPU at the same fraction of its uncapped draw.
-
-    At each poll (and at once on a budget change) the inference power allowed is
-    budget (1 - margin) - uncontrolled load; the fraction f = allowed / uncapped inference
-    power (the model power measured while uncapped, per GPU, times the GPUs running now);
-    every model's cap is f times its uncapped per-GPU draw (rounded to the cap grid), or no
-    cap when f >= 1. It knows nothing about latency or throughput, and a measured power
-    under a cap is taken as the model's draw.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        datacenter: str,
-        budget: str,
-        period: TimeLike = Fraction(1),
-        *,
-        margin: float = 0.03,
-        command_link: LinkSpec = INSTANT,
-        measurement_link: LinkSpec = INSTANT,
-    ) -> None:
-        super().__init__(name, datacenter, budget, period, command_link=command_link, measurement_link=measurement_link)
-        self.margin = float(margin)
-
-    def reset(self, ctx: RunContext) -> None:
-        super().reset(ctx)
-        self._draw: np.ndarray | None = None
-        self._sent: dict[str, float | None] = {}
-        self.changes = 0
-
-    def start(self) -> None:
-        super().start()
-        self._gpr = np.array([self._site.specs[lb].gpus_per_replica for lb in self._labels], dtype=float)
-
-    def react(self, tick: int) -> Iterable[Command]:
-        return self.control(tick)
-
-    def control(self, tick: int) -> Iterable[Command]:
-        if not (self._dc_box.has_value and self._budget_box.has_value):
-            return ()
-        state = self._dc_box.value
-        cols = state_columns(state, self._labels, owner=f"curtailment {self.name!r}")
-        gpus = np.asarray(state.replicas, dtype=float)[cols] * self._gpr
-        power = np.asarray(state.model_power_w, dtype=float)[cols]
-        caps = getattr(state, "power_cap_w", None)
-        capped = np.zeros(len(cols), dtype=bool) if caps is None else np.isfinite(np.asarray(caps, dtype=float)[cols])
-        draw = np.where(gpus > 0, power / np.maximum(gpus, 1), 0.0)
-        if self._draw is None:
-            self._draw = draw.copy()
-        self._draw = np.where(capped | (gpus <= 0), self._draw, draw)  # learn only while uncapped
-        uncontrolled = (float(np.sum(state.power_w)) - float(np.sum(state.model_power_w))) / 1e3
-        allowed = self._budget_box.value.kw * (1 - self.margin) - uncontrolled
-        f, caps = proportional_caps(self._draw, gpus, allowed, self._gpu_power)
-        wanted = dict(zip(self._labels, caps, strict=True))
-        changed = {lb: c for lb, c in wanted.items() if self._sent.get(lb, None) != c}
-        if not changed:
-            return ()
-        self._sent.update(changed)
-        self.changes += 1
-        self.ctx.event("curtailment", {"fraction": f, "cap_w": changed})
-        return (SetPowerCap(cap_w=changed, target=self.datacenter),)
-
-    def summary(self) -> dict[str, Any]:
-        return {"cap_changes": self.changes}
-
-
-def proportional_caps(
-    draw_w: np.ndarray, gpus: np.ndarray, allowed_kw: float, gpu_power: GpuPowerCaps
-) -> tuple[float, list[float | None]]:
-    """The naive baseline's caps: f = allowed / uncapped inference power (per-GPU draw x
-    GPUs), and each model capped at f x its draw on the cap grid; no caps when f >= 1."""
-    uncapped_kw = float(np.sum(draw_w * gpus)) / 1e3
-    f = allowed_kw / uncapped_kw if uncapped_kw > 0 else 1.0
-    if f >= 1.0:
-        return f, [None] * len(draw_w)
-    return f, [gpu_power.quantise(max(f * float(d), 1e-3)) for d in draw_w]
+register_controller("power_budget", PowerBudgetSection)(PowerBudgetController)

@@ -18,14 +18,21 @@ some batch differs from the observed one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
+from g2gsim.controllers.base import (
+    BuildContext,
+    ControllerSection,
+    register_controller,
+    renamed_attribute,
+    renamed_keyword,
+    with_voltage_limits,
+)
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
@@ -35,6 +42,7 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 
 
@@ -46,14 +54,12 @@ def _lower_buses(value: Any) -> Any:
     return [str(b).lower() for b in value]
 
 
-class RuleBasedConfig(BaseModel):
-    """Rule-based tuning (SPEC 5.3)."""
+class RuleBasedConfig(Section):
+    """Rule-based tuning (SPEC 5.3): the ``params`` of a ``rule_based`` section."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    step_size: float = Field(default=10.0, gt=0, description="log2 units of batch per pu of violation")
-    v_min: float = Field(default=0.95, gt=0)
-    v_max: float = Field(default=1.05, gt=0)
+    step_size: float = Field(default=10.0, gt=0, description="log2 units of batch per pu of violation, per step")
+    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu (default: the scenario's v_min)")
+    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu (default: the scenario's v_max)")
     deadband: float = Field(default=1e-4, ge=0, description="violations up to this (pu) are ignored")
     latency_guard: bool = Field(default=True, description="never raise a batch whose ITL exceeds its deadline")
     excluded_buses: frozenset[str] = Field(default=frozenset(), description="buses never observed")
@@ -64,16 +70,31 @@ class RuleBasedConfig(BaseModel):
     def _lowercase(cls, value: Any) -> Any:
         return _lower_buses(value)
 
+    @field_serializer("excluded_buses", "zone")
+    def _sorted(self, buses: frozenset[str] | None) -> list[str] | None:
+        """Sets serialise sorted, so a scenario's text (and its sweep run ids) never depend on hashing."""
+        return None if buses is None else sorted(buses)
+
     @model_validator(mode="after")
     def _consistent(self) -> RuleBasedConfig:
-        for name in ("step_size", "v_min", "v_max", "deadband"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite")
         if self.v_min >= self.v_max:
             raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
         if self.zone is not None and not self.zone:
             raise ValueError("zone must name at least one bus (or be None to observe every bus)")
         return self
+
+
+class RuleBasedSection(ControllerSection):
+    """Proportional batch-size control from the worst voltage violation (``type = "rule_based"``)."""
+
+    type: Literal["rule_based"] = "rule_based"
+    """Always "rule_based"."""
+    site: str
+    """The datacenter site whose batch sizes it sets."""
+    grid: str = "grid"
+    """The grid whose voltages it reads."""
+    params: RuleBasedConfig = Field(default_factory=RuleBasedConfig)
+    """Tuning, excluded buses and zone; v_min / v_max default to the scenario's."""
 
 
 def regulator_zone(topology: Any, regulator: str) -> frozenset[str]:
@@ -97,16 +118,19 @@ class RuleBasedController(Controller):
 
     Args:
         name: Component name.
-        datacenter: Name of the :class:`Datacenter` it commands.
+        site: Name of the :class:`Datacenter` it commands (``datacenter=``: deprecated name).
         grid: Name of the :class:`Grid` it observes.
         config: Tuning, excluded buses and zone.
         period: Control period, s.
     """
 
+    datacenter = renamed_attribute("site", "datacenter")
+
+    @renamed_keyword("datacenter", "site")
     def __init__(
         self,
         name: str,
-        datacenter: str,
+        site: str,
         grid: str,
         config: RuleBasedConfig | None = None,
         period: TimeLike | None = Fraction(1),
@@ -120,12 +144,18 @@ class RuleBasedController(Controller):
         if config is not None and not isinstance(config, RuleBasedConfig):
             raise TypeError(f"{name!r}: config must be a RuleBasedConfig, got {type(config).__name__}")
         self.config = config or RuleBasedConfig()
-        self.datacenter = datacenter
+        self.site = site
         self.grid = grid
         self._clear()
 
+    @classmethod
+    def from_config(cls, section: RuleBasedSection, context: BuildContext) -> RuleBasedController:
+        """From its scenario section; the scenario's voltage limits fill in unset ones."""
+        config = with_voltage_limits(section.params, context)
+        return cls(section.name, section.site, section.grid, config, section.period_s, **section.links())
+
     def dependencies(self) -> Mapping[str, type]:
-        return {self.datacenter: Datacenter, self.grid: Grid}
+        return {self.site: Datacenter, self.grid: Grid}
 
     def _clear(self) -> None:
         self._labels: tuple[str, ...] = ()
@@ -143,13 +173,13 @@ class RuleBasedController(Controller):
     def start(self) -> None:
         """Subscribe to the site and the grid; build feasible sets and deadlines."""
         ctx = self.ctx
-        site = ctx.lookup(self.datacenter)
+        site = ctx.lookup(self.site)
         assert isinstance(site, Datacenter)
         specs = dict(site.specs)
         self._labels = tuple(specs)
         self._batches = FeasibleBatches.from_specs(specs)
         self._deadline = np.array([float(specs[m].itl_deadline_s) for m in self._labels])
-        self._dc_box = ctx.subscribe(self.datacenter)
+        self._dc_box = ctx.subscribe(self.site)
         self._grid_box = ctx.subscribe(self.grid)
 
     @property
@@ -215,4 +245,7 @@ class RuleBasedController(Controller):
             return ()
         batch = dict(zip(self._labels, chosen, strict=True))
         self.ctx.event("rule_step", {"pressure": pressure, "batch": batch})
-        return (SetBatchSize(batch=batch, target=self.datacenter),)
+        return (SetBatchSize(batch=batch, target=self.site),)
+
+
+register_controller("rule_based", RuleBasedSection)(RuleBasedController)

@@ -19,22 +19,33 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+from pydantic import Field
 from simpy.events import Event
 
+from g2gsim.controllers.base import (
+    BuildContext,
+    ControllerSection,
+    register_controller,
+    renamed_attribute,
+    renamed_keyword,
+)
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import SetTaps
+from g2gsim.grid.config import tap_pu
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
-from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
+from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike, as_delay
 
 E = TypeVar("E")
-S = TypeVar("S", bound="_Schedule[Any]")
+S = TypeVar("S", bound="Schedule[Any]")
+Sch = TypeVar("Sch", bound="Schedule[Any]")
 
 
 # -- entries ------------------------------------------------------------------------------
@@ -97,8 +108,11 @@ class BatchSizeChange:
 
 
 # -- schedules ----------------------------------------------------------------------------
-class _Schedule(Generic[E]):
-    """Entries (exact time, entry) sorted by time; `|` merges two schedules of one kind."""
+class Schedule(Generic[E]):
+    """Entries (exact time, entry) sorted by time; `|` merges two schedules of one kind.
+
+    The base of tap, batch and budget schedules: a subclass names its `kind` for errors.
+    """
 
     __slots__ = ("_entries",)
     kind: ClassVar[str] = "schedule"
@@ -132,16 +146,79 @@ class _Schedule(Generic[E]):
         return " | ".join(f"{entry!r}.at({float(t):g})" for t, entry in self._entries) or f"{type(self).__name__}()"
 
 
-class TapSchedule(_Schedule[TapPosition]):
+class TapSchedule(Schedule[TapPosition]):
     """Tap positions at times, built with ``TapPosition(...).at(t) | ...``."""
 
     kind = "tap schedule"
 
 
-class BatchSchedule(_Schedule[BatchSizeChange]):
+class BatchSchedule(Schedule[BatchSizeChange]):
     """One model's batch-size changes at times, built with ``BatchSizeChange(b).at(t) | ...``."""
 
     kind = "batch schedule"
+
+
+def merged(schedules: Iterable[Sch]) -> Sch | None:
+    """One schedule of every given one (``a | b | ...``), None when there are none."""
+    result: Sch | None = None
+    for schedule in schedules:
+        result = schedule if result is None else result | schedule
+    return result
+
+
+# -- scenario sections ------------------------------------------------------------------------
+class TapEvent(Section):
+    """Regulator taps set at one time, as ratios (pu) or steps (1 + 0.00625 n); ratios win."""
+
+    t_s: float = Field(ge=0)
+    """When, s."""
+    taps: dict[str, float] = Field(default_factory=dict)
+    """Tap ratio (pu) by regulator-control name or phase shorthand a/b/c."""
+    tap_steps: dict[str, int] = Field(default_factory=dict)
+    """Tap step by regulator-control name or phase shorthand."""
+
+    def taps_pu(self) -> dict[str, float]:
+        """The taps as ratios, steps converted."""
+        return {**{k: tap_pu(v) for k, v in self.tap_steps.items()}, **self.taps}
+
+
+class BatchEvent(Section):
+    """A new batch size of one model at one time."""
+
+    t_s: float = Field(ge=0)
+    """When, s."""
+    model: str
+    """The model label."""
+    batch: int = Field(gt=0)
+    """The batch size."""
+    ramp_up_rate: float = Field(default=0.0, ge=0)
+    """Requests/s at which a larger batch is reached (0: at once)."""
+
+
+class TapScheduleSection(ControllerSection):
+    """Tap positions at set times (``type = "tap_schedule"``)."""
+
+    type: Literal["tap_schedule"] = "tap_schedule"
+    """Always "tap_schedule"."""
+    period_s: Seconds | None = None
+    """None: fire at each event's exact time; a period polls (OpenG2G compatibility)."""
+    grid: str = "grid"
+    """The grid whose regulators it sets."""
+    events: tuple[TapEvent, ...] = Field(min_length=1)
+    """The tap changes."""
+
+
+class BatchScheduleSection(ControllerSection):
+    """Batch sizes at set times (``type = "batch_schedule"``)."""
+
+    type: Literal["batch_schedule"] = "batch_schedule"
+    """Always "batch_schedule"."""
+    period_s: Seconds | None = None
+    """None: fire at each event's exact time; a period polls (OpenG2G compatibility)."""
+    site: str
+    """The datacenter site it commands."""
+    events: tuple[BatchEvent, ...] = Field(min_length=1)
+    """The batch-size changes."""
 
 
 # -- controllers --------------------------------------------------------------------------
@@ -229,6 +306,13 @@ class TapScheduleController(_ScheduleController):
         self.resolve = bool(resolve)
         self._entries = tuple(schedule)
 
+    @classmethod
+    def from_config(cls, section: TapScheduleSection, context: BuildContext) -> TapScheduleController:
+        """From its scenario section."""
+        schedule = merged(TapPosition(**event.taps_pu()).at(event.t_s) for event in section.events)
+        assert schedule is not None  # the section has at least one event
+        return cls(section.name, schedule, grid=section.grid, period=section.period_s, **section.links())
+
     def dependencies(self) -> Mapping[str, type]:
         return {} if self.grid is None else {self.grid: Grid}
 
@@ -251,16 +335,19 @@ class BatchScheduleController(_ScheduleController):
     Args:
         name: Component name.
         schedules: Batch schedule per model label.
-        datacenter: Datacenter component to command.
+        site: Datacenter component to command (``datacenter=``: deprecated name).
         period: None fires at exact entry times; a period polls (OpenG2G compatibility).
     """
 
+    datacenter = renamed_attribute("site", "datacenter")
+
+    @renamed_keyword("datacenter", "site")
     def __init__(
         self,
         name: str,
         schedules: Mapping[str, BatchSchedule],
         *,
-        datacenter: str,
+        site: str,
         period: TimeLike | None = None,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
@@ -281,22 +368,36 @@ class BatchScheduleController(_ScheduleController):
             name, (t for t, _, _ in entries), period, command_link=command_link, measurement_link=measurement_link
         )
         self.schedules = dict(schedules)
-        self.datacenter = datacenter
+        self.site = site
         self._entries = tuple((t, (label, change)) for t, label, change in entries)
 
+    @classmethod
+    def from_config(cls, section: BatchScheduleSection, context: BuildContext) -> BatchScheduleController:
+        """From its scenario section: one schedule per model."""
+        by_model: dict[str, list[BatchSchedule]] = {}
+        for event in section.events:
+            change = BatchSizeChange(event.batch, ramp_up_rate=event.ramp_up_rate).at(event.t_s)
+            by_model.setdefault(event.model, []).append(change)
+        schedules = {model: merged(changes) for model, changes in by_model.items()}
+        return cls(
+            section.name,
+            {m: s for m, s in schedules.items() if s is not None},
+            site=section.site,
+            period=section.period_s,
+            **section.links(),
+        )
+
     def dependencies(self) -> Mapping[str, type]:
-        return {self.datacenter: Datacenter}
+        return {self.site: Datacenter}
 
     def start(self) -> None:
         """Check that the datacenter serves every scheduled model."""
-        site = self.ctx.lookup(self.datacenter)
+        site = self.ctx.lookup(self.site)
         specs = getattr(site, "specs", None)
         if specs is not None:
             unknown = sorted(label for label in self.schedules if label not in specs)
             if unknown:
-                raise KeyError(
-                    f"{self.name!r}: site {self.datacenter!r} serves no model {unknown}; models: {sorted(specs)}"
-                )
+                raise KeyError(f"{self.name!r}: site {self.site!r} serves no model {unknown}; models: {sorted(specs)}")
 
     def control(self, tick: int) -> Iterable[Command]:
         due = self._due(tick, self._entries)
@@ -312,4 +413,8 @@ class BatchScheduleController(_ScheduleController):
         self.ctx.event(
             "batch_schedule", {"batch": batch, "ramp_up_rate": rate, "entries_s": [float(t) for t, _ in due]}
         )
-        return (SetBatchSize(batch=batch, ramp_up_rate=rate, target=self.datacenter),)
+        return (SetBatchSize(batch=batch, ramp_up_rate=rate, target=self.site),)
+
+
+register_controller("tap_schedule", TapScheduleSection)(TapScheduleController)
+register_controller("batch_schedule", BatchScheduleSection)(BatchScheduleController)

@@ -26,35 +26,34 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from g2gsim.controllers.base import BuildContext, ControllerSection, register_controller
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import SetStoragePower
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 
 
-class StorageDroopConfig(BaseModel):
-    """Droop settings (SPEC 5.5; names and defaults as OpenG2G's)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class StorageDroopConfig(Section):
+    """Droop settings (SPEC 5.5; names and defaults as OpenG2G's): the ``params`` of a
+    ``storage_droop`` section."""
 
     mode: Literal["qv", "pv"] = Field(default="qv", description="qv: output is kvar; pv: output is kW")
     v_ref: float = Field(default=1.0, gt=0, description="reference voltage, pu")
     deadband_pu: float = Field(default=0.005, ge=0, description="no output while |v_ref - v| <= deadband")
-    full_output_voltage_error_pu: float = Field(default=0.05, gt=0, description="|error| of full output")
+    full_output_voltage_error_pu: float = Field(default=0.05, gt=0, description="|error| of full output, pu")
     droop_gain_per_pu: float | None = Field(default=None, gt=0, description="gain override, kvar or kW per pu")
     max_abs_output: float | None = Field(default=None, gt=0, description="cap on |output|, kvar or kW")
     allow_negative_output: bool = Field(default=True, description="allow absorbing kvar / charging")
-    voltage_statistic: Literal["minimum", "mean", "latest"] = "minimum"
+    voltage_statistic: Literal["minimum", "mean", "latest"] = Field(
+        default="minimum", description="which sample of the window since the last step is v"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StorageDroopConfig:
-        for name in ("v_ref", "deadband_pu", "full_output_voltage_error_pu", "droop_gain_per_pu", "max_abs_output"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
         if self.full_output_voltage_error_pu <= self.deadband_pu:
             raise ValueError(
                 f"full_output_voltage_error_pu ({self.full_output_voltage_error_pu}) must exceed "
@@ -116,6 +115,19 @@ def droop_output(
     return max(-limit, min(limit, out))
 
 
+class StorageDroopSection(ControllerSection):
+    """Local Q-V / P-V droop of the grid's batteries (``type = "storage_droop"``)."""
+
+    type: Literal["storage_droop"] = "storage_droop"
+    """Always "storage_droop"."""
+    grid: str = "grid"
+    """The grid holding the batteries."""
+    storage: tuple[str, ...] = Field(min_length=1)
+    """Names of the batteries it drives (the grid's ``storage`` entries)."""
+    params: StorageDroopConfig = Field(default_factory=StorageDroopConfig)
+    """Droop settings."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Unit:
     name: str
@@ -161,6 +173,18 @@ class StorageDroopController(Controller):
         if len({n.lower() for n in names}) != len(names):
             raise ValueError(f"{name!r}: a battery is listed twice: {names}")
         self._units: tuple[_Unit, ...] = ()
+
+    @classmethod
+    def from_config(cls, section: StorageDroopSection, context: BuildContext) -> StorageDroopController:
+        """From its scenario section; batteries are resolved among the grid's storage."""
+        storage = context.storage
+        missing = [name for name in section.storage if name not in storage]
+        if missing:
+            raise ValueError(
+                f"controllers.{section.name}.storage: unknown storage {missing}; grid storage: {sorted(storage)}"
+            )
+        batteries = [storage[name] for name in section.storage]
+        return cls(section.name, section.grid, batteries, section.params, section.period_s, **section.links())
 
     def dependencies(self) -> Mapping[str, type]:
         return {self.grid: Grid}
@@ -238,3 +262,6 @@ class StorageDroopController(Controller):
             )
             commands.append(SetStoragePower(storage=unit.name, kw=kw, kvar=kvar, target=self.grid))
         return commands
+
+
+register_controller("storage_droop", StorageDroopSection)(StorageDroopController)

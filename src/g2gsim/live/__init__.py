@@ -8,10 +8,31 @@
 - :mod:`g2gsim.live.scenario` re-points a live scenario at endpoints, serves fakes for it and
   runs it (:func:`~g2gsim.live.scenario.run_live`, behind ``g2gsim run --live``).
 
-Needs the ``live`` extra (aiohttp, prometheus-client, zeus); imported lazily by the scenario
-builder, so the rest of g2gsim works without it.
+Importing this package registers the site kind "live" (a scenario site with a
+``[sites.live]`` table); the scenario builder finds it through the ``g2gsim.plugins`` entry
+point. Running a live site needs the ``live`` extra (aiohttp, prometheus-client, zeus).
 """
 
-from g2gsim.live.config import LiveServerConfig, LiveSiteConfig, LiveStartupError
+from __future__ import annotations
 
-__all__ = ["LiveServerConfig", "LiveSiteConfig", "LiveStartupError"]
+from g2gsim.kernel.component import Component
+from g2gsim.kernel.registry import ComponentKind, register
+from g2gsim.live.config import LiveServerConfig, LiveSiteConfig, LiveStartupError
+from g2gsim.scenarios.build import ScenarioContext
+from g2gsim.scenarios.model import SiteSection
+
+__all__ = ["LiveServerConfig", "LiveSiteConfig", "LiveStartupError", "build_live_site"]
+
+
+def build_live_site(site: SiteSection, context: ScenarioContext) -> Component:
+    """The live datacenter of a site section with a ``[sites.live]`` table."""
+    from g2gsim.live.datacenter import LiveDatacenter
+
+    assert site.live is not None
+    config = context.datacenter_config(site)
+    return LiveDatacenter(
+        site.name, config, context.require_data(), site.live, period=site.period_s, seed=context.site_seed(site)
+    )
+
+
+register(ComponentKind("site", "live", SiteSection, build_live_site))

@@ -2,50 +2,84 @@
 
 A scenario file is only the serialised form of these objects: build one in Python, or load
 a file from ``processes/``; :meth:`Scenario.from_toml` and :meth:`Scenario.to_toml` round-trip.
+Sections embed the components' own configuration models (a site's facility and
+augmentation, the grid's options, each controller's tuning), so every default lives once.
+A controller section is chosen by its ``type`` among the registered controller kinds
+(:func:`~g2gsim.controllers.base.register_controller`).
 """
 
 from __future__ import annotations
 
+import copy
 import tomllib
+import warnings
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
-from g2gsim.data.spec import PAPER_MODELS
+import g2gsim.controllers  # noqa: F401  (registers the built-in controller kinds)
+from g2gsim.controllers.base import ControllerSection
+from g2gsim.data.spec import PAPER_MODELS, ModelSpec
+from g2gsim.datacenter.config import Facility, PowerAugmentation
+from g2gsim.datacenter.live_config import LiveServerConfig, LiveSiteConfig
 from g2gsim.datacenter.power_cap import GpuPowerCaps
-from g2gsim.grid.config import GeneratorAttachment, LoadAttachment, StorageSpec
-from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
+from g2gsim.grid.config import TAP_STEP_PU, GridOptions, tap_pu
+from g2gsim.kernel.links import Seconds
+from g2gsim.kernel.registry import Section, UnknownKindError, kinds, lookup
 from g2gsim.kernel.time import as_period
+from g2gsim.scenarios.overrides import PathError, set_path
 
-TAP_STEP_PU = 0.00625
-
-
-def tap_pu(step: int) -> float:
-    """Tap ratio of a step of a 32-step +-10 % regulator: 1 + 0.00625 n."""
-    return 1.0 + step * TAP_STEP_PU
-
-
-def _period(value: Any) -> Fraction:
-    return as_period(value, name="period_s")
-
+__all__ = [
+    "TAP_STEP_PU",
+    "ControllerSection",
+    "GridSection",
+    "ModelEntry",
+    "RampEntry",
+    "Scenario",
+    "ScenarioError",
+    "SiteSection",
+    "TrainingEntry",
+    "read_toml",
+    "tap_pu",
+]
 
 Period = Annotated[Seconds, Field(description="a positive number of seconds")]
 
+#: ModelSpec fields a site's model entry may change for that site (default: the catalogue's).
+SERVING_FIELDS = ("gpus_per_replica", "itl_deadline_s", "feasible_batch_sizes")
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+def _positive_period(value: Any) -> Fraction:
+    return as_period(value, name="period_s")
+
+
+def _unset(value: Any) -> bool:
+    return value is None
 
 
 # -- sites ------------------------------------------------------------------------------
-class RampEntry(_Section):
+class RampEntry(Section):
     """Linear replica ramp to `target` between t_start_s and t_end_s."""
 
     target: int = Field(ge=0)
+    """Replica count reached at t_end_s."""
     t_start_s: float = Field(ge=0)
+    """Start of the ramp, s."""
     t_end_s: float = Field(ge=0)
+    """End of the ramp, s."""
 
     @model_validator(mode="after")
     def _ordered(self) -> RampEntry:
@@ -54,101 +88,85 @@ class RampEntry(_Section):
         return self
 
 
-class ModelEntry(_Section):
-    """One model served at a site: which model, how many replicas, the starting batch."""
+class ModelEntry(Section):
+    """One model served at a site: which model, how many replicas, the starting batch, and
+    optionally the serving fields of its spec for this site."""
 
     model: str = Field(description="a label of the model catalogue or of the scenario's [models]")
     replicas: int = Field(ge=0)
+    """Replicas at t = 0."""
     initial_batch: int = Field(default=128, gt=0)
+    """Batch size at t = 0 (a feasible size of the model)."""
     ramps: tuple[RampEntry, ...] = ()
+    """Replica ramps."""
+    gpus_per_replica: int | None = Field(default=None, ge=1, exclude_if=_unset)
+    """GPUs one replica occupies (default: the catalogue's; it also selects the measurements)."""
+    itl_deadline_s: float | None = Field(default=None, gt=0, exclude_if=_unset)
+    """Inter-token latency deadline, s (default: the catalogue's)."""
+    feasible_batch_sizes: tuple[int, ...] | None = Field(default=None, min_length=1, exclude_if=_unset)
+    """Batch sizes a controller may command (default: the catalogue's)."""
+
+    def spec(self, catalogue: Mapping[str, ModelSpec]) -> ModelSpec:
+        """The model's spec at this site: the catalogue's, with this entry's serving fields."""
+        base = catalogue[self.model]
+        changes = {name: getattr(self, name) for name in SERVING_FIELDS if getattr(self, name) is not None}
+        if not changes:
+            return base
+        return ModelSpec.model_validate({**base.model_dump(exclude_unset=True), **changes})
 
 
-class TrainingEntry(_Section):
+class TrainingEntry(Section):
     """A training job overlaid on the site's power."""
 
     n_gpus: int = Field(gt=0)
+    """GPUs the job runs on."""
     t_start_s: float = Field(ge=0)
+    """Start, s."""
     t_end_s: float = Field(ge=0)
+    """End, s."""
     target_peak_w_per_gpu: float = Field(default=400.0, gt=0)
+    """Peak power per GPU the trace is rescaled to, W."""
     trace: str = Field(default="synthetic", description='"synthetic" or a CSV path (t_s, power_W)')
     trace_seed: int = 2
+    """Seed of the synthetic trace."""
 
 
-class LiveServerEntry(_Section):
-    """One real (or fake) LLM server of a live site and the GPU power meter behind it."""
+class SiteSection(Facility, PowerAugmentation, Section):
+    """A datacenter site and where it connects to the grid.
 
-    model: str = Field(description="label of the site model this server runs (one of its [[sites.models]])")
-    url: str = Field(min_length=1, description="base URL of the vLLM OpenAI-compatible server, e.g. http://host:8000")
-    served_model_name: str | None = Field(
-        default=None, description="name the server lists under /v1/models (default: the spec's model_id)"
-    )
-    zeusd: str = Field(min_length=1, description="zeusd TCP endpoint host:port of the GPUs serving this model")
-    gpu_ids: tuple[int, ...] = Field(min_length=1, description="zeusd GPU indices that serve this model")
-    requests: str | None = Field(default=None, description="JSONL file of chat requests; default: a built-in prompt")
-    max_tokens: int = Field(default=256, gt=0, description="completion length of generated requests")
-
-    @field_validator("zeusd")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or "/" in host:
-            raise ValueError(f"zeusd must be host:port (no scheme or path), got {value!r}")
-        return value
-
-
-class LiveSection(_Section):
-    """Marks a site as live (hardware in the loop): power and latency come from real servers.
-
-    A scenario with any live site runs on the real-time kernel (`realtime_factor`).
+    Facility fields (gpus_per_server, base_kw_per_phase, power_factor) and power
+    augmentation fields (amplitude_scale_range, noise_fraction) sit directly in the table.
     """
 
-    servers: tuple[LiveServerEntry, ...] = Field(min_length=1)
-    realtime_factor: float = Field(default=1.0, gt=0)
-    buffer_s: float = Field(default=10.0, gt=0, description="rolling per-GPU power buffer, s")
-    warmup_buffer_s: float | None = Field(
-        default=None, gt=0, description="buffer to fill before starting; default buffer_s"
-    )
-    first_reading_timeout_s: float = Field(default=10.0, gt=0)
-    warmup_timeout_s: float = Field(default=60.0, gt=0)
-    saturation_fraction: float = Field(default=0.95, gt=0, le=1)
-    itl_window_s: float = Field(default=1.0, gt=0)
-    stale_after_s: float = Field(default=2.0, gt=0)
-    health_interval_s: float = Field(default=1.0, gt=0)
-    metrics_interval_s: float = Field(default=0.5, gt=0, description="how often each server's /metrics is scraped, s")
-    request_timeout_s: float = Field(default=5.0, gt=0)
-    on_server_failure: Literal["continue", "stop"] = "continue"
-
-
-class SiteSection(_Section):
-    """A datacenter site and where it connects to the grid."""
-
     name: str = Field(min_length=1)
+    """Component name."""
     bus: str = Field(min_length=1)
+    """Feeder bus it connects to."""
     period_s: Period = Fraction(1, 10)
+    """Step of the site, s."""
     capacity_gpus: int = Field(gt=0)
-    gpus_per_server: int = Field(default=8, gt=0)
-    base_kw_per_phase: float = Field(default=0.0, ge=0)
-    power_factor: float = Field(default=0.95, gt=0, le=1)
+    """GPUs of the inference server pool."""
     connection: Literal["wye", "delta"] = "wye"
-    amplitude_scale_range: tuple[float, float] = (1.0, 1.0)
-    noise_fraction: float = Field(default=0.0, ge=0)
+    """How its load connects to the bus."""
     seed: int | None = Field(
         default=None,
         description="the site's own stream key; combined with the scenario seed, so changing the "
         "scenario seed (e.g. --seed) changes every site while sites with different keys stay independent",
     )
     models: tuple[ModelEntry, ...] = Field(min_length=1)
+    """The models it serves."""
     training: tuple[TrainingEntry, ...] = ()
+    """Training jobs on GPUs outside the pool."""
     gpu_power: GpuPowerCaps = Field(
         default_factory=GpuPowerCaps,
         description="GPU power-cap grid (rated_w, step_w, min_cap_w) and per-model performance floors (floor_w)",
     )
-    live: LiveSection | None = Field(default=None, description="present: a live site (SPEC 3)")
+    live: LiveSiteConfig | None = Field(default=None, description="present: a live site (SPEC 3)")
 
     @field_validator("period_s", mode="before")
     @classmethod
     def _positive_period(cls, value: Any) -> Fraction:
-        return _period(value)
+        return _positive_period(value)
 
     @model_validator(mode="after")
     def _live_servers_match_models(self) -> SiteSection:
@@ -163,181 +181,65 @@ class SiteSection(_Section):
             )
         return self
 
+    @property
+    def kind(self) -> str:
+        """The registered site kind that builds it: "live" with a [sites.live] table, else "offline"."""
+        return "offline" if self.live is None else "live"
+
+    def facility(self) -> Facility:
+        """Its facility fields as the datacenter's model."""
+        return Facility(**{name: getattr(self, name) for name in Facility.model_fields})
+
+    def augmentation(self) -> PowerAugmentation:
+        """Its augmentation fields as the datacenter's model."""
+        return PowerAugmentation(**{name: getattr(self, name) for name in PowerAugmentation.model_fields})
+
 
 # -- grid -------------------------------------------------------------------------------
-class GridSection(_Section):
-    """The feeder and how it is solved."""
+class GridSection(GridOptions, Section):
+    """The feeder and how it is solved (the grid's options), plus its name and initial tap steps."""
 
     name: str = "grid"
-    feeder: str = Field(description='a bundled feeder ("ieee13", "ieee34", "ieee123") or a .dss path')
-    period_s: Period = Fraction(1, 10)
-    source_pu: float | None = Field(default=None, gt=0)
+    """Component name."""
     initial_tap_steps: dict[str, int] = Field(default_factory=dict)
-    initial_taps: dict[str, float] = Field(default_factory=dict)
-    excluded_buses: tuple[str, ...] | None = None
-    coupling: Literal["latest", "mean"] = "latest"
-    regulator_self_control: bool = False
-    tap_limits: Literal["enforce", "allow"] = "enforce"
-    generators: tuple[GeneratorAttachment, ...] = ()
-    loads: tuple[LoadAttachment, ...] = ()
-    storage: tuple[StorageSpec, ...] = ()
+    """Initial tap step by regulator (ratio 1 + 0.00625 n); `initial_taps` ratios win."""
 
-    @field_validator("period_s", mode="before")
-    @classmethod
-    def _positive_period(cls, value: Any) -> Fraction:
-        return _period(value)
+    @property
+    def kind(self) -> str:
+        """The registered grid kind that builds it."""
+        return "opendss"
 
     def taps_pu(self) -> dict[str, float]:
         """Initial taps in pu, from steps and explicit ratios (ratios win)."""
         return {**{k: tap_pu(v) for k, v in self.initial_tap_steps.items()}, **self.initial_taps}
 
+    def options(self) -> dict[str, Any]:
+        """The grid's options (GridOptions fields), taps converted to ratios."""
+        options = {name: getattr(self, name) for name in GridOptions.model_fields}
+        return {**options, "initial_taps": self.taps_pu()}
+
 
 # -- controllers ------------------------------------------------------------------------
-class _ControllerBase(_Section):
-    name: str = Field(min_length=1)
-    period_s: Period | None = Fraction(1)
-    command_link: LinkSpec = INSTANT
-    measurement_link: LinkSpec = INSTANT
-
-    @field_validator("period_s", mode="before")
-    @classmethod
-    def _positive_period(cls, value: Any) -> Fraction | None:
-        return None if value is None else _period(value)
-
-
-class TapEvent(_Section):
-    t_s: float = Field(ge=0)
-    taps: dict[str, float] = Field(default_factory=dict)
-    tap_steps: dict[str, int] = Field(default_factory=dict)
-
-    def taps_pu(self) -> dict[str, float]:
-        return {**{k: tap_pu(v) for k, v in self.tap_steps.items()}, **self.taps}
+def _controller_section(value: Any) -> ControllerSection:
+    """Validate a controller table with the section of its registered `type`."""
+    if isinstance(value, ControllerSection):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a controller is a table with a `type`, got {value!r}")
+    type_name = value.get("type")
+    if type_name is None:
+        raise ValueError(f"a controller needs a `type`; known: {', '.join(map(repr, kinds('controller')))}")
+    try:
+        kind = lookup("controller", str(type_name))
+    except UnknownKindError as exc:
+        raise ValueError(str(exc)) from None
+    section = kind.section.model_validate(value)
+    assert isinstance(section, ControllerSection)
+    return section
 
 
-class BatchEvent(_Section):
-    t_s: float = Field(ge=0)
-    model: str
-    batch: int = Field(gt=0)
-    ramp_up_rate: float = Field(default=0.0, ge=0)
-
-
-class NoopSection(_ControllerBase):
-    type: Literal["noop"] = "noop"
-
-
-class TapScheduleSection(_ControllerBase):
-    type: Literal["tap_schedule"] = "tap_schedule"
-    period_s: Period | None = None
-    grid: str = "grid"
-    events: tuple[TapEvent, ...] = Field(min_length=1)
-
-
-class BatchScheduleSection(_ControllerBase):
-    type: Literal["batch_schedule"] = "batch_schedule"
-    period_s: Period | None = None
-    site: str
-    events: tuple[BatchEvent, ...] = Field(min_length=1)
-
-
-class OFOSection(_ControllerBase):
-    type: Literal["ofo"] = "ofo"
-    site: str
-    grid: str = "grid"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class RuleBasedSection(_ControllerBase):
-    type: Literal["rule_based"] = "rule_based"
-    site: str
-    grid: str = "grid"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class LoadShiftSection(_ControllerBase):
-    type: Literal["load_shift"] = "load_shift"
-    sites: tuple[str, ...] = Field(min_length=2)
-    grid: str = "grid"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class StorageDroopSection(_ControllerBase):
-    type: Literal["storage_droop"] = "storage_droop"
-    grid: str = "grid"
-    storage: tuple[str, ...] = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class BudgetEvent(_Section):
-    """A site power budget (kW, three-phase total) in force from t_s on."""
-
-    t_s: float = Field(ge=0)
-    kw: float = Field(gt=0)
-
-
-class BudgetSection(_ControllerBase):
-    """A site power budget: a constant `kw`, scheduled `events`, or a CSV `profile` (t_s, budget_kw)."""
-
-    type: Literal["budget"] = "budget"
-    period_s: Period | None = None
-    site: str
-    kw: float | None = Field(default=None, gt=0)
-    events: tuple[BudgetEvent, ...] = ()
-    profile: str | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> BudgetSection:
-        given = [k for k, v in (("kw", self.kw), ("events", self.events or None), ("profile", self.profile)) if v]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of kw, events, profile (got {given or 'none'})")
-        return self
-
-
-class GridOperatorSection(_ControllerBase):
-    """An event-driven operator that lowers a site's budget while the feeder is stressed."""
-
-    type: Literal["grid_operator"] = "grid_operator"
-    period_s: Period | None = None
-    site: str
-    grid: str = "grid"
-    normal_kw: float = Field(gt=0)
-    curtail_kw: float = Field(gt=0)
-    v_trigger: float | None = Field(default=None, gt=0)
-    power_trigger_kw: float | None = Field(default=None, gt=0)
-    hold_s: float = Field(default=300.0, ge=0)
-
-
-class PowerBudgetSection(_ControllerBase):
-    """The power-budget controller of a site, following the budget component `budget`."""
-
-    type: Literal["power_budget"] = "power_budget"
-    site: str
-    budget: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class ProportionalCurtailmentSection(_ControllerBase):
-    """The naive baseline: equal-fraction GPU power caps to meet the budget."""
-
-    type: Literal["proportional_curtailment"] = "proportional_curtailment"
-    site: str
-    budget: str
-    margin: float = Field(default=0.03, ge=0, lt=1)
-
-
-ControllerSection = Annotated[
-    NoopSection
-    | TapScheduleSection
-    | BatchScheduleSection
-    | OFOSection
-    | RuleBasedSection
-    | LoadShiftSection
-    | StorageDroopSection
-    | BudgetSection
-    | GridOperatorSection
-    | PowerBudgetSection
-    | ProportionalCurtailmentSection,
-    Field(discriminator="type"),
-]
+#: A ``[[controllers]]`` table, validated by the section of its registered type.
+ControllerEntry = Annotated[SerializeAsAny[ControllerSection], PlainValidator(_controller_section)]
 
 
 # -- scenario ---------------------------------------------------------------------------
@@ -355,27 +257,60 @@ def read_toml(file: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
         raise error(f"{file}: not valid TOML: {exc}") from None
 
 
-class Scenario(_Section):
+class Scenario(Section):
     """One co-simulation: grid, sites, controllers, horizon, seed and data source."""
 
     name: str = Field(min_length=1)
+    """The scenario's name."""
     description: str = ""
+    """What it shows."""
     horizon_s: Period = Fraction(3600)
+    """Simulated time, s."""
     seed: int = 0
+    """The scenario seed (every random stream derives from it)."""
     data: str | None = Field(default=None, description="None: bundled synthetic data; else a data folder")
-    models: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="extra model specs by label (fields of ModelSpec)"
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict, description="extra model specs by label (fields of ModelSpec; the key is the label)"
     )
     v_min: float = Field(default=0.95, gt=0)
+    """Lower voltage limit, pu (metrics, and controllers that do not set their own)."""
     v_max: float = Field(default=1.05, gt=0)
+    """Upper voltage limit, pu (metrics, and controllers that do not set their own)."""
     grid: GridSection
+    """The feeder."""
     sites: tuple[SiteSection, ...] = Field(min_length=1)
-    controllers: tuple[ControllerSection, ...] = ()
+    """The datacenter sites."""
+    controllers: tuple[ControllerEntry, ...] = ()
+    """The controllers, in stepping order."""
+
+    _folder: Path | None = PrivateAttr(default=None)
 
     @field_validator("horizon_s", mode="before")
     @classmethod
     def _positive_horizon(cls, value: Any) -> Fraction:
         return as_period(value, name="horizon_s")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _labels_from_keys(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        labelled = {}
+        for label, fields in value.items():
+            if isinstance(fields, Mapping):
+                given = fields.get("model_label", label)
+                if given != label:
+                    raise ValueError(f"models.{label}: model_label {given!r} differs from its key; omit it")
+                fields = {**fields, "model_label": label}
+            labelled[label] = fields
+        return labelled
+
+    @field_serializer("models")
+    def _models_as_given(self, models: dict[str, ModelSpec]) -> dict[str, Any]:
+        return {
+            label: spec.model_dump(mode="json", exclude_unset=True, exclude={"model_label"})
+            for label, spec in models.items()
+        }
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -385,37 +320,61 @@ class Scenario(_Section):
             raise ValueError(f"component names must be unique; repeated: {duplicates}")
         site_names = {s.name for s in self.sites}
         for controller in self.controllers:
-            for site in _controller_sites(controller):
-                if site not in site_names:
+            for named in controller.referenced_sites():
+                if named not in site_names:
                     raise ValueError(
-                        f"controller {controller.name!r} refers to site {site!r}; sites: {sorted(site_names)}"
+                        f"controller {controller.name!r} refers to site {named!r}; sites: {sorted(site_names)}"
                     )
         if self.v_min >= self.v_max:
             raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
-        known = set(PAPER_MODELS) | set(self.models)
+        catalogue = {**PAPER_MODELS, **self.models}
         for i, site in enumerate(self.sites):
             for j, entry in enumerate(site.models):
-                if entry.model not in known:
+                if entry.model not in catalogue:
                     raise ValueError(
                         f"sites.{i}.models.{j}.model: unknown model {entry.model!r} (site {site.name!r}); "
-                        f"known: {sorted(known)}"
+                        f"known: {sorted(catalogue)}"
                     )
+                try:
+                    entry.spec(catalogue)
+                except ValidationError as exc:
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    raise ValueError(f"sites.{i}.models.{j} ({entry.model}): {problems}") from None
         return self
+
+    def __eq__(self, other: object) -> bool:
+        """Equal content (where the scenario was read from does not count)."""
+        if not isinstance(other, Scenario):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
 
     # -- files --------------------------------------------------------------------------
     @classmethod
     def from_toml(cls, path: str | Path) -> Scenario:
-        """Load and validate a scenario file; errors name the file, the key and the problem."""
+        """Load and validate a scenario file; errors name the file, the key and the problem.
+
+        Relative paths in the file (a budget profile, ...) are read from the file's folder.
+        """
         file = Path(path)
-        return cls.from_dict(read_toml(file, "scenario file", ScenarioError), source=str(file))
+        raw = read_toml(file, "scenario file", ScenarioError)
+        return cls.from_dict(raw, source=str(file), folder=file.resolve().parent)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str = "<scenario>") -> Scenario:
-        """Validate a parsed scenario mapping."""
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "<scenario>", folder: Path | None = None) -> Scenario:
+        """Validate a parsed scenario mapping; `folder` is where its relative paths point."""
         try:
-            return cls.model_validate(raw)
+            scenario = cls.model_validate(raw)
         except ValidationError as exc:
-            raise ScenarioError(_format_validation_error(source, exc)) from None
+            raise ScenarioError(_format_validation_error(source, exc, raw)) from None
+        scenario._folder = folder
+        return scenario
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the file it was read from (None: built in Python)."""
+        return self._folder
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping (TOML-compatible: no None values, exact fractions as floats or 'n/d')."""
@@ -434,15 +393,20 @@ class Scenario(_Section):
         return any(site.live is not None for site in self.sites)
 
     def with_overrides(self, **changes: Any) -> Scenario:
-        """A validated copy with top-level fields replaced (horizon_s, seed, data, ...)."""
-        return Scenario.from_dict({**self.to_dict(), **changes}, source=f"{self.name} (overrides)")
+        """A validated copy with fields changed: top-level ones by name (``horizon_s=600``) or
+        nested ones by dotted path (``**{"sites.0.models.0.replicas": 360}``)."""
+        return self.with_changes(changes)
 
-
-def _controller_sites(controller: Any) -> tuple[str, ...]:
-    if hasattr(controller, "sites"):
-        return tuple(controller.sites)
-    site = getattr(controller, "site", None)
-    return () if site is None else (site,)
+    def with_changes(self, changes: Mapping[str, Any], *, what: str = "overrides", noun: str = "path") -> Scenario:
+        """A validated copy with every dotted path of `changes` set; errors name `what` (the
+        changes' origin) and call a path a `noun` ("axis" in a sweep)."""
+        raw = copy.deepcopy(self.to_dict())
+        try:
+            for path, value in changes.items():
+                set_path(raw, path, value, noun)
+        except PathError as exc:
+            raise ScenarioError(f"{self.name} ({what}): {exc}") from None
+        return Scenario.from_dict(raw, source=f"{self.name} ({what})", folder=self._folder)
 
 
 def _drop_none(value: Any) -> Any:
@@ -453,7 +417,7 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def _format_validation_error(source: str, exc: ValidationError) -> str:
+def _format_validation_error(source: str, exc: ValidationError, raw: Any = None) -> str:
     errors = exc.errors()
     # pydantic also reports a min_length tuple (e.g. `sites`) as "too short" when one of its
     # items is invalid (the count is of valid items): drop that echo of the item's own error.
@@ -470,5 +434,59 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
         key = ".".join(str(part) for part in error["loc"]) or "<top level>"
         given = error.get("input")
         shown = "" if isinstance(given, dict | list) or repr(given) in error["msg"] else f" (got {given!r})"
-        lines.append(f"  - {key}: {error['msg']}{shown}")
+        lines.append(f"  - {key}: {error['msg']}{shown}{_whose(raw, error['loc'])}")
     return "\n".join(lines)
+
+
+def _whose(raw: Any, loc: tuple[Any, ...]) -> str:
+    """ " [controller 'ofo']" for a location inside a named site or controller of `raw`."""
+    if len(loc) < 3 or loc[0] not in ("sites", "controllers") or not isinstance(raw, Mapping):
+        return ""
+    items, index = raw.get(loc[0]), loc[1]
+    if not isinstance(items, list | tuple) or not isinstance(index, int) or not -len(items) <= index < len(items):
+        return ""
+    name = items[index].get("name") if isinstance(items[index], Mapping) else None
+    return f" [{loc[0][:-1]} {name!r}]" if isinstance(name, str) else ""
+
+
+# -- names that moved ---------------------------------------------------------------------------
+_MOVED = {
+    "NoopSection": "g2gsim.controllers.noop",
+    "TapScheduleSection": "g2gsim.controllers.schedules",
+    "BatchScheduleSection": "g2gsim.controllers.schedules",
+    "TapEvent": "g2gsim.controllers.schedules",
+    "BatchEvent": "g2gsim.controllers.schedules",
+    "OFOSection": "g2gsim.controllers.ofo",
+    "RuleBasedSection": "g2gsim.controllers.rule_based",
+    "LoadShiftSection": "g2gsim.controllers.load_shift",
+    "StorageDroopSection": "g2gsim.controllers.storage_droop",
+    "BudgetEvent": "g2gsim.controllers.budget",
+    "BudgetSection": "g2gsim.controllers.budget",
+    "GridOperatorSection": "g2gsim.controllers.budget",
+    "PowerBudgetSection": "g2gsim.controllers.power_budget",
+    "ProportionalCurtailmentSection": "g2gsim.controllers.proportional_curtailment",
+}
+_RENAMED = {"LiveSection": LiveSiteConfig, "LiveServerEntry": LiveServerConfig}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(
+            f"g2gsim.scenarios.model.{name} is now {new.__module__}.{new.__name__}; "
+            "the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return new
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"g2gsim.scenarios.model.{name} moved to {module}.{name}; the old path goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -26,7 +26,6 @@ A folder may hold the runs of several sweeps: ``results.parquet`` has them all, 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import copy
 import hashlib
 import itertools
 import json
@@ -44,7 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from g2gsim.scenarios import Scenario, ScenarioError, load_scenario
+from g2gsim.scenarios import Scenario, ScenarioError, load_scenario, overrides
 from g2gsim.scenarios.model import read_toml
 
 RESULTS_FILE = "results.parquet"
@@ -262,90 +261,29 @@ def flatten_paths(
     return flat
 
 
-def _split(path: str) -> list[str]:
-    parts = path.split(".")
-    if not path or any(not p for p in parts):
-        raise SweepError(
-            f"axis {path!r}: not a dotted path (e.g. 'sites.0.bus', 'controllers.0.params.primal_step_size')"
-        )
-    return parts
-
-
 def check_path(raw: Mapping[str, Any], path: str) -> None:
     """Raise SweepError unless `path` names a field of the scenario (or a key of a free-form table)."""
-    parts = _split(path)
-    node: Any = raw
-    for depth, part in enumerate(parts):
-        where = ".".join(parts[: depth + 1])
-        last = depth == len(parts) - 1
-        if isinstance(node, list):
-            if not part.lstrip("-").isdigit():
-                raise SweepError(
-                    f"axis {path!r}: {'.'.join(parts[:depth]) or '<top>'} is a list; {part!r} is not an index"
-                )
-            index = int(part)
-            if not -len(node) <= index < len(node):
-                raise SweepError(
-                    f"axis {path!r}: {'.'.join(parts[:depth])} has {len(node)} item(s); index {index} is out of range"
-                )
-            node = node[index]
-        elif isinstance(node, dict):
-            if part not in node:
-                if last:
-                    # A field left unset (None is not serialised) or a new key of a free-form
-                    # table (controller params): applying and validating decides.
-                    return
-                keys = sorted(node)
-                raise SweepError(
-                    f"axis {path!r}: no field {part!r} at {'.'.join(parts[:depth]) or '<top level>'}; fields: {keys}"
-                )
-            node = node[part]
-        else:
-            raise SweepError(f"axis {path!r}: {'.'.join(parts[:depth])} is a value, it has no field {part!r} ({where})")
+    try:
+        overrides.check_path(raw, path, noun="axis")
+    except overrides.PathError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
     """Set `path` in a plain scenario mapping, in place (intermediate tables must exist)."""
-    parts = _split(path)
-    node: Any = raw
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+    try:
+        overrides.set_path(raw, path, value, noun="axis")
+    except overrides.PathError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def apply_parameters(scenario: Scenario, params: Mapping[str, Any], *, what: str = "parameters") -> Scenario:
-    """A validated copy of `scenario` with every dotted path of `params` set."""
-    raw = copy.deepcopy(scenario.to_dict())
-    for path, value in params.items():
-        try:
-            set_path(raw, path, value)
-        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
-            check_path(raw, path)  # raises the precise message
-            raise SweepError(f"{what}: cannot set {path!r}") from None
+    """A validated copy of `scenario` with every dotted path of `params` set
+    (:meth:`Scenario.with_changes`; loading validates every controller parameter too)."""
     try:
-        scenario = Scenario.from_dict(raw, source=what)
+        return scenario.with_changes(params, what=what, noun="axis")
     except ScenarioError as exc:
         raise SweepError(str(exc)) from None
-    _check_controller_params(scenario, params, what)
-    return scenario
-
-
-def _check_controller_params(scenario: Scenario, params: Mapping[str, Any], what: str) -> None:
-    """Controller ``params`` tables are free-form in the scenario; validate touched ones now."""
-    from pydantic import ValidationError
-
-    from g2gsim.scenarios.build import build_controller
-
-    touched = {int(p.split(".")[1]) for p in params if p.startswith("controllers.") and ".params" in p}
-    for index in sorted(touched):
-        try:
-            build_controller(scenario.controllers[index], scenario)
-        except (ValidationError, ScenarioError, TypeError, ValueError) as exc:
-            raise SweepError(f"{what}: controllers.{index}: {exc}") from None
 
 
 # -- run ids and tasks ---------------------------------------------------------------------------

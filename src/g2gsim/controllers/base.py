@@ -1,0 +1,224 @@
+"""What every controller's scenario section shares, what its builder may ask of the scenario,
+and the one line that puts a controller into scenario files.
+
+A controller module defines its tuning model (a :class:`~g2gsim.kernel.registry.Section`), its
+section (a :class:`ControllerSection` with a ``type`` literal and, if it is tuned, a ``params``
+field of that model), a ``from_config(section, context)`` class method, and registers::
+
+    register_controller("ofo", OFOSection)(OFOBatchController)
+
+The scenario then accepts ``[[controllers]] type = "ofo"`` tables, validates them when the
+file is loaded and builds the controller through the registry.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticUndefined
+
+from g2gsim.grid.config import StorageSpec
+from g2gsim.kernel.component import Component
+from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
+from g2gsim.kernel.registry import ComponentKind, Section, register
+from g2gsim.kernel.time import as_period
+
+__all__ = [
+    "BuildContext",
+    "ControllerSection",
+    "Links",
+    "register_controller",
+    "renamed_attribute",
+    "renamed_keyword",
+    "scenario_path",
+    "with_voltage_limits",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+C = TypeVar("C", bound=BaseModel)
+
+
+class Links(TypedDict):
+    """The link keywords of a controller constructor."""
+
+    command_link: LinkSpec
+    measurement_link: LinkSpec
+
+
+class ControllerSection(Section):
+    """A ``[[controllers]]`` table of a scenario file: what every controller section has."""
+
+    name: str = Field(min_length=1)
+    """Component name, unique in the scenario."""
+    type: str
+    """The registered controller type, e.g. "ofo"."""
+    period_s: Seconds | None = Fraction(1)
+    """Control period, s; none (omitted in the file) for an event-driven controller."""
+    command_link: LinkSpec = INSTANT
+    """Delay, jitter and loss of the commands it sends."""
+    measurement_link: LinkSpec = INSTANT
+    """Delay, jitter and loss of the measurements it reads."""
+
+    @field_validator("period_s", mode="before")
+    @classmethod
+    def _positive_period(cls, value: Any) -> Fraction | None:
+        return None if value is None else as_period(value, name="period_s")
+
+    def serialized(self, data: dict[str, Any], info: SerializationInfo) -> dict[str, Any]:
+        """``params`` serialise as written (only the keys given), so scenario-wide defaults
+        such as v_min / v_max keep applying after a round trip through a file."""
+        params = getattr(self, "params", None)
+        if isinstance(params, BaseModel) and "params" in data:
+            data["params"] = params.model_dump(mode=info.mode, exclude_unset=True)
+        return data
+
+    def referenced_sites(self) -> tuple[str, ...]:
+        """The sites this controller names (its ``site`` or ``sites`` field), checked against
+        the scenario's sites when it is loaded."""
+        sites = getattr(self, "sites", None)
+        if sites is not None:
+            return tuple(sites)
+        site = getattr(self, "site", None)
+        return () if site is None else (site,)
+
+    def links(self) -> Links:
+        """The link keywords of a controller constructor."""
+        return {"command_link": self.command_link, "measurement_link": self.measurement_link}
+
+
+class BuildContext(Protocol):
+    """What a controller's builder may ask of the scenario it is built for."""
+
+    @property
+    def v_min(self) -> float:
+        """The scenario-wide lower voltage limit, pu."""
+        ...
+
+    @property
+    def v_max(self) -> float:
+        """The scenario-wide upper voltage limit, pu."""
+        ...
+
+    @property
+    def storage(self) -> Mapping[str, StorageSpec]:
+        """The grid's batteries by name."""
+        ...
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the scenario file (None: the scenario was not read from a file)."""
+        ...
+
+    def site_is_live(self, site: str) -> bool:
+        """Whether a site is live (real servers: batch sizes only, no GPU power caps)."""
+        ...
+
+
+def scenario_path(context: BuildContext, path: str | Path) -> Path:
+    """A path named in a scenario: relative to the scenario file's folder when it came from a
+    file, else to the working directory."""
+    given = Path(path)
+    return given if given.is_absolute() or context.folder is None else context.folder / given
+
+
+def with_voltage_limits(config: C, context: BuildContext) -> C:
+    """`config` with the scenario's v_min / v_max wherever its own params do not set them."""
+    missing = {name: getattr(context, name) for name in ("v_min", "v_max") if name not in config.model_fields_set}
+    if not missing:
+        return config
+    return type(config).model_validate({**missing, **config.model_dump(exclude_unset=True)})
+
+
+def register_controller(type_name: str, section: type[ControllerSection]) -> Callable[[T], T]:
+    """Put a controller into scenario files under ``type = "<type_name>"``.
+
+    ``register_controller("ofo", OFOSection)(OFOBatchController)`` (or as a class decorator):
+    the target is a class with ``from_config(section, context)`` or a function
+    ``(section, context) -> Component``; `section` validates the file's table.
+    """
+    _check_section(type_name, section)
+
+    def decorate(target: T) -> T:
+        build = getattr(target, "from_config", None) if isinstance(target, type) else target
+        if not callable(build):
+            raise TypeError(
+                f"register_controller({type_name!r}): {target!r} needs a from_config(section, context) "
+                "class method, or pass a function (section, context) -> Component"
+            )
+        register(ComponentKind("controller", type_name, section, _checked(type_name, build)))
+        return target
+
+    return decorate
+
+
+def _check_section(type_name: str, section: type[ControllerSection]) -> None:
+    if not (isinstance(section, type) and issubclass(section, ControllerSection)):
+        raise TypeError(f"register_controller({type_name!r}): the section must subclass ControllerSection")
+    default = section.model_fields["type"].default
+    if default is not PydanticUndefined and default != type_name:
+        raise TypeError(
+            f"register_controller({type_name!r}): {section.__name__}.type defaults to {default!r}; "
+            f"declare `type: Literal[{type_name!r}] = {type_name!r}`"
+        )
+
+
+def _checked(type_name: str, build: Callable[..., Any]) -> Callable[[Any, Any], Component]:
+    @functools.wraps(build)
+    def checked(section: Any, context: Any) -> Component:
+        component = build(section, context)
+        if not isinstance(component, Component):
+            raise TypeError(f"the builder of controller type {type_name!r} returned {component!r}, not a Component")
+        return component
+
+    return checked
+
+
+# -- renamed arguments ------------------------------------------------------------------------------
+def renamed_keyword(old: str, new: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Accept keyword `old` as a deprecated name of `new` for one release (with a warning)."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if old in kwargs:
+                owner = function.__qualname__.removesuffix(".__init__")
+                if new in kwargs:
+                    raise TypeError(f"{owner}: give {new}= only ({old}= is its deprecated name)")
+                warnings.warn(
+                    f"{owner}({old}=...) is renamed {new}=; the old name goes in the next release",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def renamed_attribute(new: str, old: str) -> property:
+    """A read-only attribute `old` that warns and returns attribute `new` (one release)."""
+
+    def get(self: Any) -> Any:
+        warnings.warn(
+            f"{type(self).__name__}.{old} is renamed {new}; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated name of ``{new}``.")
