@@ -23,9 +23,9 @@ pytest.importorskip("prometheus_client")
 from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.kernel.component import Controller, DatacenterComponent
 from g2gsim.kernel.simulation import ComponentError, Simulation
-from g2gsim.live.cli import fake_cluster_for, with_endpoints
 from g2gsim.live.config import LiveStartupError
 from g2gsim.live.fakes import FakeCluster
+from g2gsim.live.scenario import fake_cluster_for, with_endpoints
 from g2gsim.live.vllm import parse_metrics
 from g2gsim.scenarios.build import build_simulation
 from g2gsim.scenarios.library import bundled_scenarios, load_scenario

@@ -156,7 +156,7 @@ def test_plan_batches_table_and_cli() -> None:
     import typer
     from typer.testing import CliRunner
 
-    from g2gsim.planning_cli import register
+    from g2gsim.cli.planning import register
 
     app = typer.Typer()
     register(app)

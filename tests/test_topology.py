@@ -181,7 +181,7 @@ def test_electrical_distance(topologies: dict[str, FeederTopology], tmp_path: Pa
 def test_plot_uses_bus_coordinates_and_highlights(topologies: dict[str, FeederTopology]) -> None:
     t13 = topologies["ieee13"]
     assert t13.has_coordinates() and t13.coordinates()["671"] == (200.0, 100.0)
-    ax = t13.plot(highlight={"671": "datacenter"})
+    ax = plot_feeder(t13, highlight={"671": "datacenter"})
     texts = [t.get_text() for t in ax.texts]
     assert "datacenter" in texts
     assert len(ax.lines) >= t13.graph.number_of_edges()
@@ -190,7 +190,7 @@ def test_plot_uses_bus_coordinates_and_highlights(topologies: dict[str, FeederTo
     ax34 = plot_feeder(topologies["ieee34"], highlight=["850", "834"], labels=True)
     assert {"850", "834"} <= {t.get_text() for t in ax34.texts}
     with pytest.raises(KeyError, match="cannot highlight bus 'nowhere'"):
-        t13.plot(highlight=["nowhere"])
+        plot_feeder(t13, highlight=["nowhere"])
 
 
 def test_plot_without_coordinates_draws_a_layered_layout(tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_plot_without_coordinates_draws_a_layered_layout(tmp_path: Path) -> None
 
     fig, ax = plt.subplots()
     try:
-        assert tiny.plot(ax=ax, highlight={"b": "site"}) is ax
+        assert plot_feeder(tiny, ax=ax, highlight={"b": "site"}) is ax
         assert "site" in [t.get_text() for t in ax.texts]
     finally:
         plt.close(fig)

@@ -354,8 +354,7 @@ class OFOBatchController(Controller):
             return ()  # nothing observed yet (e.g. behind a delayed measurement link)
         cfg = self.config
         batches = self._batches
-        assert batches is not None and self._power is not None
-        assert self._latency is not None and self._throughput is not None and self._slopes is not None
+        assert batches is not None
         state = self._dc_box.value
         voltages = np.asarray(self._grid_box.value.voltages, dtype=float)
         cols = state_columns(state, self._labels, owner=self._owner)
@@ -380,7 +379,14 @@ class OFOBatchController(Controller):
                 f"OFO {self.name!r}: H has {h.shape[0]} rows but the voltage vector has {voltages.shape[0]} entries"
             )
 
-        # 2. voltage duals (an entry with no finite voltage leaves its duals unchanged)
+        eta = self._update_voltage_duals(voltages)  # 2.
+        self._update_latency_duals(replicas, itl)  # 3.
+        chosen = self._primal_step(state, cols, replicas, eta, h)  # 4.
+        return self._emit(tick, chosen, estimated)  # 5.
+
+    def _update_voltage_duals(self, voltages: np.ndarray) -> np.ndarray:
+        """Step 2: lambda_under, lambda_over (an entry with no finite voltage keeps its duals); eta."""
+        cfg = self.config
         if self._lambda_under is None or self._lambda_over is None:
             self._lambda_under = np.zeros(len(voltages))
             self._lambda_over = np.zeros(len(voltages))
@@ -392,21 +398,29 @@ class OFOBatchController(Controller):
             over_gap = np.where(seen, over_gap, 0.0)
         self._lambda_under = np.maximum(self._lambda_under + cfg.voltage_dual_step_size * under_gap, 0.0)
         self._lambda_over = np.maximum(self._lambda_over + cfg.voltage_dual_step_size * over_gap, 0.0)
-        eta = self._lambda_over - self._lambda_under
+        return self._lambda_over - self._lambda_under
 
-        # 3. latency duals, where the model runs and its ITL is observed
+    def _update_latency_duals(self, replicas: np.ndarray, itl: np.ndarray) -> None:
+        """Step 3: mu_i, where the model runs and its ITL is observed."""
         measured = (replicas > 0) & np.isfinite(itl)
+        step = self.config.latency_dual_step_size
         self._mu = np.where(
             measured,
-            np.maximum(self._mu + cfg.latency_dual_step_size * (np.where(measured, itl, 0.0) - self._deadline), 0.0),
+            np.maximum(self._mu + step * (np.where(measured, itl, 0.0) - self._deadline), 0.0),
             self._mu,
         )
 
-        # 4. primal step in x = log2(batch)
+    def _primal_step(
+        self, state: Any, cols: np.ndarray, replicas: np.ndarray, eta: np.ndarray, h: np.ndarray
+    ) -> np.ndarray:
+        """Step 4: the gradient in x = log2(batch), the clipped step, the nearest feasible batches."""
+        cfg = self.config
+        batches, slopes = self._batches, self._slopes
+        assert batches is not None and slopes is not None and self._x is not None and self._x_prev is not None
         x, x_prev = self._x, self._x_prev
         w = np.where(np.isfinite(replicas) & (replicas > 0), replicas, 0.0)  # w_i
         g_v = eta @ self._coupling.he(h, getattr(state, "phase_share", None), cols)  # g_v,i = eta . (H e_i)
-        p_slope, l_slope, r_slope = self._slopes.at(x)
+        p_slope, l_slope, r_slope = slopes.at(x)
         d_p = w * p_slope / 1000.0  # dP_i, kW per unit x
         d_r = w * r_slope / self._r_max  # dR_i, normalised
         grad = (
@@ -422,9 +436,11 @@ class OFOBatchController(Controller):
             )
         x_new = batches.clip(x - cfg.primal_step_size * grad)
         self._x_prev, self._x = x, x_new
-        chosen = batches.nearest(x_new)
+        return batches.nearest(x_new)
 
-        # 5. one command, one event, one record row
+    def _emit(self, tick: int, chosen: np.ndarray, estimated: bool) -> tuple[Command, ...]:
+        """Step 5: one record row, one ``ofo_step`` event, one SetBatchSize."""
+        assert self._lambda_under is not None and self._lambda_over is not None
         row = self._steps
         self._steps += 1
         batch = dict(zip(self._labels, chosen, strict=True))
@@ -432,7 +448,7 @@ class OFOBatchController(Controller):
         over_max = float(self._lambda_over.max(initial=0.0))
         self._rec_time[row] = self.ctx.seconds(tick)
         self._rec_batch[row] = chosen
-        self._rec_x[row] = x_new
+        self._rec_x[row] = self._x
         self._rec_mu[row] = self._mu
         self._rec_lambda[row] = (under_max, over_max)
         self.ctx.event(

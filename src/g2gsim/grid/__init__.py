@@ -34,7 +34,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from g2gsim.grid.base import Grid
-from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
+from g2gsim.grid.commands import ResolveGrid, SensitivityRequest, SetStoragePower, SetTaps
 from g2gsim.grid.config import (
     ConstantProfile,
     CsvProfile,
@@ -52,7 +52,7 @@ from g2gsim.grid.config import (
 )
 from g2gsim.grid.errors import FeederDefinitionError, GridError
 from g2gsim.grid.sites import LoadSite, SitePower
-from g2gsim.grid.state import GridState, VoltageIndex
+from g2gsim.grid.state import GridState, SensitivityReply, VoltageIndex
 
 if TYPE_CHECKING:
     from g2gsim.grid.feeders import Feeder, load_feeder
@@ -78,6 +78,8 @@ __all__ = [
     "OpenDSSGrid",
     "Profile",
     "ResolveGrid",
+    "SensitivityReply",
+    "SensitivityRequest",
     "SetStoragePower",
     "SetTaps",
     "SiteAttachment",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from g2gsim.kernel.commands import Command
 
-__all__ = ["ResolveGrid", "SetStoragePower", "SetTaps"]
+__all__ = ["ResolveGrid", "SensitivityRequest", "SetStoragePower", "SetTaps"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,3 +31,12 @@ class SetStoragePower(Command):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResolveGrid(Command):
     """Ask the grid to apply pending commands and solve again within the current tick."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SensitivityRequest(Command):
+    """Ask the grid for dV/dP of one site's three phase loads (SPEC 4.5), answered in its
+    ``sensitivity/<site>`` mailbox as a :class:`~g2gsim.grid.state.SensitivityReply`."""
+
+    site: str
+    delta_kw: float = 100.0

@@ -80,3 +80,19 @@ class GridState:
         present = rows >= 0
         out[present] = self.voltages[rows[present]]
         return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SensitivityReply:
+    """The answer to a SensitivityRequest, published in the grid's mailbox ``sensitivity/<site>``.
+
+    `h` is dV/dP of every voltage-vector entry for each phase of the site's load (pu per kW,
+    shape (len(index), 3)), estimated at the operating point of `time_s`.
+    """
+
+    grid: str
+    site: str
+    time_s: float
+    index: VoltageIndex
+    h: np.ndarray
+    delta_kw: float = 100.0

@@ -20,7 +20,7 @@ base (each branch on its own voltage base), which adds up meaningfully across tr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,7 +31,7 @@ import numpy as np
 from g2gsim.grid.engine import DSSEngine
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
+    pass
 
 #: System base of per-unit impedances on edges (MVA).
 SYSTEM_BASE_MVA = 1.0
@@ -168,17 +168,6 @@ class FeederTopology:
         return zone
 
     # -- drawing ----------------------------------------------------------------------------------
-    def plot(
-        self,
-        ax: Axes | None = None,
-        highlight: Mapping[str, str] | Iterable[str] | None = None,
-        *,
-        labels: bool = False,
-    ) -> Axes:
-        """Draw the feeder (see :func:`g2gsim.plots.plot_feeder`, which holds the drawing code)."""
-        from g2gsim.plots.feeder import plot_feeder
-
-        return plot_feeder(self, ax=ax, highlight=highlight, labels=labels)
 
 
 # -- reading the circuit --------------------------------------------------------------------------------

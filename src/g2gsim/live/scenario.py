@@ -51,7 +51,7 @@ def fake_cluster_for(
         if site.live is None:
             continue
         for entry in site.models:
-            specs[entry.model] = catalogue[entry.model]
+            specs[entry.model] = entry.spec(catalogue)
             batches[entry.model] = entry.initial_batch
     if not specs:
         raise ValueError(f"scenario {scenario.name!r} has no live site")

@@ -29,6 +29,7 @@ from g2gsim.plots.run import (
 )
 from g2gsim.plots.scenario import write_scenario_plots
 from g2gsim.plots.studies import plot_metric_by_bus, plot_metric_heatmap, plot_sensitivity
+from g2gsim.scenarios.runner import register_figure_writer as _register_figure_writer
 
 __all__ = [
     "EDGE_STYLE",
@@ -52,3 +53,6 @@ __all__ = [
     "write_figure",
     "write_scenario_plots",
 ]
+
+# run_scenario(..., plots=True) draws through this writer (the scenarios layer cannot import plots).
+_register_figure_writer("plots", write_scenario_plots)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -11,6 +12,7 @@ from typing import Any, cast
 import numpy as np
 
 from g2gsim.grid.errors import GridError
+from g2gsim.kernel.registry import load_plugins
 from g2gsim.kernel.results import RunResult
 from g2gsim.kernel.simulation import ComponentError
 from g2gsim.metrics import (
@@ -72,10 +74,28 @@ def run_scenario(
         metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))
         run.files.append(metrics_file)
         if plots:
-            from g2gsim.plots import write_scenario_plots
-
-            run.files.extend(write_scenario_plots(built, result, folder / "plots"))
+            run.files.extend(_figure_writer()(built, result, folder / "plots"))
     return run
+
+
+#: Draws a run's figures into a folder and returns the files (``g2gsim.plots`` registers one).
+FigureWriter = Callable[[BuiltScenario, RunResult, Path], list[Path]]
+_figure_writers: dict[str, FigureWriter] = {}
+
+
+def register_figure_writer(name: str, writer: FigureWriter) -> None:
+    """Make `writer` draw the figures of ``run_scenario(..., plots=True)`` (the newest wins)."""
+    _figure_writers.pop(name, None)
+    _figure_writers[name] = writer
+
+
+def _figure_writer() -> FigureWriter:
+    """The registered figure writer; the plots package is a plugin, found through its entry point."""
+    if not _figure_writers:
+        load_plugins()
+    if not _figure_writers:
+        raise RunFailed("no figure writer is registered: import g2gsim.plots (or run with plots=False)")
+    return next(reversed(_figure_writers.values()))
 
 
 def _simulate(built: BuiltScenario, folder: Path | None, progress: bool, chunk_s: float) -> RunResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,7 +204,7 @@ def scaled_site(scenario: Scenario, gpus: int, site: int = 0) -> dict[str, Any]:
         raw = entry.model_dump(mode="json")
         raw["replicas"] = int(round(entry.replicas * f))
         raw["ramps"] = [{**r, "target": int(round(r["target"] * f))} for r in raw["ramps"]]
-        needed += raw["replicas"] * catalogue[entry.model].gpus_per_replica
+        needed += raw["replicas"] * entry.spec(catalogue).gpus_per_replica
         models.append(raw)
     training = [{**t.model_dump(mode="json"), "n_gpus": max(1, int(round(t.n_gpus * f)))} for t in section.training]
     peak = max(
@@ -298,26 +298,16 @@ def hosting_capacity(
     linearized = bool(run.pop("linearized_grid", False))
     folder = Path(out)
     candidates = [b.lower() for b in (buses or candidate_buses(scenario))]
-    base_gpus = site_gpus(scenario, site)
-    top = int(max_gpus or 4 * base_gpus)
+    top = int(max_gpus or 4 * site_gpus(scenario, site))
     step = max(1, int(resolution_gpus))
-    lo = {b: 0 for b in candidates}  # largest size known feasible (0: none tried / assumed)
-    hi: dict[str, int | None] = {b: None for b in candidates}  # smallest size known infeasible
-    n_eval = {b: 0 for b in candidates}
-    n_failed = {b: 0 for b in candidates}
+    searches = {b: _BusSearch() for b in candidates}
     trial = {b: top for b in candidates}
     round_no = 0
     checked = False
     study_rows: list[pd.DataFrame] = []
     while trial:
         round_no += 1
-        points, labels = [], []
-        for bus, size in trial.items():
-            points.append({f"sites.{site}.bus": bus, **scaled_site(scenario, size, site)})
-            labels.append({"bus": bus, "site_gpus": size})
-        sweep = sweep_from_points(
-            scenario, points, name=f"hosting capacity round {round_no}", labels=labels, linearized_grid=linearized
-        )
+        sweep, points = _hosting_round(scenario, trial, site, round_no, linearized)
         with warnings.catch_warnings():  # the rounds are different sweeps into one folder by design
             warnings.simplefilter("ignore", SweepFolderWarning)
             result = run_sweep(sweep, folder, **run)
@@ -326,50 +316,76 @@ def hosting_capacity(
                 f"hosting capacity: the executor lost every run of round {round_no}; fix it and call again "
                 f"with the same folder ({folder}) to resume"
             )
-        run_of = {(t.labels["bus"], t.labels["site_gpus"]): t.run_id for t in sweep.tasks()}
-        rows = {r["run_id"]: r for r in result.table.to_dict("records")}
         study_rows.append(result.table)
         if not checked and "status" in result.table and (result.table["status"] == "ok").any():
             available = numeric_metrics(result.table, exclude=["site_gpus", *points[0]])
             if metric not in available:
                 raise MetricError(metric, available)
             checked = True
+        run_of = {(t.labels["bus"], t.labels["site_gpus"]): t.run_id for t in sweep.tasks()}
+        rows = {r["run_id"]: r for r in result.table.to_dict("records")}
         next_trial: dict[str, int] = {}
         for bus, size in trial.items():
             row = rows.get(run_of[(bus, size)])
             if row is None:  # lost to the executor: try again next round
                 next_trial[bus] = size
                 continue
-            n_eval[bus] += 1
-            n_failed[bus] += int(row.get("status") != "ok")
-            value = row.get(metric)
-            feasible = row.get("status") == "ok" and value is not None and not pd.isna(value) and value <= threshold
-            if feasible:
-                lo[bus] = max(lo[bus], size)
-            else:
-                hi[bus] = size if hi[bus] is None else min(hi[bus], size)  # type: ignore[type-var]
-            upper = hi[bus]
-            if upper is None:
-                continue  # feasible at the top size: capacity >= top
-            if upper - lo[bus] > step:
-                mid = lo[bus] + ((upper - lo[bus]) // 2 // step) * step
-                next_trial[bus] = mid if mid > lo[bus] else lo[bus] + step
+            following = searches[bus].record(size, row, metric, threshold, step)
+            if following is not None:
+                next_trial[bus] = following
         trial = next_trial
-    table = pd.DataFrame(
-        [
-            {
-                "bus": b,
-                "capacity_gpus": lo[b],
-                "infeasible_gpus": hi[b],
-                "at_upper_bound": hi[b] is None,
-                "n_evaluations": n_eval[b],
-                "n_failed": n_failed[b],
-            }
-            for b in candidates
-        ]
-    )
+    table = pd.DataFrame([{"bus": b, **searches[b].row()} for b in candidates])
     table.to_csv(folder / "hosting_capacity.csv", index=False)
     return HostingCapacity(table=table, runs=_concat_runs(study_rows), out=folder)
+
+
+def _hosting_round(
+    scenario: Scenario, trial: Mapping[str, int], site: int, round_no: int, linearized: bool
+) -> tuple[Sweep, list[dict[str, Any]]]:
+    """One bisection round as a sweep: every open bus at its trial size."""
+    points, labels = [], []
+    for bus, size in trial.items():
+        points.append({f"sites.{site}.bus": bus, **scaled_site(scenario, size, site)})
+        labels.append({"bus": bus, "site_gpus": size})
+    sweep = sweep_from_points(
+        scenario, points, name=f"hosting capacity round {round_no}", labels=labels, linearized_grid=linearized
+    )
+    return sweep, points
+
+
+@dataclass
+class _BusSearch:
+    """Bisection state of one bus: the largest size known feasible, the smallest known infeasible."""
+
+    lo: int = 0
+    hi: int | None = None
+    n_evaluations: int = 0
+    n_failed: int = 0
+
+    def record(self, size: int, row: Mapping[str, Any], metric: str, threshold: float, step: int) -> int | None:
+        """Take one run's outcome; the next size to try, or None when the bus is settled."""
+        self.n_evaluations += 1
+        ok = row.get("status") == "ok"
+        self.n_failed += int(not ok)
+        value = row.get(metric)
+        if ok and value is not None and not pd.isna(value) and value <= threshold:
+            self.lo = max(self.lo, size)
+        else:
+            self.hi = size if self.hi is None else min(self.hi, size)
+        if self.hi is None or self.hi - self.lo <= step:
+            return None  # feasible at the top size (capacity >= top), or resolved
+        mid = self.lo + ((self.hi - self.lo) // 2 // step) * step
+        return mid if mid > self.lo else self.lo + step
+
+    def row(self) -> dict[str, Any]:
+        """This bus's line of the hosting-capacity table."""
+        return {
+            "capacity_gpus": self.lo,
+            "infeasible_gpus": self.hi,
+            "at_upper_bound": self.hi is None,
+            "n_evaluations": self.n_evaluations,
+            "n_failed": self.n_failed,
+        }
 
 
 def _concat_runs(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -548,51 +548,16 @@ def run_sweep(
     n_skipped = len(tasks) - len(pending)
     # the serial executor runs a task at submit: one at a time, so each row is written before the next run
     window = 1 if isinstance(pool, _SerialExecutor) else max_in_flight or max(2, 2 * parallelism)
-    n_ok = n_failed = 0
-    lost: list[str] = []
     from tqdm import tqdm
 
     bar = tqdm(total=len(pending), desc=sweep.name, unit="run", disable=not progress, dynamic_ncols=True)
-    queue = list(reversed(pending))
-    in_flight: dict[cf.Future, RunTask] = {}
-    broken = False
     try:
-        while queue or in_flight:
-            while queue and len(in_flight) < window and not broken:
-                task = queue.pop()
-                try:
-                    in_flight[pool.submit(execute_task, task)] = task
-                except Exception:
-                    lost.append(task.run_id)
-                    broken = True
-            if broken and queue:
-                lost.extend(t.run_id for t in reversed(queue))
-                queue.clear()
-            if not in_flight:
-                break
-            finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                task = in_flight.pop(future)
-                try:
-                    row = future.result()
-                except Exception:
-                    lost.append(task.run_id)
-                    broken = broken or _pool_is_broken(pool)
-                    continue
-                row["order"] = order[task.run_id]
-                _write_row(folder, row)
-                if row["status"] == "ok":
-                    n_ok += 1
-                else:
-                    n_failed += 1
-                bar.update(1)
-                bar.set_postfix(failed=n_failed, refresh=False)
-                if on_result is not None:
-                    on_result(row)
+        counts = _dispatch(pool, pending, window, bar, lambda row: _record(row, folder, order, on_result))
     finally:
         bar.close()
         if owned:
             _close(pool)
+    n_ok, n_failed, lost = counts.n_ok, counts.n_failed, counts.lost
     ids = set(order)
     table = load_results(folder)
     if not table.empty and "run_id" in table:
@@ -614,6 +579,69 @@ def run_sweep(
         wall_s=time.perf_counter() - start,
         lost=lost,
     )
+
+
+@dataclass
+class _Dispatched:
+    """What a dispatch loop saw: finished runs by status, and the runs the executor lost."""
+
+    n_ok: int = 0
+    n_failed: int = 0
+    lost: list[str] = field(default_factory=list)
+
+
+def _dispatch(
+    pool: cf.Executor, pending: list[RunTask], window: int, bar: Any, record: Callable[[dict[str, Any]], None]
+) -> _Dispatched:
+    """Submit `pending` keeping at most `window` in flight; `record` each finished row at once.
+
+    A task the executor refuses or loses (a killed worker) is listed as lost; once the pool is
+    broken, nothing more is submitted and the rest is lost too (a rerun resumes them).
+    """
+    counts = _Dispatched()
+    queue = list(reversed(pending))
+    in_flight: dict[cf.Future[dict[str, Any]], RunTask] = {}
+    broken = False
+    while queue or in_flight:
+        while queue and len(in_flight) < window and not broken:
+            task = queue.pop()
+            try:
+                in_flight[pool.submit(execute_task, task)] = task
+            except Exception:
+                counts.lost.append(task.run_id)
+                broken = True
+        if broken and queue:
+            counts.lost.extend(t.run_id for t in reversed(queue))
+            queue.clear()
+        if not in_flight:
+            break
+        finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+        for future in finished:
+            task = in_flight.pop(future)
+            try:
+                row = future.result()
+            except Exception:
+                counts.lost.append(task.run_id)
+                broken = broken or _pool_is_broken(pool)
+                continue
+            record(row)
+            if row["status"] == "ok":
+                counts.n_ok += 1
+            else:
+                counts.n_failed += 1
+            bar.update(1)
+            bar.set_postfix(failed=counts.n_failed, refresh=False)
+    return counts
+
+
+def _record(
+    row: dict[str, Any], folder: Path, order: Mapping[str, int], on_result: Callable[[dict[str, Any]], None] | None
+) -> None:
+    """Write one finished run's row at once, then tell the caller."""
+    row["order"] = order[row["run_id"]]
+    _write_row(folder, row)
+    if on_result is not None:
+        on_result(row)
 
 
 def sweep_folder_mismatch(folder: str | Path, sweep: Sweep) -> str | None:
