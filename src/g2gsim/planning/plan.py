@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from pydantic import Field
@@ -60,7 +60,7 @@ class SloTargets(Section):
             out.append("a ttft_deadline_s needs the lengths it is taken at: give input_tokens and output_tokens")
         return out
 
-    def merged(self, other: SloTargets | None) -> SloTargets:
+    def merged(self, other: SloTargets | None) -> Self:
         """These targets with every field `other` sets taking its value."""
         if other is None:
             return self

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import overload
 
 import numpy as np
 
@@ -121,14 +120,6 @@ class TtftModel:
         memory = self.prefill_bytes(prompt_tokens) / (self.gpus * self.bandwidth * self.bandwidth_efficiency)
         return max(compute, memory)
 
-    @overload
-    def ttft_s(
-        self, batch: float, itl_s: float, input_tokens: int, output_tokens: int, slowdown: float = ...
-    ) -> float: ...
-    @overload
-    def ttft_s(
-        self, batch: np.ndarray, itl_s: np.ndarray, input_tokens: int, output_tokens: int, slowdown: np.ndarray = ...
-    ) -> np.ndarray: ...
     def ttft_s(
         self,
         batch: float | np.ndarray,
@@ -150,7 +141,10 @@ class TtftModel:
     def bound(self, itl: Callable[[int], float], deadline_s: float, input_tokens: int, output_tokens: int) -> Bound:
         """The TTFT bound at given lengths, with `itl(batch)` the decode step at each batch."""
         return Bound(
-            "ttft", lambda b: self.ttft_s(float(b), float(itl(b)), input_tokens, output_tokens), deadline_s, unit="s"
+            "ttft",
+            lambda b: float(self.ttft_s(float(b), float(itl(b)), input_tokens, output_tokens)),
+            deadline_s,
+            unit="s",
         )
 
 
@@ -190,7 +184,7 @@ def calibrate(model: TtftModel, samples: Sequence[TtftSample]) -> TtftCalibratio
     base = replace(model, scale=1.0)
     usable = []
     for sample in samples:
-        predicted = base.ttft_s(float(sample.batch), sample.itl_s, sample.input_tokens, sample.output_tokens)
+        predicted = float(base.ttft_s(float(sample.batch), sample.itl_s, sample.input_tokens, sample.output_tokens))
         if math.isfinite(predicted) and predicted > 0 and math.isfinite(sample.ttft_s) and sample.ttft_s > 0:
             usable.append((sample, math.log(sample.ttft_s / predicted)))
     if not usable:

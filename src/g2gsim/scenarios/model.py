@@ -459,10 +459,10 @@ def _check_batch_limit(slo: SloSection, entry: ModelEntry, spec: ModelSpec, wher
         raise ValueError(f"{where}: {'; '.join(problems)}")
     limit = slo.batch_limit
     if isinstance(limit, int):
-        if entry.initial_batch > limit:
-            raise ValueError(f"{where}: initial_batch {entry.initial_batch} is above batch_limit {limit}")
         if not any(b <= limit for b in spec.feasible):
             raise ValueError(f"{where}: batch_limit {limit} is below every feasible batch size {list(spec.feasible)}")
+        if entry.initial_batch > limit:
+            raise ValueError(f"{where}: initial_batch {entry.initial_batch} is above batch_limit {limit}")
 
 
 def _drop_none(value: Any) -> Any:
