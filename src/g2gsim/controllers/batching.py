@@ -4,6 +4,13 @@ The batch-size controllers move a continuous x_i = log2(batch_i) per model, clip
 [log2 min B_i, log2 max B_i] and command the feasible batch nearest to 2^x_i. This module
 holds that bookkeeping, plus the lookup of a model's columns in a :class:`DatacenterState`
 with errors that name the missing model.
+
+B_i is the site's spec of the model (:func:`feasible_sizes`), the same set the datacenter
+accepts: a scenario's ``batch_limit`` (a number, or ``"plan"``: the largest batch meeting the
+ITL, TTFT and KV-cache memory bounds of :mod:`g2gsim.planning`) cuts the spec's feasible
+sizes when the site is built, so every controller that builds its sets here (OFO,
+rule-based, load shifting, the power budget) stays at or below the limit, and the site
+refuses a command above it (a batch schedule's, say) with an error listing the sizes allowed.
 """
 
 from __future__ import annotations

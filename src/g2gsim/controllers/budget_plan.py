@@ -5,16 +5,21 @@ The problem, per re-plan, for the models i of one site::
     max  sum_i w_i n_i R_i(b_i) / s_i(b_i, c_i)
     s.t. U + sum_i G_i(n_i) min(r_i^P P_i(b_i) / g_i, c_i) <= B (1 - margin)
          r_i^L L_i(b_i) s_i(b_i, c_i) <= deadline_i (1 - latency_margin)   for every i
+         r_i^T T_i(b_i, c_i) <= ttft_deadline_i (1 - latency_margin)     where a TTFT bound is given
+         b_i <= memory_batch_i                                           where a memory bound is given
 
 with, per model, the batch b_i (from its feasible set), the active replicas n_i = N_i -
 round(f N_i) for a stand-down fraction f, and the GPU power cap c_i (from the site's cap
 grid, or none); g_i GPUs per replica; G_i(n) the GPUs the site powers for n replicas
 (whole servers: ceil(n g_i / gpus_per_server) gpus_per_server, holding G_i / g_i
 replicas); P_i, L_i, R_i the logistic fits of power (W per replica), ITL (s) and
-throughput (tokens/s per replica); s_i = max(1, floor_i / c_i) the
+throughput (tokens/s per replica); T_i the TTFT model of :mod:`g2gsim.planning.ttft` (prefill
+slowed by the cap as decoding is, queueing at the option's ITL) and memory_batch_i the largest
+batch whose sequences fit in a replica's memory (:class:`~g2gsim.planning.ModelBounds`, the
+same bounds a scenario's ``batch_limit = "plan"`` uses); s_i = max(1, floor_i / c_i) the
 cap slowdown of :mod:`g2gsim.datacenter.power_cap`; U the uncontrolled load (base load,
 training: the site's power minus its models' power, its maximum over a recent window);
-r_i^P and r_i^L the online corrections. Knobs that are not allowed stay at their observed
+r_i^P, r_i^L and r_i^T the online corrections. Knobs that are not allowed stay at their observed
 values.
 
 Solution (exact, no heuristic): the per-model choices are enumerated (a few hundred per
@@ -27,7 +32,8 @@ lowest-ITL option. If nothing fits the budget, the plan is the least-power plan.
 
 Online correction: after each step the controller compares observation with prediction:
 r^P from the model's measured power over the predicted *uncapped* power, r^L from the
-observed ITL over the predicted ITL; each is smoothed exponentially (weight 0.3) and clipped
+observed ITL over the predicted ITL, r^T (where a live site reports TTFT) from the observed TTFT
+over the TTFT modelled at the observed batch and ITL; each is smoothed exponentially (weight 0.3) and clipped
 to [0.5, 2]. A power sample taken while the model is held at its cap (the cap is below the
 draw the model predicts, or the measured draw sits at the cap) is *censored*: it only says
 the true ratio is at least the observed one, so it can raise the estimate but never lower it
@@ -45,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from g2gsim.datacenter.power_cap import GpuPowerCaps
+from g2gsim.planning import ModelBounds
 
 __all__ = [
     "FlexibilityBand",
@@ -102,6 +109,18 @@ class ModelPlanSpec:
     fits: Any  # .power (W/replica), .latency (s), .throughput (tokens/s/replica) vs log2(batch)
     weight: float = 1.0
     gpus_per_server: int | None = None  # the site powers whole servers (None: exact GPU counts)
+    bounds: ModelBounds | None = None  # TTFT and memory bounds (None: ITL only)
+    ttft_deadline_s: float = math.inf  # TTFT the plan must meet, margin applied (inf: none)
+
+    @property
+    def memory_batch(self) -> int | None:
+        """Largest batch that fits in a replica's memory (None: no memory bound)."""
+        return None if self.bounds is None else self.bounds.memory_batch
+
+    @property
+    def has_ttft(self) -> bool:
+        """Whether the plan bounds this model's TTFT."""
+        return self.bounds is not None and self.bounds.ttft is not None and math.isfinite(self.ttft_deadline_s)
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,7 @@ class PlanInputs:
     uncontrolled_kw: float
     budget_kw: float  # the limit the plan must meet (margin already applied)
     gpu_power: GpuPowerCaps = field(default_factory=GpuPowerCaps)
+    ttft_ratio: tuple[float, ...] = ()  # TTFT corrections per model (empty: all 1)
 
 
 @dataclass(frozen=True)
@@ -131,7 +151,8 @@ class ModelOptions:
     value: np.ndarray
     itl_s: np.ndarray
     throughput: np.ndarray  # tokens/s of the model (unweighted)
-    feasible: np.ndarray  # ITL within the deadline
+    feasible: np.ndarray  # ITL within the deadline (and TTFT and memory where bounded)
+    ttft_s: np.ndarray | None = None  # modelled TTFT (None: no TTFT bound)
 
 
 def model_options(
@@ -143,6 +164,7 @@ def model_options(
     power_ratio: float,
     itl_ratio: float,
     gpu_power: GpuPowerCaps,
+    ttft_ratio: float = 1.0,
 ) -> ModelOptions:
     """Enumerate batch x stand-down x cap for one model (vectorised)."""
     b = np.asarray(sorted(set(int(x) for x in batches)), dtype=np.int64)
@@ -171,6 +193,14 @@ def model_options(
     power_kw = G * per_gpu / 1e3
     itl = lat[B] * slow
     throughput = E * thr[B] / slow
+    feasible = itl <= spec.deadline_s * (1 + 1e-12)
+    ttft = None
+    if spec.has_ttft:
+        assert spec.bounds is not None
+        ttft = spec.bounds.ttft_s(b[B].astype(float), itl, slow) * ttft_ratio
+        feasible &= ttft <= spec.ttft_deadline_s * (1 + 1e-12)
+    if spec.memory_batch is not None:
+        feasible &= b[B] <= spec.memory_batch
     return ModelOptions(
         batch=b[B],
         replicas=N,
@@ -179,7 +209,8 @@ def model_options(
         value=spec.weight * throughput,
         itl_s=itl,
         throughput=throughput,
-        feasible=itl <= spec.deadline_s * (1 + 1e-12),
+        feasible=feasible,
+        ttft_s=ttft,
     )
 
 
@@ -197,6 +228,7 @@ class Plan:
     fits_budget: bool
     band_kw: tuple[float, float]  # flexibility band (site power, kW)
     infeasible_models: tuple[str, ...] = ()
+    ttft_s: dict[str, float] = field(default_factory=dict)  # modelled TTFT of TTFT-bounded models
 
 
 def _pareto(power: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -220,9 +252,10 @@ def _candidates(opts: ModelOptions) -> tuple[np.ndarray, bool]:
 
 def plan_exact(inputs: PlanInputs) -> Plan:
     """The exact optimum of the discrete problem (Pareto dynamic program over models)."""
+    ttft_ratio = inputs.ttft_ratio or (1.0,) * len(inputs.models)
     options = [
-        model_options(spec, n, b, s, c, rp, rl, inputs.gpu_power)
-        for spec, n, b, s, c, rp, rl in zip(
+        model_options(spec, n, b, s, c, rp, rl, inputs.gpu_power, rt)
+        for spec, n, b, s, c, rp, rl, rt in zip(
             inputs.models,
             inputs.available,
             inputs.batches,
@@ -230,6 +263,7 @@ def plan_exact(inputs: PlanInputs) -> Plan:
             inputs.caps_w,
             inputs.power_ratio,
             inputs.itl_ratio,
+            ttft_ratio,
             strict=True,
         )
     ]
@@ -290,6 +324,9 @@ def plan_exact(inputs: PlanInputs) -> Plan:
         fits_budget=bool(fits and total <= inputs.budget_kw + 1e-6),
         band_kw=band,
         infeasible_models=tuple(infeasible),
+        ttft_s={
+            lb: float(o.ttft_s[pick_of[lb]]) for o, lb in zip(options, labels, strict=True) if o.ttft_s is not None
+        },
     )
 
 

@@ -2,8 +2,10 @@
 
 The controller solves, at each re-plan, the exact discrete problem of
 :mod:`g2gsim.controllers.budget_plan` (batch, stand-down fraction and GPU power cap per model,
-maximising weighted throughput under the budget and every ITL deadline) with the online
-corrections of :class:`~g2gsim.controllers.budget_plan.RatioEstimator`.
+maximising weighted throughput under the budget and every ITL deadline, and the TTFT and
+memory bounds where the scenario gives SLO targets: the same bounds ``batch_limit = "plan"``
+uses) with the online corrections of :class:`~g2gsim.controllers.budget_plan.RatioEstimator`
+(power, ITL, and TTFT where the site reports it).
 
 Re-planning: at once when the budget moves by more than 5 % from the one the plan used (a
 budget publish is a kernel event; the controller waits on it, not on its clock); when a
@@ -32,7 +34,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -63,6 +65,7 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.planning import ModelBounds
 
 __all__ = [
     "FlexibilityBand",
@@ -160,6 +163,15 @@ class PowerBudgetSection(ControllerSection):
     """Tuning (knobs, weights, margins, re-plan thresholds)."""
 
 
+@runtime_checkable
+class SloContext(Protocol):
+    """A build context that knows each site's SLO bounds (a scenario's, with its SLO targets)."""
+
+    def slo_bounds(self, site: str) -> Mapping[str, ModelBounds]:
+        """The bounds of each model of a site that has SLO targets."""
+        ...
+
+
 # -- the controller ---------------------------------------------------------------------------
 class PowerBudgetController(BudgetFollower):
     """Keeps one site under the budget of a :class:`BudgetSource` (see the module text).
@@ -171,6 +183,7 @@ class PowerBudgetController(BudgetFollower):
         config: Tuning.
         period: Polling period for corrections and drift checks, s.
         fits: Logistic fits per model label (default: the site's data source).
+        bounds: TTFT and memory bounds per model label (default: none, ITL only).
     """
 
     @renamed_keyword("datacenter", "site")
@@ -183,6 +196,7 @@ class PowerBudgetController(BudgetFollower):
         period: TimeLike | None = Fraction(1),
         *,
         fits: Mapping[str, Any] | None = None,
+        bounds: Mapping[str, ModelBounds] | None = None,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
     ) -> None:
@@ -191,6 +205,7 @@ class PowerBudgetController(BudgetFollower):
             raise TypeError(f"{name!r}: config must be a PowerBudgetConfig, got {type(config).__name__}")
         self.config = config or PowerBudgetConfig()
         self.fits = None if fits is None else dict(fits)
+        self.bounds = dict(bounds or {})
 
     @classmethod
     def from_config(cls, section: PowerBudgetSection, context: BuildContext) -> PowerBudgetController:
@@ -201,7 +216,16 @@ class PowerBudgetController(BudgetFollower):
                 f"controllers.{section.name}.params.knobs: {knobs} includes 'caps', but live site {section.site!r} "
                 "cannot apply GPU power caps; allowed there: 'batch', 'replicas'"
             )
-        return cls(section.name, section.site, section.budget, section.params, section.period_s, **section.links())
+        bounds = context.slo_bounds(section.site) if isinstance(context, SloContext) else None
+        return cls(
+            section.name,
+            section.site,
+            section.budget,
+            section.params,
+            section.period_s,
+            bounds=bounds,
+            **section.links(),
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def reset(self, ctx: RunContext) -> None:
@@ -210,7 +234,7 @@ class PowerBudgetController(BudgetFollower):
         self._plan: Plan | None = None
         self._plan_time = -math.inf
         self._plan_budget = math.nan
-        self._plan_ratios: np.ndarray | None = None  # (2, M) power and ITL ratios the plan used
+        self._plan_ratios: np.ndarray | None = None  # (3, M) power, ITL and TTFT ratios the plan used
         self._plan_uncontrolled = math.nan
         self._command_time = -math.inf
         self._drift_count = 0
@@ -232,17 +256,20 @@ class PowerBudgetController(BudgetFollower):
         assert isinstance(site, Datacenter)
         specs = dict(site.specs)
         cfg = self.config
-        unknown = sorted(set(cfg.weights) - set(specs))
-        if unknown:
-            raise ValueError(
-                f"power budget controller {self.name!r}: params.weights names {unknown}, not models of site "
-                f"{self.site!r}; its models: {sorted(specs)}"
-            )
+        for what, named in (("params.weights", cfg.weights), ("bounds", self.bounds)):
+            unknown = sorted(set(named) - set(specs))
+            if unknown:
+                raise ValueError(
+                    f"power budget controller {self.name!r}: {what} names {unknown}, not models of site "
+                    f"{self.site!r}; its models: {sorted(specs)}"
+                )
         facility = getattr(getattr(site, "config", None), "facility", None)
         gps = getattr(facility, "gpus_per_server", None)
         models = []
         for label, spec in specs.items():
             fits = self.fits[label] if self.fits is not None else site.data.logistic_fits(spec)
+            bounds = self.bounds.get(label)
+            ttft = bounds.targets.ttft_deadline_s if bounds is not None else None
             models.append(
                 ModelPlanSpec(
                     label,
@@ -251,15 +278,19 @@ class PowerBudgetController(BudgetFollower):
                     fits,
                     float(cfg.weights.get(label, 1.0)),
                     gps,
+                    bounds,
+                    math.inf if ttft is None else float(ttft) * (1.0 - cfg.latency_margin),
                 )
             )
         self._models = tuple(models)
         self._deadline = np.array([float(specs[label].itl_deadline_s) for label in self._labels])
+        self._ttft_deadline = np.array([m.ttft_deadline_s / (1.0 - cfg.latency_margin) for m in self._models])
         self._sizes = tuple(feasible_sizes(specs[label]) for label in self._labels)
         caps = cfg.cap_levels_w or self._gpu_power.levels()
         self._cap_grid = tuple(sorted({self._gpu_power.quantise(c) for c in caps}))
         self._power_est = [RatioEstimator(cfg.smoothing, cfg.ratio_min, cfg.ratio_max) for _ in self._labels]
         self._itl_est = [RatioEstimator(cfg.smoothing, cfg.ratio_min, cfg.ratio_max) for _ in self._labels]
+        self._ttft_est = [RatioEstimator(cfg.smoothing, cfg.ratio_min, cfg.ratio_max) for _ in self._labels]
 
     # -- inspection -------------------------------------------------------------------------
     @property
@@ -272,6 +303,15 @@ class PowerBudgetController(BudgetFollower):
         """(power ratio, ITL ratio) per model."""
         return {lb: (p.value, q.value) for lb, p, q in zip(self._labels, self._power_est, self._itl_est, strict=True)}
 
+    @property
+    def ttft_ratios(self) -> dict[str, float]:
+        """Observed over modelled TTFT per TTFT-bounded model (1 until a site reports TTFT)."""
+        return {m.label: e.value for m, e in zip(self._models, self._ttft_est, strict=True) if m.has_ttft}
+
+    def _all_ratios(self) -> np.ndarray:
+        """(3, M): the power, ITL and TTFT ratios."""
+        return np.array([[e.value for e in est] for est in (self._power_est, self._itl_est, self._ttft_est)])
+
     # -- observation ------------------------------------------------------------------------
     def _observe(self, state: Any) -> dict[str, np.ndarray]:
         cols = state_columns(state, self._labels, owner=f"power budget {self.name!r}")
@@ -280,10 +320,12 @@ class PowerBudgetController(BudgetFollower):
         cap = np.where(np.isfinite(cap), cap, math.inf)
         model_power = np.asarray(state.model_power_w, dtype=float)[cols]
         total = float(np.sum(state.power_w))
+        ttft = getattr(state, "ttft_s", None)  # reported by live sites
         return {
             "batch": np.asarray(state.batch, dtype=np.int64)[cols],
             "replicas": np.asarray(state.replicas, dtype=np.int64)[cols],
             "itl": np.asarray(state.itl_s, dtype=float)[cols],
+            "ttft": np.full(len(cols), math.nan) if ttft is None else np.asarray(ttft, dtype=float)[cols],
             "power": model_power,
             "cap": cap,
             "total_kw": np.array(total / 1e3),
@@ -313,6 +355,16 @@ class PowerBudgetController(BudgetFollower):
                 floor = self._gpu_power.floor(spec.label, draw)
                 slow = max(1.0, floor / cap) if math.isfinite(cap) else 1.0
                 self._itl_est[i].update(itl, spec.fits.latency.eval_x(x) * slow)
+                self._correct_ttft(i, int(obs["batch"][i]), itl, float(obs["ttft"][i]), slow)
+
+    def _correct_ttft(self, i: int, batch: int, itl: float, ttft: float, slow: float) -> None:
+        """Update the TTFT ratio from an observed TTFT, against the model at the observed batch and ITL."""
+        spec = self._models[i]
+        if not (spec.has_ttft and math.isfinite(ttft)):
+            return
+        assert spec.bounds is not None
+        predicted = spec.bounds.ttft_s(np.array(float(batch)), np.array(itl), slow)
+        self._ttft_est[i].update(ttft, float(predicted))
 
     def _uncontrolled_kw(self, now: float, value: float) -> float:
         window = self._uncontrolled
@@ -344,6 +396,7 @@ class PowerBudgetController(BudgetFollower):
             caps_w=tuple(caps),
             power_ratio=tuple(e.value for e in self._power_est),
             itl_ratio=tuple(e.value for e in self._itl_est),
+            ttft_ratio=tuple(e.value for e in self._ttft_est),
             uncontrolled_kw=uncontrolled_kw,
             budget_kw=budget_kw * (1.0 - self.config.margin),
             gpu_power=self._gpu_power,
@@ -379,27 +432,27 @@ class PowerBudgetController(BudgetFollower):
         self._plan_time = now
         self._plan_budget = budget
         self._plan_uncontrolled = uncontrolled
-        self._plan_ratios = np.array([[e.value for e in self._power_est], [e.value for e in self._itl_est]])
+        self._plan_ratios = self._all_ratios()
         self._drift_count = 0
         self._over_count = 0
         self._late_count = 0
         self.replans += 1
         self.replan_reasons.append((now, reason))
-        ctx.event(
-            "budget_plan",
-            {
-                "reason": reason,
-                "budget_kw": budget,
-                "target_kw": target,
-                "planned_kw": plan.power_kw,
-                "fits_budget": plan.fits_budget,
-                "batch": plan.batch,
-                "replicas": plan.replicas,
-                "cap_w": plan.cap_w,
-                "band_kw": list(plan.band_kw),
-                "infeasible_models": list(plan.infeasible_models),
-            },
-        )
+        payload = {
+            "reason": reason,
+            "budget_kw": budget,
+            "target_kw": target,
+            "planned_kw": plan.power_kw,
+            "fits_budget": plan.fits_budget,
+            "batch": plan.batch,
+            "replicas": plan.replicas,
+            "cap_w": plan.cap_w,
+            "band_kw": list(plan.band_kw),
+            "infeasible_models": list(plan.infeasible_models),
+        }
+        if plan.ttft_s:
+            payload["ttft_s"] = plan.ttft_s
+        ctx.event("budget_plan", payload)
         return self._commands(obs, plan)
 
     def _commands(self, obs: dict[str, np.ndarray], plan: Plan) -> list[Command]:
@@ -469,8 +522,7 @@ class PowerBudgetController(BudgetFollower):
         else:
             # drift of a correction (or of the uncontrolled load) from what the plan used
             assert self._plan_ratios is not None
-            now_ratios = np.array([[e.value for e in self._power_est], [e.value for e in self._itl_est]])
-            drift = np.abs(now_ratios / self._plan_ratios - 1.0).max()
+            drift = np.abs(self._all_ratios() / self._plan_ratios - 1.0).max()
             u_drift = abs(uncontrolled - self._plan_uncontrolled) / max(self._plan_uncontrolled, 1e-9)
             if settled and max(drift, u_drift) > cfg.drift_threshold:
                 self._drift_count += 1
@@ -478,8 +530,7 @@ class PowerBudgetController(BudgetFollower):
                 self._drift_count = 0
             over = float(obs["total_kw"]) > budget * (1 + cfg.overshoot_tolerance)
             self._over_count = self._over_count + 1 if (over and settled) else 0
-            itl = obs["itl"]
-            late = bool(np.any(np.isfinite(itl) & (itl > self._deadline * (1 + cfg.overshoot_tolerance))))
+            late = self._late(obs)
             self._late_count = self._late_count + 1 if (late and settled) else 0
             if self._drift_count >= cfg.drift_steps and now - self._plan_time >= cfg.cooldown_s:
                 commands = self._replan(tick, obs, "drift")
@@ -492,6 +543,14 @@ class PowerBudgetController(BudgetFollower):
         self._record(now, budget, obs, uncontrolled)
         return commands
 
+    def _late(self, obs: dict[str, np.ndarray]) -> bool:
+        """Whether some model's observed ITL, or TTFT where bounded, is past its deadline (plus the tolerance)."""
+        over = 1 + self.config.overshoot_tolerance
+        itl, ttft = obs["itl"], obs["ttft"]
+        late_itl = np.isfinite(itl) & (itl > self._deadline * over)
+        late_ttft = np.isfinite(ttft) & (ttft > self._ttft_deadline * over)
+        return bool(np.any(late_itl | late_ttft))
+
     def _record(self, now: float, budget: float, obs: dict[str, np.ndarray], uncontrolled: float) -> None:
         plan = self._plan
         if plan is not None:
@@ -502,13 +561,13 @@ class PowerBudgetController(BudgetFollower):
         else:
             low = high = planned = math.nan
         self._log.append((now, budget, planned, float(obs["total_kw"]), low, high, float(self.replans)))
-        self._ratio_log.append(np.array([e.value for e in self._power_est] + [e.value for e in self._itl_est]))
+        self._ratio_log.append(self._all_ratios().ravel())
         self._flex_box.publish(self.ctx.now, FlexibilityBand(self.site, now, low, high, budget, planned))
 
     # -- results ----------------------------------------------------------------------------
     def tables(self) -> dict[str, pd.DataFrame]:
         """``budget_control``: time_s, budget_kw, planned_kw, measured_kw, flex_low_kw, flex_high_kw,
-        replans, and the power and ITL ratios per model."""
+        replans, and the power and ITL ratios per model (and the TTFT ratio of TTFT-bounded models)."""
         if not self._log:
             return {}
         data = np.array(self._log)
@@ -523,6 +582,8 @@ class PowerBudgetController(BudgetFollower):
         for i, label in enumerate(self._labels):
             columns[f"power_ratio.{label}"] = ratios[:, i]
             columns[f"itl_ratio.{label}"] = ratios[:, m + i]
+            if self._models[i].has_ttft:
+                columns[f"ttft_ratio.{label}"] = ratios[:, 2 * m + i]
         return {"budget_control": pd.DataFrame(columns)}
 
     def summary(self) -> dict[str, Any]:

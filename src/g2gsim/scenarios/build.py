@@ -35,11 +35,13 @@ from g2gsim.grid.opendss import OpenDSSGrid
 from g2gsim.kernel.component import Component
 from g2gsim.kernel.registry import ComponentKind, UnknownKindError, expect, lookup, register
 from g2gsim.kernel.simulation import Simulation
+from g2gsim.planning import BatchPlan, MissingFigureError, ModelBounds, limit_spec, plan_model
 from g2gsim.scenarios.model import GridSection, Scenario, ScenarioError, SiteSection, TrainingEntry
 
 __all__ = [
     "BuiltScenario",
     "ScenarioContext",
+    "batch_limits",
     "build_controller",
     "build_simulation",
     "datacenter_config",
@@ -116,8 +118,29 @@ class ScenarioContext:
         return any(s.name == site and s.live is not None for s in self.scenario.sites)
 
     def datacenter_config(self, site: SiteSection) -> DatacenterConfig:
-        """The trace-driven configuration of a site section."""
-        return datacenter_config(site, self.catalogue)
+        """The configuration of a site section, each model's feasible sizes cut at its batch limit."""
+        return datacenter_config(site, self.catalogue, self.batch_limits(site))
+
+    @cached_property
+    def _limits(self) -> dict[str, dict[str, BatchLimit]]:
+        return {site.name: batch_limits(site, self.catalogue, self.data) for site in self.scenario.sites}
+
+    def batch_limits(self, site: SiteSection) -> dict[str, BatchLimit]:
+        """The batch limit of each model of a site that has one (planned with the data source)."""
+        return self._limits[site.name]
+
+    def slo_bounds(self, site: str) -> dict[str, ModelBounds]:
+        """Every bound of each model of the named site (ITL deadline, TTFT deadline, memory), as planned."""
+        sections = {s.name: s for s in self.scenario.sites}
+        if site not in sections:
+            raise KeyError(f"no site {site!r}; sites: {sorted(sections)}")
+        section = sections[site]
+        out = {}
+        for entry in section.models:
+            slo = section.slo_of(entry)
+            if slo.has_lengths:
+                out[entry.model] = _bounds(entry.spec(self.catalogue), slo, self.data, f"site {site!r}")
+        return out
 
     def site_seed(self, site: SiteSection) -> int | None:
         """The seed of a site's random streams."""
@@ -144,8 +167,62 @@ def _training(entries: tuple[TrainingEntry, ...]) -> TrainingSchedule:
     return schedule
 
 
-def datacenter_config(site: SiteSection, catalogue: Mapping[str, ModelSpec]) -> DatacenterConfig:
-    """The trace-driven datacenter configuration of one site section."""
+@dataclass(frozen=True)
+class BatchLimit:
+    """A model's batch limit: a number from the scenario, or planned (then with its plan)."""
+
+    limit: int
+    plan: BatchPlan | None = None
+
+    def why(self) -> str:
+        """What set the limit, for messages."""
+        if self.plan is None:
+            return "batch_limit in the scenario"
+        return f"planned; binding bound: {self.plan.binding}"
+
+
+def _bounds(spec: ModelSpec, slo: Any, data: DataSource | None, where: str) -> ModelBounds:
+    try:
+        return ModelBounds.of(spec, slo.targets(), source=data)
+    except (MissingFigureError, ValueError) as exc:
+        raise ScenarioError(f"{where}, model {spec.model_label!r}: {exc}") from None
+
+
+def batch_limits(
+    site: SiteSection, catalogue: Mapping[str, ModelSpec], data: DataSource | None
+) -> dict[str, BatchLimit]:
+    """Per model of a site with a ``batch_limit``: the number given, or the plan's largest feasible batch
+    meeting every bound (which needs the data source's fits)."""
+    out = {}
+    where = f"site {site.name!r}"
+    for entry in site.models:
+        slo = site.slo_of(entry)
+        if slo.batch_limit is None:
+            continue
+        if isinstance(slo.batch_limit, int):
+            out[entry.model] = BatchLimit(slo.batch_limit)
+            continue
+        if data is None:
+            raise ScenarioError(f'{where}: batch_limit = "plan" of {entry.model!r} needs the data source')
+        spec = entry.spec(catalogue)
+        try:
+            fits = data.logistic_fits(spec)
+        except LookupError as exc:
+            raise ScenarioError(f'{where}: batch_limit = "plan" of {entry.model!r}: {exc}') from None
+        plan = plan_model(spec, fits, _bounds(spec, slo, data, where))
+        if plan.max_batch is None:
+            raise ScenarioError(
+                f'{where}: batch_limit = "plan" of {entry.model!r}: no feasible batch size {list(spec.feasible)} '
+                f"meets every bound (binding: {plan.binding}; limits {plan.limits})"
+            )
+        out[entry.model] = BatchLimit(plan.max_batch, plan)
+    return out
+
+
+def datacenter_config(
+    site: SiteSection, catalogue: Mapping[str, ModelSpec], limits: Mapping[str, BatchLimit] | None = None
+) -> DatacenterConfig:
+    """The datacenter configuration of one site section, each model's feasible sizes cut at its limit in `limits`."""
     deployments = []
     for entry in site.models:
         if entry.model not in catalogue:
@@ -153,7 +230,7 @@ def datacenter_config(site: SiteSection, catalogue: Mapping[str, ModelSpec]) -> 
         schedule = ReplicaSchedule(initial=entry.replicas)
         for ramp in entry.ramps:
             schedule = schedule.ramp_to(ramp.target, ramp.t_start_s, ramp.t_end_s)
-        spec = entry.spec(catalogue)
+        spec = _limited(site, entry.model, entry.initial_batch, entry.spec(catalogue), (limits or {}).get(entry.model))
         deployments.append(ModelDeployment(spec=spec, initial_batch=entry.initial_batch, replicas=schedule))
     return DatacenterConfig(
         deployments=tuple(deployments),
@@ -164,6 +241,23 @@ def datacenter_config(site: SiteSection, catalogue: Mapping[str, ModelSpec]) -> 
         seed=site.seed,
         gpu_power=site.gpu_power,
     )
+
+
+def _limited(site: SiteSection, label: str, initial: int, spec: ModelSpec, limit: BatchLimit | None) -> ModelSpec:
+    """`spec` cut at its batch limit; a starting batch above the limit is an error naming both."""
+    if limit is None:
+        return spec
+    where = f"site {site.name!r}, model {label!r}"
+    if initial > limit.limit:
+        kept = [b for b in spec.feasible if b <= limit.limit]
+        raise ScenarioError(
+            f"{where}: initial_batch {initial} is above the batch limit {limit.limit} ({limit.why()}); "
+            f"set initial_batch to one of {kept}"
+        )
+    try:
+        return limit_spec(spec, limit.limit, why=limit.why())
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
 
 
 def grid_config(grid: GridSection, sites: tuple[SiteSection, ...]) -> GridConfig:
@@ -242,11 +336,15 @@ def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltSc
         # An unknown feeder, an unreadable .dss or training-trace file.
         raise ScenarioError(f"scenario {scenario.name!r}: {exc}") from None
     assert isinstance(grid, OpenDSSGrid)
+    metadata: dict[str, Any] = {"scenario": scenario.name, "data_source": data.description}
+    limits = {site.name: {m: lim.limit for m, lim in context.batch_limits(site).items()} for site in scenario.sites}
+    if any(limits.values()):
+        metadata["batch_limits"] = {name: own for name, own in limits.items() if own}
     simulation = Simulation(
         [*sites.values(), grid, *controllers],
         scenario.horizon_s,
         seed=scenario.seed,
-        metadata={"scenario": scenario.name, "data_source": data.description},
+        metadata=metadata,
         realtime_factor=_realtime_factor(scenario),
     )
     return BuiltScenario(scenario=scenario, simulation=simulation, data=data, grid=grid, sites=sites)

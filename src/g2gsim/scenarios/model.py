@@ -40,6 +40,7 @@ from g2gsim.grid.config import TAP_STEP_PU, GridOptions, tap_pu
 from g2gsim.kernel.links import Seconds
 from g2gsim.kernel.registry import Section, UnknownKindError, kinds, lookup
 from g2gsim.kernel.time import as_period
+from g2gsim.planning.plan import SloTargets
 from g2gsim.scenarios.overrides import PathError, set_path
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SiteSection",
+    "SloSection",
     "TrainingEntry",
     "read_toml",
     "tap_pu",
@@ -88,9 +90,41 @@ class RampEntry(Section):
         return self
 
 
-class ModelEntry(Section):
+class SloSection(SloTargets):
+    """A site's ``[sites.slo]`` table, or the same fields in one model entry (which win): the
+    batch limit and the targets it is planned with.
+
+    ``batch_limit = "plan"`` cuts the model's feasible batch sizes at the largest batch that
+    meets its ITL deadline, the TTFT deadline (if given) and the KV-cache memory at the given
+    lengths (:mod:`g2gsim.planning`); a number cuts them there. Every controller and the
+    datacenter then see only the sizes at or below the limit.
+    """
+
+    batch_limit: int | Literal["plan"] | None = Field(default=None, exclude_if=_unset)
+    """Largest batch a controller may command: a positive number, or "plan" (from the targets)."""
+
+    @field_validator("batch_limit")
+    @classmethod
+    def _positive_limit(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError(f'batch_limit must be a positive batch size or "plan", got {value}')
+        return value
+
+    def targets(self) -> SloTargets:
+        """The planning targets alone (no batch limit)."""
+        return SloTargets(**{name: getattr(self, name) for name in SloTargets.model_fields})
+
+    def limit_problems(self) -> list[str]:
+        """What keeps these fields from being planned with (empty when nothing does)."""
+        problems = self.problems()
+        if self.batch_limit == "plan" and not self.has_lengths:
+            problems.append('batch_limit = "plan" needs input_tokens and output_tokens (in the entry or [sites.slo])')
+        return problems
+
+
+class ModelEntry(SloSection):
     """One model served at a site: which model, how many replicas, the starting batch, and
-    optionally the serving fields of its spec for this site."""
+    optionally the serving fields of its spec, and its batch limit and SLO targets, for this site."""
 
     model: str = Field(description="a label of the model catalogue or of the scenario's [models]")
     replicas: int = Field(ge=0)
@@ -162,6 +196,9 @@ class SiteSection(Facility, PowerAugmentation, Section):
         description="GPU power-cap grid (rated_w, step_w, min_cap_w) and per-model performance floors (floor_w)",
     )
     live: LiveSiteConfig | None = Field(default=None, description="present: a live site (SPEC 3)")
+    slo: SloSection | None = Field(
+        default=None, description="batch limit and SLO targets of every model (a model entry's own fields win)"
+    )
 
     @field_validator("period_s", mode="before")
     @classmethod
@@ -180,6 +217,11 @@ class SiteSection(Facility, PowerAugmentation, Section):
                 f"models {sorted(labels)}, servers for {sorted(served)}"
             )
         return self
+
+    def slo_of(self, entry: ModelEntry) -> SloSection:
+        """A model entry's batch limit and targets: the site's [sites.slo], the entry's own fields winning."""
+        own = SloSection(**{name: getattr(entry, name) for name in SloSection.model_fields})
+        return own if self.slo is None else self.slo.merged(own)
 
     @property
     def kind(self) -> str:
@@ -336,10 +378,11 @@ class Scenario(Section):
                         f"known: {sorted(catalogue)}"
                     )
                 try:
-                    entry.spec(catalogue)
+                    spec = entry.spec(catalogue)
                 except ValidationError as exc:
                     problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
                     raise ValueError(f"sites.{i}.models.{j} ({entry.model}): {problems}") from None
+                _check_batch_limit(site.slo_of(entry), entry, spec, f"sites.{i}.models.{j} ({entry.model})")
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -407,6 +450,19 @@ class Scenario(Section):
         except PathError as exc:
             raise ScenarioError(f"{self.name} ({what}): {exc}") from None
         return Scenario.from_dict(raw, source=f"{self.name} ({what})", folder=self._folder)
+
+
+def _check_batch_limit(slo: SloSection, entry: ModelEntry, spec: ModelSpec, where: str) -> None:
+    """A model's limit and targets are complete, and a fixed limit keeps its starting batch feasible."""
+    problems = slo.limit_problems()
+    if problems:
+        raise ValueError(f"{where}: {'; '.join(problems)}")
+    limit = slo.batch_limit
+    if isinstance(limit, int):
+        if not any(b <= limit for b in spec.feasible):
+            raise ValueError(f"{where}: batch_limit {limit} is below every feasible batch size {list(spec.feasible)}")
+        if entry.initial_batch > limit:
+            raise ValueError(f"{where}: initial_batch {entry.initial_batch} is above batch_limit {limit}")
 
 
 def _drop_none(value: Any) -> Any:
