@@ -630,3 +630,58 @@ def test_replay_of_a_folder_without_recording_is_a_clear_error(tmp_path: Path) -
     result = CliRunner().invoke(app, ["replay", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a recorded live run" in result.output and "Traceback" not in result.output
+
+
+def test_run_live_says_at_the_end_which_server_died(tmp_path: Path, no_leaks: None) -> None:
+    """`g2gsim run --live` with on_server_failure = "continue": a server that dies mid-run is
+    named on the console at the end, and its stale seconds are in the metrics."""
+    from typer.testing import CliRunner
+
+    from g2gsim.cli import app
+
+    scenario = _scenario(5, buffer_s=1.0, health_interval_s=0.3, request_timeout_s=1.0)
+    fakes = _fakes(scenario)
+    server = fakes.vllm[MODEL]
+    killed = threading.Event()
+
+    def kill_once_running() -> None:  # after warm-up (saturated + 1 s of buffer) and 1.5 s of run
+        deadline = time.monotonic() + 60
+        while len(server.running) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.5)
+        fakes.kill(MODEL)
+        killed.set()
+
+    path = tmp_path / "live.toml"
+    with_endpoints(scenario, fakes.endpoints()).to_toml(path)
+    killer = threading.Thread(target=kill_once_running, name="test-killer")
+    try:
+        killer.start()
+        result = CliRunner().invoke(
+            app, ["run", str(path), "--live", "--json", "--no-plots", "--out", str(tmp_path / "o")]
+        )
+        killer.join(30)
+    finally:
+        fakes.stop()
+    assert killed.is_set() and result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0.5 <= metrics["stale_s_by_server"][f"dc/{MODEL}"] < 5.0  # down after the start, until the end
+    assert f"warning: live server dc/{MODEL}" in result.output and "still down at the end" in result.output
+
+
+def test_fakes_on_a_taken_port_are_a_clear_error(tmp_path: Path, no_leaks: None) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from g2gsim.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        scenario = with_endpoints(_scenario(2), {MODEL: {"zeusd": f"127.0.0.1:{port}", "gpu_ids": [0]}})
+        scenario.to_toml(tmp_path / "live.toml")
+        result = CliRunner().invoke(app, ["run", str(tmp_path / "live.toml"), "--live", "--fakes", "--no-plots"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot serve the fake cluster" in result.output and str(port) in result.output
