@@ -9,11 +9,13 @@ import math
 import os
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("aiohttp")
@@ -387,3 +389,299 @@ def test_live_site_shares_the_replica_shift_checks(no_leaks: None) -> None:
     assert "would have" in refused[0] and "capacity 7200 GPUs" in refused[1]
     assert _events(result, "replicas_shifted")[0]["delta"] == -10
     assert result.summary["dc"]["shifts_refused"] == 2
+
+
+# -- what a live run records (measured against augmented power, TTFT, Prometheus) ---------------
+def test_live_tables_carry_measured_and_augmented_power(tmp_path: Path, no_leaks: None) -> None:
+    """Every column of the live state; augmented power per model = factor x measured power
+    (averaged over the stagger window, the power buffer) within the spread of the server
+    amplitudes, the augmentation noise and the stagger's sampling of the buffer."""
+    from g2gsim.live.state import PROMETHEUS_FIELDS
+    from g2gsim.live.tables import MODEL_COLUMNS
+    from g2gsim.plots import plot_live_power, write_figure
+
+    scenario = _scenario(10, buffer_s=1.0)
+    fakes = _fakes(scenario)
+    try:
+        run = run_scenario(with_endpoints(scenario, fakes.endpoints()), plots=False)
+    finally:
+        fakes.stop()
+    state = run.result.tables["dc/state"]
+    for name in MODEL_COLUMNS:
+        assert f"{MODEL}.{name}" in state
+    for phase in "abc":
+        assert (state[f"measured_power_{phase}_w"] > 0).all()
+    measured = state[f"{MODEL}.measured_power_w"]
+    assert (measured > 100).all() and np.allclose(state["measured_power_a_w"] * 3, measured)
+    factor = state[f"{MODEL}.augmentation_factor"]
+    assert (factor == state[f"{MODEL}.replicas"]).all()  # one real GPU = one real replica of the 8B
+    for name in PROMETHEUS_FIELDS:
+        assert state[f"{MODEL}.{name}"].notna().all()
+    assert state[f"{MODEL}.running"].iloc[-1] == 8 and 0 < state[f"{MODEL}.kv_cache_usage"].iloc[-1] <= 1
+    ttft = state[f"{MODEL}.ttft_s"].iloc[-1]
+    assert 0 < ttft < 5 and ttft > state[f"{MODEL}.itl_s"].iloc[-1]
+    assert not state[f"{MODEL}.server_down"].any() and not state[f"{MODEL}.power_stale"].any()
+
+    window = 10  # buffer_s / period: the stagger window
+    expected = measured.rolling(window).mean() * factor
+    ratio = (state[f"{MODEL}.power_w"] / expected).iloc[2 * window :]
+    # amplitudes in [0.98, 1.02] (mean 1) and 0.5 % noise average out over 4500 servers;
+    # what is left is the stagger drawing each server's sample from a 10-sample window.
+    assert abs(ratio.mean() - 1.0) < 0.005, ratio.describe()
+    assert (ratio.sub(1.0).abs() < 0.02).mean() > 0.95, ratio.describe()
+
+    gpus = run.result.tables["dc/gpu_power"]
+    assert list(gpus.columns) == ["time_s", f"{MODEL}.{fakes.zeusd.endpoint}.gpu0_w"]
+    samples = run.result.tables["dc/itl_samples"]
+    assert set(samples.columns) == {"time_s", "model", "batch", "itl_s", "tokens"}
+    assert len(samples) > 50 and (samples["batch"] == 8).all() and (samples["itl_s"] > 0).all()
+    assert run.result.summary["dc"]["stale_s_by_server"] == {MODEL: 0.0}
+    figure = write_figure(plot_live_power(run.result, "dc"), tmp_path / "live_power.png")
+    assert figure.stat().st_size > 10_000
+
+
+def test_ttft_is_nan_where_a_site_does_not_measure_it() -> None:
+    from g2gsim.datacenter.state import DatacenterState
+
+    state = DatacenterState(
+        site="s", time_s=0.0, models=("m",), power_w=np.zeros(3), model_power_w=np.zeros(1), batch=np.ones(1),
+        replicas=np.ones(1), itl_s=np.ones(1), phase_share=np.ones((1, 3)) / 3,
+    )  # fmt: skip
+    assert math.isnan(state.ttft_of("m"))
+
+
+# -- several meters per server, request fields ---------------------------------------------------
+def test_live_server_metering_forms_are_validated() -> None:
+    raw = load_scenario(PRESET).to_dict()
+    server = raw["sites"][0]["live"]["servers"][0]
+    both = {**server, "gpu_endpoints": [{"host": "a", "gpu_indices": [0]}]}
+    neither = {k: v for k, v in server.items() if k not in ("zeusd", "gpu_ids")}
+    for bad, match in [
+        (both, "either zeusd \\+ gpu_ids or gpu_endpoints"),
+        (neither, "needs its GPUs' power meters"),
+        ({**neither, "gpu_endpoints": [{"host": "a", "gpu_indices": [0, 0]}]}, "distinct"),
+        ({**server, "request_extra_body": {"stream": False}}, "may not set \\['stream'\\]"),
+    ]:
+        raw["sites"][0]["live"]["servers"][0] = bad
+        with pytest.raises(ValueError, match=match):
+            Scenario.from_dict(raw)
+    two = {
+        **neither,
+        "gpu_endpoints": [{"host": "n1", "gpu_indices": [0]}, {"host": "n2", "port": 5000, "gpu_indices": [1]}],
+    }
+    raw["sites"][0]["live"]["servers"][0] = {**two, "request_extra_body": {"chat_template_kwargs": {"x": True}}}
+    scenario = Scenario.from_dict(raw)
+    live = scenario.sites[0].live
+    assert live is not None and live.servers[0].gpus == [("n1:4938", 0), ("n2:5000", 1)]
+    assert Scenario.from_dict(tomllib.loads(scenario.to_toml())) == scenario
+
+
+def _two_meter_scenario(horizon_s: float) -> Scenario:
+    """The live preset serving Qwen3-30B-A3B (2 GPUs per replica), each GPU on its own zeusd."""
+    raw = copy.deepcopy(load_scenario(PRESET).to_dict())
+    raw["horizon_s"] = horizon_s
+    raw["controllers"] = []
+    raw["sites"][0]["models"] = [{"model": "Qwen3-30B-A3B", "replicas": 2000, "initial_batch": 8}]
+    server = {
+        "model": "Qwen3-30B-A3B",
+        "url": "http://127.0.0.1:18001",
+        "served_model_name": "Qwen/Qwen3-30B-A3B-Thinking-2507",
+        "gpu_endpoints": [
+            {"host": "127.0.0.1", "port": 14938, "gpu_indices": [0]},
+            {"host": "127.0.0.1", "port": 14939, "gpu_indices": [0]},
+        ],
+        "request_extra_body": {"chat_template_kwargs": {"enable_thinking": False}, "temperature": 0.0},
+    }
+    raw["sites"][0]["live"].update(servers=[server], buffer_s=1.0, warmup_timeout_s=30.0)
+    return Scenario.from_dict(raw)
+
+
+def test_a_model_metered_by_two_zeusd_endpoints(no_leaks: None) -> None:
+    """A tensor-parallel replica across two nodes: its two GPUs' power is summed from two daemons,
+    and every request carries the server's request_extra_body."""
+    from g2gsim.live.scenario import fake_cluster_ports
+
+    scenario = _two_meter_scenario(3)
+    vllm_ports, zeusd_ports = fake_cluster_ports(scenario)
+    assert vllm_ports == {"Qwen3-30B-A3B": 18001} and zeusd_ports == [14938, 14939]
+    fakes = _fakes(scenario)
+    try:
+        assert len(fakes.zeusds) == 2
+        endpoints = fakes.endpoints()["Qwen3-30B-A3B"]
+        assert [e["gpu_indices"] for e in endpoints["gpu_endpoints"]] == [[0], [0]]
+        run = run_scenario(with_endpoints(scenario, fakes.endpoints()), plots=False)
+        bodies = list(fakes.vllm["Qwen3-30B-A3B"].bodies)
+    finally:
+        fakes.stop()
+    gpus = run.result.tables["dc/gpu_power"].drop(columns="time_s")
+    assert gpus.shape[1] == 2 and (gpus > 50).all().all()  # both daemons streamed
+    state = run.result.tables["dc/state"]
+    label = "Qwen3-30B-A3B"
+    assert np.allclose(state[f"{label}.measured_power_w"], gpus.sum(axis=1))
+    assert (state[f"{label}.augmentation_factor"] == state[f"{label}.replicas"]).all()  # 2 GPUs = 1 replica
+    assert run.result.summary["dc"]["real_gpus_by_model"] == {label: 2}
+    assert bodies and all(b["chat_template_kwargs"] == {"enable_thinking": False} for b in bodies)
+    assert all(b["temperature"] == 0.0 and b["stream"] is True for b in bodies)
+    assert all(b["stream_options"]["continuous_usage_stats"] for b in bodies)
+
+
+# -- stale data: meters reconnected with backoff, servers that die -------------------------------
+def test_lost_meter_is_reconnected_with_backoff(no_leaks: None) -> None:
+    scenario = _scenario(7, stale_after_s=0.5, reconnect_initial_s=0.3, reconnect_max_s=2.0)
+    fakes = _fakes(scenario)
+
+    class _DropAndRestore(_Fault):
+        def run(self):
+            ctx = self.ctx
+            yield ctx.at_tick(ctx.clock.ticks(Fraction(1)))
+            fakes.zeusd.drop_stream()
+            yield ctx.at_tick(ctx.clock.ticks(Fraction(7, 2)))
+            fakes.zeusd.restore_stream()
+
+    try:
+        result = _run_with_fault(with_endpoints(scenario, fakes.endpoints()), _DropAndRestore(1.0, lambda: ()))
+    finally:
+        fakes.stop()
+    tries = _events(result, "power_reconnect")
+    assert len(tries) >= 2 and [t["attempt"] for t in tries] == list(range(1, len(tries) + 1))
+    delays = [t["next_delay_s"] for t in tries]
+    assert delays == sorted(delays) and delays[0] == 0.6 and max(delays) <= 2.0  # doubling, capped
+    restored = _events(result, "power_restored")
+    assert restored and restored[-1]["zeusd"] == fakes.zeusd.endpoint
+    state = result.tables["dc/state"]
+    stale = state[f"{MODEL}.power_stale"]
+    assert stale.any() and not stale.iloc[-5:].any()  # stale while dropped, fresh again at the end
+    seconds = result.summary["dc"]["power_stale_s_by_server"][MODEL]
+    assert 1.5 <= seconds <= 5.5 and result.summary["dc"]["meter_reconnects"][fakes.zeusd.endpoint] == len(tries)
+
+
+def test_dead_server_under_continue_is_reported_with_stale_seconds(no_leaks: None) -> None:
+    from g2gsim.live.scenario import live_notes, stale_seconds
+
+    scenario = _scenario(5, health_interval_s=0.3, request_timeout_s=1.0)
+    fakes = _fakes(scenario)
+    try:
+        live = with_endpoints(scenario, fakes.endpoints())
+        result = _run_with_fault(live, _Fault(1.5, lambda: fakes.kill(MODEL)))
+    finally:
+        fakes.stop()
+    down = result.tables["dc/state"][f"{MODEL}.server_down"]
+    assert down.iloc[-1] and not down.iloc[0]
+    stale = stale_seconds(live, result)
+    assert 2.0 <= stale[f"dc/{MODEL}"] <= 3.6
+    (note,) = live_notes(live, result)
+    assert f"dc/{MODEL}" in note and "still down at the end" in note and "'continue'" in note
+
+
+# -- record and replay --------------------------------------------------------------------------
+def test_live_run_replayed_offline_from_its_recording(tmp_path: Path, no_leaks: None) -> None:
+    """A live run on the fakes writes a v0.2 cache of what it measured; the scenario rerun
+    offline from it gives the same site power within the live trace's own noise, and
+    `g2gsim replay` prints both runs."""
+    from typer.testing import CliRunner
+
+    from g2gsim.cli import app
+    from g2gsim.data import open_data_source
+    from g2gsim.live.replay import compare_power, replay
+    from g2gsim.live.scenario import run_live
+    from g2gsim.scenarios.build import model_catalogue
+
+    scenario = _scenario(15, buffer_s=1.0)
+    fakes = _fakes(scenario)
+    try:
+        run = run_live(with_endpoints(scenario, fakes.endpoints()), out=tmp_path / "run")
+    finally:
+        fakes.stop()
+    assert run.metrics["stale_s_by_server"] == {f"dc/{MODEL}": 0.0}
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["stale_s_by_server"] == {f"dc/{MODEL}": 0.0}
+    recording = tmp_path / "run" / "recording"
+    info = json.loads((recording / "recording.json").read_text())["sites"]["dc"][MODEL]
+    assert info["measured_batches"]["8"]["power_samples"] == 150 and 8 not in info["filled_batches"]
+    source = open_data_source(recording)  # an OpenG2G v0.2 cache, as any data folder
+    spec = scenario.sites[0].models[0].spec(model_catalogue(scenario))
+    trace = source.trace(spec, 8)
+    assert trace.t_s.size == 150 and trace.power_w.mean() == pytest.approx(
+        info["measured_batches"]["8"]["mean_replica_power_w"]
+    )
+    assert source.itl_fit(spec, 8) is not None and set(spec.feasible_batch_sizes) <= set(source.batch_sizes(spec))
+
+    comparison = replay(tmp_path / "run", out=tmp_path / "replay")
+    live_state = run.result.tables["dc/state"]
+    power = comparison.power["dc"]
+    assert power == compare_power(live_state, comparison.replay.result.tables["dc/state"])
+    # the same mean, and step by step closer than the noise the scenario adds to each server
+    noise = scenario.sites[0].noise_fraction
+    assert abs(power["mean_diff_fraction"]) < noise / 2, power
+    assert power["mean_abs_diff_fraction"] < noise, power
+    live_itl = comparison.live_metrics["mean_itl_s_by_model"][MODEL]
+    assert abs(comparison.replay_metrics["mean_itl_s_by_model"][MODEL] / live_itl - 1) < 0.15
+
+    result = CliRunner().invoke(app, ["replay", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "live" in result.stdout and "replay" in result.stdout and "|live - replay|" in result.stdout
+    assert (tmp_path / "run" / "replay" / "metrics.json").is_file()
+
+
+def test_replay_of_a_folder_without_recording_is_a_clear_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from g2gsim.cli import app
+
+    result = CliRunner().invoke(app, ["replay", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a recorded live run" in result.output and "Traceback" not in result.output
+
+
+def test_run_live_says_at_the_end_which_server_died(tmp_path: Path, no_leaks: None) -> None:
+    """`g2gsim run --live` with on_server_failure = "continue": a server that dies mid-run is
+    named on the console at the end, and its stale seconds are in the metrics."""
+    from typer.testing import CliRunner
+
+    from g2gsim.cli import app
+
+    scenario = _scenario(5, buffer_s=1.0, health_interval_s=0.3, request_timeout_s=1.0)
+    fakes = _fakes(scenario)
+    server = fakes.vllm[MODEL]
+    killed = threading.Event()
+
+    def kill_once_running() -> None:  # after warm-up (saturated + 1 s of buffer) and 1.5 s of run
+        deadline = time.monotonic() + 60
+        while len(server.running) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.5)
+        fakes.kill(MODEL)
+        killed.set()
+
+    path = tmp_path / "live.toml"
+    with_endpoints(scenario, fakes.endpoints()).to_toml(path)
+    killer = threading.Thread(target=kill_once_running, name="test-killer")
+    try:
+        killer.start()
+        result = CliRunner().invoke(
+            app, ["run", str(path), "--live", "--json", "--no-plots", "--out", str(tmp_path / "o")]
+        )
+        killer.join(30)
+    finally:
+        fakes.stop()
+    assert killed.is_set() and result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0.5 <= metrics["stale_s_by_server"][f"dc/{MODEL}"] < 5.0  # down after the start, until the end
+    assert f"warning: live server dc/{MODEL}" in result.output and "still down at the end" in result.output
+
+
+def test_fakes_on_a_taken_port_are_a_clear_error(tmp_path: Path, no_leaks: None) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from g2gsim.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        scenario = with_endpoints(_scenario(2), {MODEL: {"zeusd": f"127.0.0.1:{port}", "gpu_ids": [0]}})
+        scenario.to_toml(tmp_path / "live.toml")
+        result = CliRunner().invoke(app, ["run", str(tmp_path / "live.toml"), "--live", "--fakes", "--no-plots"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot serve the fake cluster" in result.output and str(port) in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ class DatacenterState:
     itl_s: np.ndarray  # (n_models,) observed fleet-average ITL, s (NaN when unknown)
     phase_share: np.ndarray  # (n_models, 3) fraction of each model's servers on each phase
     power_cap_w: np.ndarray | None = None  # (n_models,) GPU power cap, W per GPU (NaN: none)
+    ttft_s: np.ndarray | None = None  # (n_models,) observed time to first token, s (None: not measured)
 
     @property
     def total_power_w(self) -> float:
@@ -48,3 +50,8 @@ class DatacenterState:
     def itl_of(self, model: str) -> float:
         """Observed ITL of a model, s."""
         return float(self.itl_s[self.index(model)])
+
+    def ttft_of(self, model: str) -> float:
+        """Observed time to first token of a model, s (NaN when the site does not measure it)."""
+        index = self.index(model)
+        return math.nan if self.ttft_s is None else float(self.ttft_s[index])

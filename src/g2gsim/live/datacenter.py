@@ -19,10 +19,16 @@ overtake each other. The state reports the batch each server last *accepted*. A 
 ``/set_max_num_seqs`` call keeps the old value (``batch_set_failed``); a call with no answer
 is retried, and if it never gets one the server may or may not run the new batch
 (``batch_set_unconfirmed``); either way the next command with that batch is sent again.
-ITL: the sliding-window ITL of each server (NaN before the first sample). A server that goes
-down is reported (``server_down``); with ``on_server_failure = "continue"`` the site keeps its
-last values, with ``"stop"`` the step raises :class:`LiveServerError` and the run stops (every
-thread and connection is released by :meth:`stop`, which the real-time kernel always calls).
+ITL: the sliding-window ITL of each server (NaN before the first sample); TTFT likewise. A
+server that goes down is reported (``server_down``); with ``on_server_failure = "continue"``
+the site keeps its last values, with ``"stop"`` the step raises :class:`LiveServerError` and
+the run stops (every thread and connection is released by :meth:`stop`, which the real-time
+kernel always calls). Steps with a server down or one of its meters stale are flagged per
+model, and :meth:`summary` gives the seconds of stale data per server.
+
+What it publishes is a :class:`~g2gsim.live.state.LiveDatacenterState` (measured power,
+augmentation factor, Prometheus snapshot); what it records is described in
+:mod:`g2gsim.live.tables`.
 """
 
 from __future__ import annotations
@@ -40,15 +46,18 @@ from g2gsim.datacenter.base import ConfiguredDatacenter
 from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.config import DatacenterConfig, replica_table
 from g2gsim.datacenter.pool import PHASES, Allocation, AllocationCache, OversubscribedError, ServerPool
-from g2gsim.datacenter.state import DatacenterState
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.time import TimeLike
 from g2gsim.live.config import LiveServerError, LiveSiteConfig, LiveStartupError
+from g2gsim.live.state import LiveDatacenterState
+from g2gsim.live.tables import LiveRecorder, gpu_column
 
 if TYPE_CHECKING:
     from g2gsim.data.source import DataSource
     from g2gsim.kernel.context import RunContext
-    from g2gsim.live.vllm import BatchCall
+    from g2gsim.live._loop import LoopThread
+    from g2gsim.live.power import PowerFeed
+    from g2gsim.live.vllm import BatchCall, ServerLink
 
 #: Calls of one batch target that get no answer before the sender gives up (and reports it).
 BATCH_CALL_ATTEMPTS = 3
@@ -89,9 +98,16 @@ class LiveDatacenter(ConfiguredDatacenter):
             raise ValueError(f"live site {name!r}: servers for models the site does not run: {extra}")
         self._per_replica = {d.label: d.spec.gpus_per_replica for d in config.deployments}
         self._gpr = np.array([self._per_replica[label] for label in self._labels], dtype=np.int64)
-        self._loop = None
-        self._links: list[Any] = []
-        self._power = None
+        # Power-buffer rows: every metered GPU of each model, in label order.
+        self._gpus = [(label, gpu) for label in self._labels for gpu in live.server(label).gpus]
+        self._gpu_model = np.array([self._labels.index(label) for label, _ in self._gpus], dtype=np.int64)
+        self._gpu_rows = [np.flatnonzero(self._gpu_model == m) for m in range(len(self._labels))]
+        real_gpus = np.array([rows.size for rows in self._gpu_rows], dtype=float)
+        self._real_replicas = real_gpus / self._gpr  # fractional when a replica is partly metered
+        self._meters_of = [frozenset(endpoint for endpoint, _ in live.server(label).gpus) for label in self._labels]
+        self._loop: LoopThread | None = None
+        self._links: list[ServerLink] = []
+        self._power: PowerFeed | None = None
         self._running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -130,19 +146,11 @@ class LiveDatacenter(ConfiguredDatacenter):
         self._targets: dict[int, tuple[int, float]] = {}  # on the I/O loop: newest unsent target
         self._senders: set[int] = set()  # on the I/O loop: models whose sender runs
         self._down: set[str] = set()
+        self._reconnects: dict[str, int] = {}
         self._refused = 0
         self._failed_sets = 0
-        m = len(self._labels)
-        self._rows = 0
-        self._rec = {
-            "power": np.zeros((n, PHASES + m)),
-            "itl": np.full((n, m), math.nan),
-            "batch": np.zeros((n, m), dtype=np.int64),
-            "replicas": np.zeros((n, m), dtype=np.int64),
-            "running": np.full((n, m), math.nan),
-            "waiting": np.full((n, m), math.nan),
-            "power_age": np.full(n, math.nan),
-        }
+        columns = [gpu_column(label, endpoint, gpu) for label, (endpoint, gpu) in self._gpus]
+        self._recorder = LiveRecorder(self._labels, columns, self._times)
 
     def start(self) -> None:
         """Start-up (SPEC 3): health and model checks, first power reading per meter, initial
@@ -178,16 +186,14 @@ class LiveDatacenter(ConfiguredDatacenter):
 
         loop.call(_open_and_check(), timeout=setup_timeout * len(self._links))
 
-        # Power rows: each model's real GPUs, in label order.
-        rows: list[tuple[str, int]] = []
-        self._gpu_rows: list[np.ndarray] = []
-        for label in self._labels:
-            server = live.server(label)
-            first = len(rows)
-            rows.extend((server.zeusd, gpu) for gpu in server.gpu_ids)
-            self._gpu_rows.append(np.arange(first, len(rows), dtype=np.int64))
         self._power = PowerFeed(
-            rows, dt=self._dt, buffer_s=live.buffer_s, stale_after_s=live.stale_after_s, events=self._events
+            [gpu for _, gpu in self._gpus],
+            dt=self._dt,
+            buffer_s=live.buffer_s,
+            stale_after_s=live.stale_after_s,
+            events=self._events,
+            reconnect_initial_s=live.reconnect_initial_s,
+            reconnect_max_s=live.reconnect_max_s,
         )
         self._power.start()
         self._power.wait_first_reading(live.first_reading_timeout_s)
@@ -209,31 +215,42 @@ class LiveDatacenter(ConfiguredDatacenter):
         self._running = True
 
     def _warm_up(self) -> None:
+        """Wait until every server is saturated and the power buffer holds `warmup_fill_s` of
+        samples taken since (so the virtual servers start from saturated readings)."""
         live = self.live
         start = time.monotonic()
         need = [live.saturation_fraction * float(b) for b in self._batch]
         assert self._power is not None
+        # the buffer holds whole samples: never wait for more than it can hold
+        fill_s = min(live.warmup_fill_s, self._power.capacity_s) - 1e-9
+        saturated_at: float | None = None
         while True:
-            elapsed = time.monotonic() - start
+            now = time.monotonic()
+            elapsed = now - start
             for link in self._links:
                 link.trajectory.append((round(elapsed, 2), float(link.running)))
-            saturated = all(link.running >= n for link, n in zip(self._links, need))
-            # the buffer holds whole samples: never wait for more than it can hold
-            if saturated and self._power.filled_s >= min(live.warmup_fill_s, self._power.capacity_s) - 1e-9:
-                return
+            if all(link.running >= n for link, n in zip(self._links, need)):
+                saturated_at = now if saturated_at is None else saturated_at
+                if now - saturated_at >= fill_s:
+                    return
             if elapsed > live.warmup_timeout_s:
-                lines = []
-                for link, n in zip(self._links, need):
-                    points = link.trajectory[:: max(1, len(link.trajectory) // 20)]
-                    lines.append(
-                        f"  {link.label}: needs {n:g} running, last {link.running:g}; "
-                        f"(s, running) {points}; request errors {link.request_errors}"
-                    )
-                raise LiveStartupError(
-                    f"site {self.name!r}: warm-up did not saturate within {live.warmup_timeout_s:g} s "
-                    f"(power buffer {self._power.filled_s:.1f}/{live.warmup_fill_s:g} s):\n" + "\n".join(lines)
-                )
+                self._warm_up_failed(need, 0.0 if saturated_at is None else now - saturated_at)
             time.sleep(0.1)
+
+    def _warm_up_failed(self, need: list[float], buffered_s: float) -> None:
+        """Raise the warm-up timeout, with each server's trajectory of running requests."""
+        live = self.live
+        lines = []
+        for link, n in zip(self._links, need):
+            points = link.trajectory[:: max(1, len(link.trajectory) // 20)]
+            lines.append(
+                f"  {link.label}: needs {n:g} running, last {link.running:g}; "
+                f"(s, running) {points}; request errors {link.request_errors}"
+            )
+        raise LiveStartupError(
+            f"site {self.name!r}: warm-up did not saturate within {live.warmup_timeout_s:g} s "
+            f"(power buffer filled while saturated {buffered_s:.1f}/{live.warmup_fill_s:g} s):\n" + "\n".join(lines)
+        )
 
     def stop(self) -> None:
         """Stop load, power streams and the loop thread; close every connection. Idempotent."""
@@ -241,6 +258,7 @@ class LiveDatacenter(ConfiguredDatacenter):
         power, self._power = self._power, None
         if power is not None:
             power.stop()
+            self._reconnects = power.reconnects
         loop, self._loop = self._loop, None
         if loop is not None:
             links = list(self._links)
@@ -258,37 +276,52 @@ class LiveDatacenter(ConfiguredDatacenter):
         if self._inbox:
             self._apply(self.take_commands(), k)
         self._update_replicas(k)
-        power = self._fleet_power(k)
+        assert self._allocation is not None and self._power is not None
+        buffer, newest, filled = self._power.snapshot()
+        power = self._fleet_power(k, buffer, newest, filled)
+        gpu_w = buffer[:, newest] if filled else np.zeros(buffer.shape[0])
+        state, down, power_stale = self._state(k, power, gpu_w)
+        self._recorder.record(k, state, gpu_w, self._power.max_age_s(), down, power_stale)
+        for m, link in enumerate(self._links):
+            self._recorder.record_itl(k, m, _drain_samples(link.itl_samples))
+        self._box.publish(tick, state)
+
+    def _state(
+        self, k: int, power: np.ndarray, gpu_w: np.ndarray
+    ) -> tuple[LiveDatacenterState, np.ndarray, np.ndarray]:
+        """The state of step k (augmented and measured power, the servers' readings), and the
+        per-model flags server down / power stale."""
+        assert self._allocation is not None and self._power is not None
         links = self._links
-        itl = np.array([link.itl_s for link in links], dtype=float)
-        replicas = self._allocation.active_replicas if self._allocation is not None else np.zeros(len(links), np.int64)
-        itl = np.where(replicas > 0, itl, math.nan)
+        n_models = len(self._labels)
+        replicas = self._allocation.active_replicas
+        serving = replicas > 0
+        measured = np.bincount(self._gpu_model, weights=gpu_w, minlength=n_models)
+        stale_meters = self._power.stale
+        down = np.array([label in self._down for label in self._labels], dtype=bool)
+        power_stale = np.array([not meters.isdisjoint(stale_meters) for meters in self._meters_of], dtype=bool)
         batch = self._batch.copy()
-        batch.setflags(write=False)
-        rec = self._rec
-        rec["power"][k] = power
-        rec["itl"][k] = itl
-        rec["batch"][k] = batch
-        rec["replicas"][k] = replicas
-        rec["running"][k] = [link.running for link in links]
-        rec["waiting"][k] = [link.waiting for link in links]
-        rec["power_age"][k] = self._power.max_age_s() if self._power is not None else math.nan
-        self._rows = k + 1
-        assert self._allocation is not None
-        self._box.publish(
-            tick,
-            DatacenterState(
-                site=self.name,
-                time_s=float(self._times[k]),
-                models=self._labels,
-                power_w=power[:PHASES],
-                model_power_w=power[PHASES:],
-                batch=batch,
-                replicas=replicas,
-                itl_s=itl,
-                phase_share=self._allocation.phase_share,
-            ),
+        state = LiveDatacenterState(
+            site=self.name,
+            time_s=float(self._times[k]),
+            models=self._labels,
+            power_w=_frozen(power[:PHASES]),
+            model_power_w=_frozen(power[PHASES:]),
+            batch=_frozen(batch),
+            replicas=replicas,
+            itl_s=_frozen(np.where(serving, [link.itl_s for link in links], math.nan)),
+            phase_share=self._allocation.phase_share,
+            ttft_s=_frozen(np.where(serving, [link.ttft_s for link in links], math.nan)),
+            measured_power_w=_frozen(np.full(PHASES, measured.sum() / PHASES)),
+            measured_model_power_w=_frozen(measured),
+            augmentation_factor=_frozen(replicas / self._real_replicas),
+            running=_frozen(np.array([link.running for link in links], dtype=float)),
+            waiting=_frozen(np.array([link.waiting for link in links], dtype=float)),
+            kv_cache_usage=_frozen(np.array([link.kv_cache_usage for link in links], dtype=float)),
+            preemptions=_frozen(np.array([link.preemptions for link in links], dtype=float)),
+            stale=_frozen(down | power_stale),
         )
+        return state, down, power_stale
 
     def _drain(self) -> None:
         """Record what the background threads reported since the last step; apply batch outcomes."""
@@ -401,11 +434,10 @@ class LiveDatacenter(ConfiguredDatacenter):
         gain = self._pool.gpus_per_server * self._pool.amplitude[servers]
         return rows, stagger, gain
 
-    def _fleet_power(self, k: int) -> np.ndarray:
+    def _fleet_power(self, k: int, buffer: np.ndarray, newest: int, filled: int) -> np.ndarray:
         """[phase a, b, c, model 1..M] power, W, from the newest buffer at each server's stagger."""
-        assert self._allocation is not None and self._reader is not None and self._power is not None
+        assert self._allocation is not None and self._reader is not None
         rows, stagger, gain = self._reader
-        buffer, newest, filled = self._power.snapshot()
         back = np.minimum(stagger, max(filled - 1, 0))
         server_power = buffer[rows, (newest - back) % buffer.shape[1]] * gain
         nf = self.config.augmentation.noise_fraction
@@ -424,26 +456,21 @@ class LiveDatacenter(ConfiguredDatacenter):
 
     # -- results --------------------------------------------------------------------------------
     def tables(self) -> dict[str, pd.DataFrame]:
-        """``state``: the trace-driven columns plus running/waiting requests and power age."""
-        if not hasattr(self, "_rec"):
+        """``state``, ``gpu_power`` and ``itl_samples`` (see :mod:`g2gsim.live.tables`)."""
+        if not hasattr(self, "_recorder"):
             return {}
-        rows = self._rows
-        rec = self._rec
-        columns: dict[str, np.ndarray] = {
-            "time_s": self._times[:rows].copy(),
-            "power_a_w": rec["power"][:rows, 0].copy(),
-            "power_b_w": rec["power"][:rows, 1].copy(),
-            "power_c_w": rec["power"][:rows, 2].copy(),
+        return self._recorder.tables()
+
+    def stale_seconds(self) -> dict[str, dict[str, float]]:
+        """Seconds of stale data per server (model label): ``stale`` (down or a meter stale),
+        ``server_down`` and ``power_stale``."""
+        if not hasattr(self, "_recorder"):
+            return {}
+        steps = self._recorder.stale_steps()
+        return {
+            flag: {label: float(n) * self._dt for label, n in zip(self._labels, counts.tolist())}
+            for flag, counts in steps.items()
         }
-        for m, label in enumerate(self._labels):
-            columns[f"{label}.batch"] = rec["batch"][:rows, m].copy()
-            columns[f"{label}.replicas"] = rec["replicas"][:rows, m].copy()
-            columns[f"{label}.itl_s"] = rec["itl"][:rows, m].copy()
-            columns[f"{label}.power_w"] = rec["power"][:rows, PHASES + m].copy()
-            columns[f"{label}.running"] = rec["running"][:rows, m].copy()
-            columns[f"{label}.waiting"] = rec["waiting"][:rows, m].copy()
-        columns["power_age_s"] = rec["power_age"][:rows].copy()
-        return {"state": pd.DataFrame(columns)}
 
     def summary(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
@@ -452,13 +479,39 @@ class LiveDatacenter(ConfiguredDatacenter):
             "live": True,
             "models": list(self._labels),
             "capacity_gpus": self.config.capacity_gpus,
-            "steps": self._rows,
+            "steps": self._recorder.rows if hasattr(self, "_recorder") else 0,
+            "buffer_s": self.live.buffer_s,
         }
-        if hasattr(self, "_rec"):
+        if hasattr(self, "_recorder"):
+            stale = self.stale_seconds()
             facts.update(
                 batch_set_failures=self._failed_sets,
                 shifts_refused=self._refused,
                 requests_completed={link.label: link.completed for link in self._links},
                 request_errors={link.label: link.request_errors for link in self._links},
+                stale_s_by_server=stale["stale"],
+                server_down_s_by_server=stale["server_down"],
+                power_stale_s_by_server=stale["power_stale"],
+                servers_down_at_end=sorted(self._down),
+                meter_reconnects=dict(self._reconnects),
+                real_gpus_by_model={label: int(rows.size) for label, rows in zip(self._labels, self._gpu_rows)},
             )
         return facts
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """The array, read-only (a published state's arrays are never mutated)."""
+    array = np.asarray(array)
+    array.setflags(write=False)
+    return array
+
+
+def _drain_samples(samples: deque[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Everything queued so far by the I/O loop (it may keep appending meanwhile)."""
+    drained = []
+    while samples:
+        try:
+            drained.append(samples.popleft())
+        except IndexError:
+            break
+    return drained

@@ -8,7 +8,8 @@ each running request generates ``tick_s / ITL(running)`` tokens, where ITL(b) is
 fitted latency curve (``DataSource.logistic_fits(spec).latency``). Tokens are streamed as
 OpenAI chat-completion chunks (SSE), several tokens per chunk like vLLM's
 ``--stream-interval``; every chunk carries cumulative ``usage`` (vLLM's
-``continuous_usage_stats``) so clients can count tokens exactly. Endpoints: ``/health``,
+``continuous_usage_stats``) so clients can count tokens exactly; a request ends after a random
+share of its ``max_tokens``, as at an end-of-sequence token. Endpoints: ``/health``,
 ``/v1/models``, ``/v1/chat/completions`` (streaming), ``/metrics`` (Prometheus text:
 ``vllm:num_requests_running``, ``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``,
 ``vllm:num_preemptions_total``) and ``POST /set_max_num_seqs?max_num_seqs=N[&ramp_up_rate=R]``.
@@ -19,7 +20,9 @@ Fake zeusd: the endpoints the ``zeus`` package's ``PowerStreamingClient`` uses (
 ``/time``, ``/gpu/stream_power`` as server-sent events, plus ``/gpu/get_power``). Each GPU
 belongs to one fake vLLM server and draws ``power_scale * P(running) / gpus_per_replica`` W,
 P being the model's fitted power curve (W per replica), with 1 % noise; an idle server draws
-``idle_fraction`` of P(1).
+``idle_fraction`` of P(1). A cluster may run several fake zeusd daemons, a server's GPUs
+spread over them (``meters``), as a tensor-parallel replica across two nodes would be.
+The fake vLLM keeps the last request bodies it received (:attr:`FakeVLLM.bodies`).
 
 Faults: :meth:`FakeVLLM.kill` (the server stops listening: connections refused),
 :attr:`FakeVLLM.delay_s` (every response is delayed), :attr:`FakeVLLM.reject_batch`
@@ -35,6 +38,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +80,8 @@ class FakeVLLM:
         served_model_name: Name under ``/v1/models`` (default: the spec's model_id).
         tick_s: Engine tick (and chunk interval) in seconds.
         seed: Noise seed.
+        eos_fraction: A request ends (as at an end-of-sequence token) after a uniform random
+            fraction in this range of its ``max_tokens``, so requests do not all end together.
     """
 
     def __init__(
@@ -87,8 +93,10 @@ class FakeVLLM:
         served_model_name: str | None = None,
         tick_s: float = 0.1,
         seed: int = 0,
+        eos_fraction: tuple[float, float] = (0.5, 1.0),
     ) -> None:
         self.spec = spec
+        self.eos_fraction = eos_fraction
         self.fits = fits
         self.label = spec.model_label
         self.served_model_name = served_model_name or spec.model_id
@@ -103,6 +111,7 @@ class FakeVLLM:
         self.waiting: deque[_Request] = deque()
         self.preemptions = 0
         self.set_calls: list[tuple[int, float]] = []
+        self.bodies: deque[dict[str, Any]] = deque(maxlen=32)  # the last chat-completion bodies received
         self._rng = random.Random(seed)
         self._runner: web.AppRunner | None = None
         self._engine: asyncio.Task | None = None
@@ -208,12 +217,14 @@ class FakeVLLM:
             body = await request.json()
         except (json.JSONDecodeError, ValueError):
             return web.json_response({"error": "invalid JSON"}, status=400)
+        self.bodies.append(body)
         if body.get("model") not in (None, self.served_model_name):
             return web.json_response({"error": f"model {body.get('model')!r} is not served"}, status=404)
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
         if not body.get("stream"):
             return web.json_response({"error": "the fake only streams"}, status=400)
-        job = _Request(max_tokens=max(1, max_tokens))
+        length = max_tokens * self._rng.uniform(*self.eos_fraction)
+        job = _Request(max_tokens=max(1, round(length)))
         self.waiting.append(job)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
@@ -282,7 +293,8 @@ class FakeZeusd:
     """A fake zeusd: per-GPU power of attached fake vLLM servers, streamed as SSE.
 
     Args:
-        servers: Fake vLLM servers; each gets ``gpus_per_replica`` consecutive GPU ids.
+        servers: Fake vLLM servers, each getting ``gpus_per_replica`` consecutive GPU ids; or
+            a mapping GPU id -> the fake vLLM server it belongs to.
         power_scale: Multiplies every GPU's power (to make a small rehearsal load big).
         interval_s: Streaming period per GPU.
         idle_fraction: Power of an idle server relative to P(1).
@@ -290,7 +302,7 @@ class FakeZeusd:
 
     def __init__(
         self,
-        servers: list[FakeVLLM],
+        servers: Sequence[FakeVLLM] | Mapping[int, FakeVLLM],
         *,
         power_scale: float = 1.0,
         interval_s: float = 0.1,
@@ -298,9 +310,12 @@ class FakeZeusd:
         seed: int = 0,
     ) -> None:
         self.gpus: dict[int, FakeVLLM] = {}
-        for server in servers:
-            for _ in range(server.gpus_per_replica):
-                self.gpus[len(self.gpus)] = server
+        if isinstance(servers, Mapping):
+            self.gpus = {int(gpu): server for gpu, server in sorted(servers.items())}
+        else:
+            for server in servers:
+                for _ in range(server.gpus_per_replica):
+                    self.gpus[len(self.gpus)] = server
         self.power_scale = float(power_scale)
         self.interval_s = float(interval_s)
         self.idle_fraction = float(idle_fraction)
@@ -394,8 +409,12 @@ class FakeZeusd:
         return response
 
 
+#: Per model label: (fake zeusd number, GPU indices on it) of each part of its GPUs.
+MeterLayout = Mapping[str, Sequence[tuple[int, Sequence[int]]]]
+
+
 class FakeCluster:
-    """Fake vLLM servers (one per model) and one fake zeusd, served from a background thread.
+    """Fake vLLM servers (one per model) and fake zeusd daemons, served from a background thread.
 
     Args:
         specs: Model specs by label.
@@ -403,6 +422,8 @@ class FakeCluster:
         initial_batch: Starting ``max_num_seqs`` per label (default 128).
         power_scale: zeusd power multiplier.
         tick_s: Engine tick of the fake vLLM servers.
+        meters: Which fake zeusd meters which GPUs of each model (see :data:`MeterLayout`);
+            default: one daemon, each server's ``gpus_per_replica`` GPUs numbered in turn.
     """
 
     def __init__(
@@ -415,6 +436,7 @@ class FakeCluster:
         tick_s: float = 0.1,
         zeusd_interval_s: float = 0.1,
         seed: int = 0,
+        meters: MeterLayout | None = None,
     ) -> None:
         initial_batch = initial_batch or {}
         self.vllm: dict[str, FakeVLLM] = {
@@ -423,20 +445,50 @@ class FakeCluster:
             )
             for i, (label, spec) in enumerate(sorted(specs.items()))
         }
-        self.zeusd = FakeZeusd(
-            list(self.vllm.values()), power_scale=power_scale, interval_s=zeusd_interval_s, seed=seed
-        )
+        layout = dict(meters) if meters is not None else _one_daemon(self.vllm)
+        unknown = sorted(set(layout) - set(self.vllm))
+        if unknown:
+            raise ValueError(f"meters name models without a fake server: {unknown}; servers: {sorted(self.vllm)}")
+        daemons: dict[int, dict[int, FakeVLLM]] = {}
+        for label, parts in layout.items():
+            for number, gpus in parts:
+                owned = daemons.setdefault(int(number), {})
+                taken = sorted(set(gpus) & set(owned))
+                if taken:
+                    raise ValueError(f"fake zeusd {number}: GPUs {taken} are given to two models")
+                owned.update({int(gpu): self.vllm[label] for gpu in gpus})
+        self.zeusds = [
+            FakeZeusd(daemons.get(d, {}), power_scale=power_scale, interval_s=zeusd_interval_s, seed=seed + d)
+            for d in range(max(daemons, default=0) + 1)
+        ]
+        self._layout = {
+            label: [(int(n), tuple(int(g) for g in gpus)) for n, gpus in parts] for label, parts in layout.items()
+        }
         self._loop: LoopThread | None = None
 
-    def start(self, vllm_ports: dict[str, int] | None = None, zeusd_port: int = 0) -> FakeCluster:
-        """Serve on 127.0.0.1: the given ports (0 or missing: any free port)."""
+    @property
+    def zeusd(self) -> FakeZeusd:
+        """The first fake zeusd (the only one unless `meters` names several)."""
+        return self.zeusds[0]
+
+    def start(
+        self,
+        vllm_ports: dict[str, int] | None = None,
+        zeusd_port: int = 0,
+        zeusd_ports: Sequence[int] | None = None,
+    ) -> FakeCluster:
+        """Serve on 127.0.0.1: the given ports (0 or missing: any free port); `zeusd_ports`
+        lists one port per fake zeusd (`zeusd_port` is the first one's)."""
         ports = vllm_ports or {}
+        meter_ports = list(zeusd_ports) if zeusd_ports is not None else [zeusd_port]
+        meter_ports += [0] * (len(self.zeusds) - len(meter_ports))
         self._loop = LoopThread("g2gsim-fake-cluster")
 
         async def _start() -> None:
             for label, server in self.vllm.items():
                 await server.start(ports.get(label, 0))
-            await self.zeusd.start(zeusd_port)
+            for daemon, port in zip(self.zeusds, meter_ports):
+                await daemon.start(port)
 
         try:
             self._loop.call(_start(), timeout=30)
@@ -459,7 +511,8 @@ class FakeCluster:
             return
 
         async def _stop() -> None:
-            await self.zeusd.stop()
+            for daemon in self.zeusds:
+                await daemon.stop()
             for server in self.vllm.values():
                 await server.stop()
 
@@ -473,13 +526,29 @@ class FakeCluster:
         self.stop()
 
     def endpoints(self) -> dict[str, dict[str, Any]]:
-        """Per model: vLLM URL, served name, zeusd endpoint and GPU ids (for a scenario file)."""
-        return {
-            label: {
-                "url": server.url,
-                "served_model_name": server.served_model_name,
-                "zeusd": self.zeusd.endpoint,
-                "gpu_ids": list(self.zeusd.gpu_ids_of(server)),
-            }
-            for label, server in self.vllm.items()
-        }
+        """Per model: vLLM URL, served name and its meters (for a scenario file): ``zeusd`` and
+        ``gpu_ids`` when one fake zeusd meters it, else ``gpu_endpoints``."""
+        found: dict[str, dict[str, Any]] = {}
+        for label, server in self.vllm.items():
+            entry: dict[str, Any] = {"url": server.url, "served_model_name": server.served_model_name}
+            parts = self._layout.get(label, [])
+            if len(parts) == 1:
+                number, gpus = parts[0]
+                entry.update(zeusd=self.zeusds[number].endpoint, gpu_ids=list(gpus))
+            else:
+                entry["gpu_endpoints"] = [
+                    {"host": HOST, "port": self.zeusds[number].port, "gpu_indices": list(gpus)}
+                    for number, gpus in parts
+                ]
+            found[label] = entry
+        return found
+
+
+def _one_daemon(servers: Mapping[str, FakeVLLM]) -> dict[str, list[tuple[int, list[int]]]]:
+    """The default layout: one fake zeusd, each server's GPUs numbered in turn."""
+    layout: dict[str, list[tuple[int, list[int]]]] = {}
+    next_gpu = 0
+    for label, server in servers.items():
+        layout[label] = [(0, list(range(next_gpu, next_gpu + server.gpus_per_replica)))]
+        next_gpu += server.gpus_per_replica
+    return layout

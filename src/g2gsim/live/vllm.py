@@ -9,7 +9,18 @@ ITL: every streamed chunk with cumulative ``usage.completion_tokens`` (vLLM's
 (arrival time, seconds since the request's previous chunk, tokens in this chunk); the first
 chunk of a request (time to first token) is not an ITL sample. The ITL of the last
 ``itl_window_s`` seconds is sum(seconds) / sum(tokens) over the samples that arrived in it;
-with no samples in the window the last value is kept (its age is reported).
+with no samples in the window the last value is kept (its age is reported). Each sample's
+seconds per token and tokens also go to :attr:`ServerLink.itl_samples`, which the site drains
+every step to record what it measured.
+
+TTFT: the seconds from sending a request to its first token chunk; the mean over the
+requests whose first token arrived in the last ``ttft_window_s`` seconds (the last value
+kept when none did). Under the site's saturating load this includes the time a request
+waits in the server's queue, as a user's request would.
+
+Requests: the JSONL file's bodies (or a built-in prompt), each with the server's
+``request_extra_body`` merged in (its fields win), then the model name and the streaming
+options the measurement needs.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +49,9 @@ METRICS = {
 
 BUILTIN_PROMPT = "Explain, step by step, how a power distribution feeder regulates voltage."
 
+#: ITL samples kept for the recording between two drains by the site (older ones are dropped).
+ITL_SAMPLE_BACKLOG = 4096
+
 
 def parse_metrics(text: str) -> dict[str, float]:
     """The vLLM queue metrics of a Prometheus text page, by short name (missing ones absent)."""
@@ -49,9 +64,12 @@ def parse_metrics(text: str) -> dict[str, float]:
     return found
 
 
-def load_requests(path: str | Path, served_name: str, max_tokens: int) -> list[dict[str, Any]]:
+def load_requests(
+    path: str | Path, served_name: str, max_tokens: int, extra_body: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Request bodies from a JSONL file: each line a chat-completion body or ``{"messages": ...}``
-    or ``{"prompt": "..."}``; `model` and streaming options are set here."""
+    or ``{"prompt": "..."}``; `extra_body` is merged into each, then `model` and the streaming
+    options are set."""
     bodies = []
     file = Path(path)
     for number, line in enumerate(file.read_text().splitlines(), 1):
@@ -69,12 +87,13 @@ def load_requests(path: str | Path, served_name: str, max_tokens: int) -> list[d
         bodies.append(item)
     if not bodies:
         raise LiveStartupError(f"{file}: no requests")
-    return [_streaming(body, served_name) for body in bodies]
+    return [_streaming(body, served_name, extra_body) for body in bodies]
 
 
-def _streaming(body: dict[str, Any], served_name: str) -> dict[str, Any]:
+def _streaming(body: dict[str, Any], served_name: str, extra_body: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
         **body,
+        **(extra_body or {}),
         "model": served_name,
         "stream": True,
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
@@ -100,16 +119,20 @@ class ServerLink:
         self.site = site
         self.base = config.url.rstrip("/")
         self._events = events
+        extra = config.request_extra_body
         if config.requests:
-            self._bodies = load_requests(config.requests, served_name, config.max_tokens)
+            self._bodies = load_requests(config.requests, served_name, config.max_tokens, extra)
         else:
             body = {"messages": [{"role": "user", "content": BUILTIN_PROMPT}], "max_tokens": config.max_tokens}
-            self._bodies = [_streaming(body, served_name)]
+            self._bodies = [_streaming(body, served_name, extra)]
         self._next_body = 0
         self.session: aiohttp.ClientSession | None = None
         # -- read by the kernel (atomic attribute assignments) --
         self.itl_s = float("nan")
         self.itl_time = 0.0  # monotonic time of the newest ITL sample
+        self.ttft_s = float("nan")
+        #: (seconds per token, tokens) of every ITL sample, for the site's recording (bounded if not drained).
+        self.itl_samples: deque[tuple[float, int]] = deque(maxlen=ITL_SAMPLE_BACKLOG)
         self.running = 0.0
         self.waiting = 0.0
         self.kv_cache_usage = float("nan")
@@ -121,6 +144,7 @@ class ServerLink:
         self.request_errors = 0
         self.trajectory: list[tuple[float, float]] = []  # (s since warm-up start, running) while warming up
         self._samples: deque[tuple[float, float, int]] = deque()
+        self._first_tokens: deque[tuple[float, float]] = deque()  # (arrival time, TTFT s)
         self._tasks: set[asyncio.Task] = set()
         self._load_on = False
         self._wake = asyncio.Event()
@@ -228,12 +252,13 @@ class ServerLink:
         self._next_body += 1
         assert self.session is not None
         try:
+            sent = time.monotonic()
             async with self.session.post(self.base + "/v1/chat/completions", json=body) as response:
                 if response.status != 200:
                     self.request_errors += 1
                     await asyncio.sleep(0.5)
                     return
-                await self._read_stream(response)
+                await self._read_stream(response, sent)
                 self.completed += 1
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             self.request_errors += 1
@@ -242,7 +267,7 @@ class ServerLink:
             self.inflight -= 1
             self._wake.set()
 
-    async def _read_stream(self, response: aiohttp.ClientResponse) -> None:
+    async def _read_stream(self, response: aiohttp.ClientResponse, sent: float) -> None:
         last_time: float | None = None
         last_tokens = 0
         async for raw in response.content:
@@ -264,12 +289,17 @@ class ServerLink:
             new = tokens - last_tokens
             if new <= 0:
                 continue
-            if last_time is not None:
+            if last_time is None:
+                self._first_tokens.append((now, now - sent))
+            else:
                 self._samples.append((now, now - last_time, new))
+                self.itl_samples.append(((now - last_time) / new, new))
             last_time, last_tokens = now, tokens
 
     async def _itl_reporter(self) -> None:
+        """Every 50 ms: the windowed ITL (seconds over tokens) and the windowed mean TTFT."""
         window = self.site.itl_window_s
+        ttft_window = self.site.ttft_window_s
         while True:
             await asyncio.sleep(0.05)
             now = time.monotonic()
@@ -280,6 +310,11 @@ class ServerLink:
             if tokens > 0:
                 self.itl_s = sum(s[1] for s in samples) / tokens
                 self.itl_time = samples[-1][0]
+            firsts = self._first_tokens
+            while firsts and firsts[0][0] < now - ttft_window:
+                firsts.popleft()
+            if firsts:
+                self.ttft_s = sum(f[1] for f in firsts) / len(firsts)
 
     async def scrape(self) -> dict[str, float]:
         """One /metrics scrape (raises on failure)."""

@@ -50,6 +50,8 @@ class RunMetrics(TypedDict):
     # screening runs of a study (linearised grid)
     grid_mode: NotRequired[str]
     n_linearizations: NotRequired[int]
+    # live runs (g2gsim.live.run_live)
+    stale_s_by_server: NotRequired[dict[str, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,16 @@ _INFO = (
         "count",
         "times the linearised grid recomputed its sensitivities (screened study runs only)",
         "{:,d}",
+        optional=True,
+    ),
+    MetricInfo(
+        "stale_s_by_server",
+        "stale live data (s)",
+        "s",
+        'live runs only: seconds each live server ("site/model") was down or had a power meter stale, '
+        "its last values standing in",
+        "{}",
+        table=True,
         optional=True,
     ),
 )

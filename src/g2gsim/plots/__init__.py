@@ -3,6 +3,7 @@
 - :mod:`~g2gsim.plots.helpers`: pyplot on Agg, :func:`write_figure`, the data-source footnote;
 - :mod:`~g2gsim.plots.run`: voltages, site power, batch sizes, latency and taps of a run;
 - :mod:`~g2gsim.plots.feeder`: the feeder drawn, with sites or a value per bus;
+- :mod:`~g2gsim.plots.live`: a live site's measured against augmented power;
 - :mod:`~g2gsim.plots.studies`: a metric over sweep axes, against a parameter, by bus;
 - :func:`write_scenario_plots`: the PNG files ``run_scenario(..., plots=True)`` writes.
 
@@ -18,6 +19,7 @@ from g2gsim.plots.feeder import (
     plot_hosting_capacity,
 )
 from g2gsim.plots.helpers import pyplot, source_note, write_figure
+from g2gsim.plots.live import plot_live_power
 from g2gsim.plots.run import (
     PHASE_LABELS,
     plot_batch_sizes,
@@ -41,6 +43,7 @@ __all__ = [
     "plot_feeder_map",
     "plot_hosting_capacity",
     "plot_latency",
+    "plot_live_power",
     "plot_metric_by_bus",
     "plot_metric_heatmap",
     "plot_sensitivity",
