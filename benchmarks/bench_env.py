@@ -11,16 +11,19 @@ What it does:
    bus 671, replicas 720/180/90/480/210 ramping to half over 2500-3000 s, training on 2400
    GPUs over 1000-2000 s, PV and load at 675 and 680, datacenter and grid every 0.1 s, one
    action per simulated second (ten datacenter steps and ten power flows per environment step).
-3. The same action sequences drive both: ``hold`` (every model keeps its batch) and
-   ``random`` (a uniform draw of down/hold/up per model each step, seeded, identical for the
-   two). OpenG2G's side is its RL example's ``BatchSizeEnv`` (``env.py`` of
+3. The same action sequences drive both: ``hold`` (every model keeps its batch), ``sparse``
+   (the random draw below on one step in ten, else hold: a policy that switches rarely, as a
+   switching cost teaches) and ``random`` (a uniform draw of down/hold/up per model each step,
+   as an untrained policy acts), seeded and identical for the two. OpenG2G's side is its RL example's ``BatchSizeEnv`` (``env.py`` of
    ``../shared/reference/openg2g-rl``, run from that folder, ``delta`` actions, its default
    observation and reward); with ``--openg2g-mode coordinator`` (or without the reference
    folder) it is ``Coordinator.step()`` driven the same way (ten ticks per action, batch
    commands through ``dispatch_commands``, voltages and site state read after each action).
 4. Alternating fresh processes, ``--repeats`` pairs per policy; the steps after ``reset`` are
-   timed. Printed: steps/s of each simulator (median), the ratio, and each side's episode
-   return as a sanity check (the rewards differ in detail, the systems do not).
+   timed, both in process CPU time (steady on a shared machine: other processes' load does
+   not count) and in wall time. Printed: steps per CPU second and per wall second of each
+   simulator (medians), the ratios, and each side's episode return as a sanity check (the
+   rewards differ in detail, the systems do not).
 
 Run: ``python benchmarks/bench_env.py [--quick] [--horizon 600] [--repeats 3]
 [--venv /tmp/openg2g-bench-venv] [--openg2g-mode env|coordinator]``. ``--quick``: 60 s, one
@@ -45,7 +48,8 @@ import _benchutil as bu
 import bench_openg2g as bo
 
 SCENARIO = "ieee13_baseline_notap"
-POLICIES = ("hold", "random")
+#: Share of steps at which the "sparse" actions move batches (a policy that switches rarely).
+SPARSE_CHANGE = 0.1
 GOAL = 20.0
 
 # The OpenG2G side, run with the venv's interpreter: builds the same system as bench_openg2g's
@@ -127,14 +131,14 @@ def run_env():
     env.reset(seed=0)
     reset_s = time.perf_counter() - t0
     total, steps = 0.0, 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for action in actions:
         _, reward, terminated, truncated, _ = env.step(np.asarray(action))
         total += reward
         steps += 1
         if terminated or truncated:
             break
-    return reset_s, time.perf_counter() - t0, steps, total
+    return reset_s, time.perf_counter() - t0, time.process_time() - c0, steps, total
 
 
 def run_coordinator():
@@ -151,7 +155,7 @@ def run_coordinator():
     sizes = (8, 16, 32, 64, 128, 256, 512)
     reset_s = time.perf_counter() - t0
     total, steps = 0.0, 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for action in actions[: horizon - 1]:
         for label, a in zip(labels, action):
             levels[label] = min(max(levels[label] + a - 1, 0), len(sizes) - 1)
@@ -163,13 +167,14 @@ def run_coordinator():
         total -= float(np.sum(np.maximum(0.95 - v, 0.0) ** 2) + np.sum(np.maximum(v - 1.05, 0.0) ** 2))
         _ = (state.batch_size_by_model, state.observed_itl_s_by_model, state.active_replicas_by_model)
         steps += 1
+    step_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     coordinator.stop()
-    return reset_s, time.perf_counter() - t0, steps, total
+    return reset_s, step_s, cpu_s, steps, total
 
 
-reset_s, step_s, steps, total = run_env() if mode == "env" else run_coordinator()
-print(json.dumps({"reset_s": reset_s, "step_s": step_s, "steps": steps, "return": total,
-                  "steps_per_s": steps / step_s, "mode": mode}))
+reset_s, step_s, cpu_s, steps, total = run_env() if mode == "env" else run_coordinator()
+print(json.dumps({"reset_s": reset_s, "step_s": step_s, "cpu_s": cpu_s, "steps": steps, "return": total,
+                  "steps_per_s": steps / step_s, "steps_per_cpu_s": steps / cpu_s, "mode": mode}))
 '''
 
 
@@ -177,10 +182,9 @@ def action_sequences(horizon: int, n_models: int = 5, seed: int = 0) -> dict[str
     """The actions both simulators take, per policy: one per control step of an episode."""
     rng = np.random.default_rng(seed)
     steps = horizon - 1
-    return {
-        "hold": [[1] * n_models for _ in range(steps)],
-        "random": rng.integers(0, 3, size=(steps, n_models)).tolist(),
-    }
+    random = rng.integers(0, 3, size=(steps, n_models))
+    sparse = np.where(rng.random((steps, 1)) < SPARSE_CHANGE, random, 1)
+    return {"hold": [[1] * n_models for _ in range(steps)], "sparse": sparse.tolist(), "random": random.tolist()}
 
 
 def g2gsim_worker(config_path: str, actions_path: str) -> dict[str, Any]:
@@ -196,15 +200,23 @@ def g2gsim_worker(config_path: str, actions_path: str) -> dict[str, Any]:
     env.reset(seed=0)
     reset_s = time.perf_counter() - start
     total, steps = 0.0, 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for action in actions:
         _, reward, terminated, truncated, _ = env.step(np.asarray(action))
         total += reward
         steps += 1
         if terminated or truncated:
             break
-    step_s = time.perf_counter() - start
-    return {"reset_s": reset_s, "step_s": step_s, "steps": steps, "return": total, "steps_per_s": steps / step_s}
+    step_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    return {
+        "reset_s": reset_s,
+        "step_s": step_s,
+        "cpu_s": cpu_s,
+        "steps": steps,
+        "return": total,
+        "steps_per_s": steps / step_s,
+        "steps_per_cpu_s": steps / cpu_s,
+    }
 
 
 def timed_worker(command: list[str]) -> dict[str, Any]:
@@ -216,14 +228,36 @@ def timed_worker(command: list[str]) -> dict[str, Any]:
 
 
 def summary_table(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict[str, dict[str, float]]]:
-    """Median steps/s per policy and simulator, the ratio, and the returns."""
+    """Median steps per CPU second and per wall second, per policy and simulator, the ratios,
+    and the returns."""
     rows, summary = [], {}
     for policy, sides in runs.items():
-        g = bu.median([r["steps_per_s"] for r in sides["g2gsim"]])
-        o = bu.median([r["steps_per_s"] for r in sides["openg2g"]])
-        summary[policy] = {"g2gsim_steps_per_s": g, "openg2g_steps_per_s": o, "ratio": g / o}
-        rows.append([policy, g, o, g / o, sides["g2gsim"][-1]["return"], sides["openg2g"][-1]["return"]])
-    headers = ["actions", "g2gsim steps/s", "OpenG2G steps/s", "g2gsim / OpenG2G", "g2gsim return", "OpenG2G return"]
+        found = {}
+        for measure in ("steps_per_cpu_s", "steps_per_s"):
+            g = bu.median([r[measure] for r in sides["g2gsim"]])
+            o = bu.median([r[measure] for r in sides["openg2g"]])
+            found[measure] = (g, o, g / o)
+        summary[policy] = {
+            "g2gsim_steps_per_cpu_s": found["steps_per_cpu_s"][0],
+            "openg2g_steps_per_cpu_s": found["steps_per_cpu_s"][1],
+            "ratio_cpu": found["steps_per_cpu_s"][2],
+            "g2gsim_steps_per_s": found["steps_per_s"][0],
+            "openg2g_steps_per_s": found["steps_per_s"][1],
+            "ratio_wall": found["steps_per_s"][2],
+        }
+        returns = (sides["g2gsim"][-1]["return"], sides["openg2g"][-1]["return"])
+        rows.append([policy, *found["steps_per_cpu_s"], *found["steps_per_s"], *returns])
+    headers = [
+        "actions",
+        "g2gsim steps/CPU s",
+        "OpenG2G steps/CPU s",
+        "ratio (CPU)",
+        "g2gsim steps/s",
+        "OpenG2G steps/s",
+        "ratio (wall)",
+        "g2gsim return",
+        "OpenG2G return",
+    ]
     return bu.markdown_table(headers, rows), summary
 
 

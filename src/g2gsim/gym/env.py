@@ -25,7 +25,7 @@ from g2gsim.datacenter.state import DatacenterState
 from g2gsim.gym.actions import Actions
 from g2gsim.gym.config import ObservationConfig, RewardConfig
 from g2gsim.gym.episodes import ControlClock, agent_site, penalty_trace, run_with, start_stepped, without_site_control
-from g2gsim.gym.observation import ModelTable, Observer, violation_summary
+from g2gsim.gym.observation import ModelTable, Observer
 from g2gsim.gym.reward import Reward
 from g2gsim.gym.sources import Episode, ScenarioLike, episode_source
 from g2gsim.kernel.links import INSTANT, LinkSpec
@@ -135,10 +135,12 @@ class G2GEnv(gymnasium.Env[np.ndarray, Any]):
         self._reward = Reward(
             self.reward_config, models, self._actions.log2, throughput=self._throughput(built), **limits
         )
+        self._same_limits = (self._observer.v_min, self._observer.v_max) == (self._reward.v_min, self._reward.v_max)
         self.observation_space = spaces.Box(-np.inf, np.inf, (self._observer.size,), np.float32)
         self.action_space = self._actions.space
         self.observation_names: tuple[str, ...] = self._observer.names
         self.models: tuple[str, ...] = models.labels
+        self._no_change = np.zeros(len(models.labels))
         self._handle: RunHandle | None = None
         self._built: BuiltScenario | None = None
         self._ofo_cache: dict[str, np.ndarray] = {}
@@ -210,7 +212,7 @@ class G2GEnv(gymnasium.Env[np.ndarray, Any]):
         self._levels = self._actions.levels_of(list(site.batch) if site is not None else [128.0] * len(self.models))
         self._reward.reset()
         voltages = np.asarray(self._grid_box.value.voltages, dtype=float)
-        observation = self._observer.observe(voltages, site, np.zeros(len(self.models)), self._elapsed())
+        observation = self._observer.observe(voltages, site, self._no_change, self._elapsed())
         return observation, {"time_s": handle.now_s, "scenario": built.scenario.name}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -221,7 +223,7 @@ class G2GEnv(gymnasium.Env[np.ndarray, Any]):
         previous = self._levels
         levels = self._actions.decode(action, previous)
         moved = levels != previous
-        change = np.zeros(len(levels))
+        change = self._no_change
         if moved.any():
             sizes = self._actions.batches(levels)
             batch = {label: sizes[m] for m, label in enumerate(self.models) if moved[m]}
@@ -233,13 +235,14 @@ class G2GEnv(gymnasium.Env[np.ndarray, Any]):
         voltages = np.asarray(self._grid_box.value.voltages, dtype=float)
         site = self._site_state()
         baseline = None if self._ofo is None else float(self._ofo[self._instant])
-        reward, terms = self._reward(voltages, site, levels, previous, baseline)
-        observation = self._observer.observe(voltages, site, change, self._elapsed())
-        under, over, outside = violation_summary(voltages, self._reward.v_min, self._reward.v_max)
+        check = self._reward.check(voltages)
+        reward, terms = self._reward(check, site, levels, previous, baseline)
+        shared = check if self._same_limits else None
+        observation = self._observer.observe(voltages, site, change, self._elapsed(), shared)
         info = {
             "time_s": handle.now_s,
             "reward_terms": terms,
-            "voltage": {"under": under, "over": over, "violation_fraction": outside},
+            "voltage": {"under": check.under, "over": check.over, "violation_fraction": check.outside},
         }
         return observation, reward, False, handle.done, info
 

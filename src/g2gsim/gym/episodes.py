@@ -4,7 +4,7 @@ and the voltage penalty of a reference run at those instants."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -14,6 +14,7 @@ from g2gsim.controllers.base import ControllerSection
 from g2gsim.controllers.ofo import OFOSection
 from g2gsim.controllers.rule_based import RuleBasedSection
 from g2gsim.gym.reward import voltage_penalty
+from g2gsim.kernel.links import LinkSpec
 from g2gsim.kernel.results import RunResult
 from g2gsim.kernel.simulation import RunHandle, Simulation
 from g2gsim.kernel.time import TimeLike, as_period
@@ -111,7 +112,9 @@ class ControlClock:
         return self.instants - 1
 
 
-def start_stepped(built: BuiltScenario, clock: ControlClock, links: dict | None = None) -> tuple[Simulation, RunHandle]:
+def start_stepped(
+    built: BuiltScenario, clock: ControlClock, links: Mapping[str, LinkSpec] | None = None
+) -> tuple[Simulation, RunHandle]:
     """A simulation of the built scenario whose tick also divides the control period and the
     agent's link, started and not yet stepped."""
     base = built.simulation

@@ -11,7 +11,7 @@ from g2gsim.datacenter.state import DatacenterState
 from g2gsim.grid.state import VoltageIndex
 from g2gsim.gym.config import ObservationConfig
 
-__all__ = ["ModelTable", "Observer", "violation_summary"]
+__all__ = ["ModelTable", "Observer", "VoltageCheck"]
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,35 @@ class ModelTable:
         return np.where(span > 0, span, 1.0)
 
 
-def violation_summary(v: np.ndarray, v_min: float, v_max: float) -> tuple[float, float, float]:
-    """(worst undervoltage, worst overvoltage, fraction of entries outside the limits), NaN ignored."""
-    if not v.size:
-        return 0.0, 0.0, 0.0
-    under = np.fmax(v_min - v, 0.0)  # fmax drops NaN (an absent phase)
-    over = np.fmax(v - v_max, 0.0)
-    seen = v.size - np.count_nonzero(np.isnan(v))
-    outside = np.count_nonzero(under) + np.count_nonzero(over)
-    return float(under.max()), float(over.max()), outside / seen if seen else 0.0
+@dataclass(frozen=True, slots=True)
+class VoltageCheck:
+    """One voltage vector against limits (NaN entries, absent phases, ignored)."""
+
+    under: float
+    """Worst undervoltage, pu below v_min (0: none)."""
+    over: float
+    """Worst overvoltage, pu above v_max (0: none)."""
+    outside: float
+    """Share of bus-phases outside [v_min, v_max]."""
+    penalty: float
+    """Sum over bus-phases of under^2 + over^2, pu^2."""
+
+    @classmethod
+    def of(cls, v: np.ndarray, v_min: float, v_max: float) -> VoltageCheck:
+        """The check of `v` (pu) against [v_min, v_max]."""
+        if not v.size:
+            return cls(0.0, 0.0, 0.0, 0.0)
+        under = np.fmax(v_min - v, 0.0)  # fmax drops NaN
+        over = np.fmax(v - v_max, 0.0)
+        seen = v.size - np.count_nonzero(np.isnan(v))
+        outside = np.count_nonzero(under) + np.count_nonzero(over)
+        return cls(
+            float(under.max()), float(over.max()), outside / seen if seen else 0.0, float(under @ under + over @ over)
+        )
+
+    def summary(self) -> tuple[float, float, float]:
+        """(worst undervoltage, worst overvoltage, share outside): the observation's summary."""
+        return self.under, self.over, self.outside
 
 
 class Observer:
@@ -65,6 +85,7 @@ class Observer:
         buses = config.voltage_buses if config.voltage_buses is not None else index.buses
         self._bus_rows = np.stack([index.rows_of(bus) for bus in buses])  # (n_bus, 3), -1 absent
         self._rows = np.sort(self._bus_rows[self._bus_rows >= 0])
+        self._whole = len(self._rows) == len(index)  # every entry observed: a shared check applies
         self._zones = {name: _rows(index, zone) for name, zone in config.zones.items()}
         self._log2_min = models.log2_min
         self._log2_range = models.log2_range
@@ -91,15 +112,21 @@ class Observer:
         return tuple(names)
 
     def observe(
-        self, voltages: np.ndarray, site: DatacenterState | None, change: np.ndarray, elapsed: float
+        self,
+        voltages: np.ndarray,
+        site: DatacenterState | None,
+        change: np.ndarray,
+        elapsed: float,
+        check: VoltageCheck | None = None,
     ) -> np.ndarray:
         """The observation: `voltages` of the grid state, the site's state, the change of the
-        commanded log2 batch per model at the last step and the elapsed episode fraction."""
+        commanded log2 batch per model at the last step and the elapsed episode fraction
+        (`check`: the whole vector already checked against these limits)."""
         config = self.config
         out = np.zeros(self.size, dtype=np.float32)
         at = 0
         if config.voltages == "all":
-            at = _put(out, at, voltages[self._rows])
+            at = _put(out, at, voltages if self._whole else voltages[self._rows])
         elif config.voltages == "bus_minmax":
             padded = np.append(voltages, np.nan)[self._bus_rows]
             ends = np.empty((len(padded), 2))
@@ -107,10 +134,12 @@ class Observer:
             ends[:, 1] = np.fmax.reduce(padded, axis=1)
             at = _put(out, at, ends.ravel())
         if config.summary == "global":
-            at = _put(out, at, violation_summary(voltages[self._rows], self.v_min, self.v_max))
+            if check is None or not self._whole:
+                check = VoltageCheck.of(voltages[self._rows], self.v_min, self.v_max)
+            at = _put(out, at, check.summary())
         elif config.summary == "zones":
             for rows in self._zones.values():
-                at = _put(out, at, violation_summary(voltages[rows], self.v_min, self.v_max))
+                at = _put(out, at, VoltageCheck.of(voltages[rows], self.v_min, self.v_max).summary())
         if config.models:
             at = self._put_models(out, at, site, change)
         if config.time:

@@ -7,15 +7,14 @@ import numpy as np
 from g2gsim.controllers.ofo import LogisticCurves
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.gym.config import RewardConfig
-from g2gsim.gym.observation import ModelTable
+from g2gsim.gym.observation import ModelTable, VoltageCheck
 
 __all__ = ["Reward", "voltage_penalty"]
 
 
 def voltage_penalty(v: np.ndarray, v_min: float, v_max: float) -> float:
     """sum over bus-phases of under^2 + over^2 (pu^2), NaN entries ignored."""
-    excess = np.fmax(v_min - v, 0.0) + np.fmax(v - v_max, 0.0)  # one of the two is 0; fmax drops NaN
-    return float(excess @ excess)
+    return VoltageCheck.of(v, v_min, v_max).penalty
 
 
 class Reward:
@@ -60,26 +59,25 @@ class Reward:
         """Forget the previous episode's changes."""
         self._since_change = np.full(len(self._deadline), np.inf)
 
+    def check(self, voltages: np.ndarray) -> VoltageCheck:
+        """The voltages against the reward's limits."""
+        return VoltageCheck.of(voltages, self.v_min, self.v_max)
+
     def __call__(
         self,
-        voltages: np.ndarray,
+        check: VoltageCheck,
         site: DatacenterState | None,
         levels: np.ndarray,
         previous: np.ndarray,
         baseline_penalty: float | None = None,
     ) -> tuple[float, dict[str, float]]:
-        """The reward and its terms, for the voltages and site state after a step that moved the
-        commanded levels from `previous` to `levels`."""
+        """The reward and its terms, for the voltage check (:meth:`check`) and site state after a
+        step that moved the commanded levels from `previous` to `levels`."""
         cfg = self.config
-        excess = np.fmax(self.v_min - voltages, 0.0) + np.fmax(voltages - self.v_max, 0.0)
-        penalty = float(excess @ excess)
-        if baseline_penalty is not None:
-            penalty -= baseline_penalty
-        seen = voltages.size - np.count_nonzero(np.isnan(voltages))
-        inside = (seen - np.count_nonzero(excess)) / seen if seen else 0.0
+        penalty = check.penalty if baseline_penalty is None else check.penalty - baseline_penalty
         terms = {
             "voltage": -cfg.w_voltage * penalty,
-            "in_band": cfg.w_in_band * inside,
+            "in_band": cfg.w_in_band * (1.0 - check.outside),
             "throughput": cfg.w_throughput * float(self._gain[self._rows, levels].sum()),
             "latency": -cfg.w_latency * self._latency(site),
             "switch": -cfg.w_switch * self._switching(levels, previous),
