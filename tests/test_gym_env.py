@@ -87,7 +87,7 @@ def test_delta_actions_move_one_feasible_size_and_stop_at_the_ends() -> None:
     names = env.observation_names
     assert observation[names.index("Llama-3.1-405B.batch")] == pytest.approx(1.0)
     assert observation[names.index("Llama-3.1-8B.batch")] == pytest.approx(0.0)
-    commands = env._handle.commands()
+    commands = env.run.commands()
     assert {c.source for c in commands} == {"agent"} and all(c.target == "dc" for c in commands)
 
 
@@ -113,7 +113,7 @@ def test_the_reward_terms_follow_their_definitions() -> None:
     terms = info["reward_terms"]
     assert terms["switch"] == -4.0 and terms["throughput"] == 0.0
     assert reward == pytest.approx(sum(terms.values()))
-    voltages = np.asarray(env._grid_box.value.voltages)
+    voltages = np.asarray(env.run.mailbox("grid").value.voltages)
     assert terms["voltage"] == pytest.approx(-1000.0 * voltage_penalty(voltages, 0.95, 1.05))
     inside = np.mean((voltages >= 0.95) & (voltages <= 1.05))
     assert terms["in_band"] == pytest.approx(0.5 * inside)
@@ -153,9 +153,9 @@ def test_the_agent_link_delays_its_commands() -> None:
     env.reset(seed=0)
     env.step(np.array([0, 1, 1, 1, 1]))
     env.step(HOLD)
-    [command] = env._handle.commands()
+    [command] = env.run.commands()
     assert (command.sent_s, command.deliver_s) == (1.0, 1.5)
-    state = env._handle.mailbox("dc").value
+    state = env.run.mailbox("dc").value
     assert state.batch_of("Llama-3.1-405B") == 64
 
 

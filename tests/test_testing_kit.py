@@ -78,7 +78,7 @@ def test_the_fake_site_publishes_the_site_contract_and_obeys_batch_commands() ->
     site = _site(itl=lambda k, b: np.array([0.01 * k, np.nan]))
     run_components([site, Setter()], 2)
     assert site.batch_commands()[0] == (0.0, {"a": 64})  # delivered at once, applied at the next step
-    box_state = site._box.value
+    box_state = site.last_state
     assert isinstance(box_state, DatacenterState)
     assert box_state.models == ("a", "b") and box_state.batch_of("a") == 64 and box_state.replicas_of("b") == 2
     assert np.isnan(box_state.itl_of("b")) and box_state.itl_of("a") == pytest.approx(0.01)
@@ -94,7 +94,7 @@ def test_the_scripted_grid_takes_fixed_scripted_or_function_voltages() -> None:
     seen = {}
     for grid in (fixed, table, function):
         run_components([grid], 3)
-        state = grid._box.value
+        state = grid.last_state
         assert isinstance(state, GridState) and state.index is grid.voltage_index
         seen[id(grid)] = state.voltages.tolist()
     assert seen[id(fixed)] == [1.0, 0.99, 0.98]
@@ -139,7 +139,7 @@ def test_taps_apply_at_the_next_step_or_at_once_with_a_resolve() -> None:
 
     grid = ScriptedGrid("grid", three_phase(["x"]), np.ones(3), taps={"creg1a": 1.0})
     result = run_components([grid, Tapper()], 3)
-    assert grid._box.value.taps == {"creg1a": 1.02}  # re-published at once at t = 2
+    assert grid.last_state.taps == {"creg1a": 1.02}  # re-published at once at t = 2
     assert result.summary["grid"]["n_resolves"] == 1
 
 

@@ -258,6 +258,12 @@ class G2GEnv(gymnasium.Env[np.ndarray, Any]):
         return dict(zip(self.models, self._actions.batches(self._levels), strict=True))
 
     @property
+    def run(self) -> RunHandle | None:
+        """The current episode's run (its mailboxes, the commands sent so far), or None before
+        the first reset."""
+        return self._handle
+
+    @property
     def scenario(self) -> Scenario | None:
         """The scenario of the current episode (as run: without the agent site's controllers)."""
         return None if self._built is None else self._built.scenario

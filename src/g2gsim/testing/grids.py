@@ -189,5 +189,10 @@ class ScriptedGrid(Grid):
         state = GridState(self.name, self.ctx.seconds(tick), self._index, voltages.copy(), dict(self.taps))
         self._box.publish(tick, state)
 
+    @property
+    def last_state(self) -> GridState | None:
+        """The newest state it published in this run (None before its first step)."""
+        return self._box.get()
+
     def summary(self) -> dict[str, Any]:
         return {"n_steps": self._k, "n_resolves": self._resolves, "n_sensitivity_estimates": self.sensitivity_calls}

@@ -214,7 +214,12 @@ class FakeSite(Datacenter):
         except ValueError:
             raise KeyError(f"FakeSite {self.name!r} runs no model {label!r}; models: {list(self.labels)}") from None
 
-    # -- what it was told -------------------------------------------------------------------
+    # -- what it published and was told ------------------------------------------------------
+    @property
+    def last_state(self) -> DatacenterState | None:
+        """The newest state it published in this run (None before its first step)."""
+        return self._box.get()
+
     def batch_commands(self) -> list[tuple[float, dict[str, int]]]:
         """Every SetBatchSize delivered, as (arrival time s, batch by model)."""
         return [(t, dict(c.batch)) for t, c in self.received if isinstance(c, SetBatchSize)]
