@@ -28,7 +28,7 @@ from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.kernel import Simulation
-from test_controllers_fakes import FakeSpec, Fits
+from g2gsim.testing import FakeSpec, Fits
 
 opendss = pytest.importorskip("g2gsim.grid.opendss", reason="the OpenDSS grid process is not available yet")
 grid_config = pytest.importorskip("g2gsim.grid.config")

@@ -26,7 +26,7 @@ from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.grid.config import StorageSpec
 from g2gsim.kernel import INSTANT, Controller, LinkSpec
 from g2gsim.kernel.registry import kinds, lookup
-from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, command_rows, run, three_phase
+from g2gsim.testing import FakeSite, FakeSpec, ScriptedGrid, command_rows, run_components, three_phase
 
 HORIZON = 12
 SPECS = [FakeSpec("m0", (8, 16, 32, 64, 128)), FakeSpec("m1", (16, 64, 256), itl_deadline_s=0.05, gpus_per_replica=4)]
@@ -44,8 +44,8 @@ def _voltages(variant: int):
     return voltages
 
 
-def _grid(variant: int) -> FakeGrid:
-    return FakeGrid("grid", three_phase(["x", "y"]), _voltages(variant), sites={"dc": "x", "dc2": "y"}, period=0.5)
+def _grid(variant: int) -> ScriptedGrid:
+    return ScriptedGrid("grid", three_phase(["x", "y"]), _voltages(variant), sites={"dc": "x", "dc2": "y"}, period=0.5)
 
 
 def fake_peers(variant: int) -> list[Any]:
@@ -53,7 +53,7 @@ def fake_peers(variant: int) -> list[Any]:
     sites = []
     for name, capacity in (("dc", 300), ("dc2", 400)):
         sites.append(
-            FakeDatacenter(
+            FakeSite(
                 name,
                 SPECS,
                 replicas={"m0": 20, "m1": 10},
@@ -182,10 +182,10 @@ def test_controller_contract(kind: str, index: int, links: str) -> None:
         assert isinstance(by_name[name], required)
 
     # runs; a rerun, and a run after a different scenario, match a fresh instance exactly
-    a1 = run([*first_peers, controller], HORIZON, seed=3)
-    run([*peers(1), controller], HORIZON, seed=5)
-    a2 = run([*first_peers, controller], HORIZON, seed=3)
-    fresh = run([*peers(0), build(kind, index, command_link, measurement_link)], HORIZON, seed=3)
+    a1 = run_components([*first_peers, controller], HORIZON, seed=3)
+    run_components([*peers(1), controller], HORIZON, seed=5)
+    a2 = run_components([*first_peers, controller], HORIZON, seed=3)
+    fresh = run_components([*peers(0), build(kind, index, command_link, measurement_link)], HORIZON, seed=3)
     assert command_rows(a1) == command_rows(a2) == command_rows(fresh)
     assert a1.events.equals(a2.events) and a1.events.equals(fresh.events)
     for key, table in a1.tables.items():
@@ -196,7 +196,7 @@ def test_controller_contract(kind: str, index: int, links: str) -> None:
 def test_every_controller_acts_in_the_contract_scenario(kind: str, index: int) -> None:
     """Guard against a vacuous contract: acting controllers send commands with instant links,
     budget sources publish budgets, Noop does nothing."""
-    result = run([*WORLDS[EXAMPLES[kind][index][0]](0), build(kind, index, INSTANT, INSTANT)], HORIZON)
+    result = run_components([*WORLDS[EXAMPLES[kind][index][0]](0), build(kind, index, INSTANT, INSTANT)], HORIZON)
     own = result.commands[result.commands["source"] == "ctl"]
     if kind in SILENT:
         assert own.empty, kind
@@ -210,6 +210,6 @@ def test_missing_peer_is_an_assembly_error():
     from g2gsim.kernel import AssemblyError
 
     with pytest.raises(AssemblyError, match="needs component 'dc'"):
-        run([fake_peers(0)[2], OFOBatchController("ctl", "dc", "grid")], 2)
+        run_components([fake_peers(0)[2], OFOBatchController("ctl", "dc", "grid")], 2)
     with pytest.raises(AssemblyError, match="needs a Grid"):
-        run([*fake_peers(0)[:2], OFOBatchController("ctl", "dc", "dc2")], 2)
+        run_components([*fake_peers(0)[:2], OFOBatchController("ctl", "dc", "dc2")], 2)

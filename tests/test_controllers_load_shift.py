@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from g2gsim.controllers import FeasibleBatches, LoadShiftConfig, LoadShiftController, SiteView, plan_shifts
 from g2gsim.datacenter.commands import ShiftReplicas
-from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, run, three_phase
+from g2gsim.testing import FakeSite, FakeSpec, ScriptedGrid, run_components, three_phase
 
 MODELS = {"a": 1, "b": 2, "c": 4, "d": 8}  # label -> GPUs per replica
 SIZES = (8, 16, 32, 64)
@@ -101,12 +101,12 @@ def test_no_candidate_means_no_shift():
 
 def _controller_run(enabled: bool, steps: int = 4):
     specs = [FakeSpec("a", SIZES, gpus_per_replica=2), FakeSpec("b", SIZES, gpus_per_replica=8)]
-    low = FakeDatacenter("low", specs, replicas={"a": 10, "b": 4}, batch={"a": 8, "b": 8}, capacity_gpus=52)
-    high = FakeDatacenter("high", specs, replicas={"a": 10, "b": 4}, batch={"a": 8, "b": 8}, capacity_gpus=100)
+    low = FakeSite("low", specs, replicas={"a": 10, "b": 4}, batch={"a": 8, "b": 8}, capacity_gpus=52)
+    high = FakeSite("high", specs, replicas={"a": 10, "b": 4}, batch={"a": 8, "b": 8}, capacity_gpus=100)
     volts = np.array([0.93, 1.0] * 3)  # phase-major: bus "x" low, bus "y" fine
-    grid = FakeGrid("grid", three_phase(["x", "y"]), lambda k: volts, sites={"low": "x", "high": "y"})
+    grid = ScriptedGrid("grid", three_phase(["x", "y"]), lambda k: volts, sites={"low": "x", "high": "y"})
     shift = LoadShiftController("shift", ["low", "high"], "grid", LoadShiftConfig(enabled=enabled))
-    return low, high, shift, run([low, high, grid, shift], steps)
+    return low, high, shift, run_components([low, high, grid, shift], steps)
 
 
 def test_controller_sends_paired_shift_commands_largest_model_first():

@@ -18,15 +18,15 @@ from pydantic import ValidationError
 from g2gsim.controllers import OFOBatchController, OFOConfig
 from g2gsim.controllers.batching import nearest_batch
 from g2gsim.kernel import ComponentError
-from test_controllers_fakes import (
-    FakeDatacenter,
-    FakeGrid,
+from g2gsim.testing import (
+    FakeSite,
     FakeSpec,
     Fits,
     Probe,
     Scripted,
+    ScriptedGrid,
     default_fits,
-    run,
+    run_components,
     three_phase,
 )
 
@@ -116,7 +116,7 @@ def cases(
 
 
 def simulate(case: Case, *, via_source: bool = False):
-    dc = FakeDatacenter(
+    dc = FakeSite(
         "dc",
         case.specs,
         replicas=case.replicas,
@@ -125,10 +125,10 @@ def simulate(case: Case, *, via_source: bool = False):
         phase_share=case.share,
         fits=case.fits,
     )
-    grid = FakeGrid("grid", three_phase(case.buses), Scripted(case.voltages), sites={"dc": case.buses[0]}, h=case.h)
+    grid = ScriptedGrid("grid", three_phase(case.buses), Scripted(case.voltages), sites={"dc": case.buses[0]}, h=case.h)
     ofo = OFOBatchController("ofo", "dc", "grid", case.config, fits=None if via_source else case.fits)
     probe = Probe(ofo, lambda c: (c.log_batch, c.latency_duals, c.voltage_duals))
-    result = run([dc, grid, ofo, probe], case.steps)
+    result = run_components([dc, grid, ofo, probe], case.steps)
     return dc, grid, ofo, probe, result
 
 
@@ -285,7 +285,7 @@ def test_fits_from_the_data_source_give_the_same_commands(case):
 
 @given(cases())
 def test_reset_then_rerun_gives_identical_commands(case):
-    dc = FakeDatacenter(
+    dc = FakeSite(
         "dc",
         case.specs,
         replicas=case.replicas,
@@ -294,10 +294,10 @@ def test_reset_then_rerun_gives_identical_commands(case):
         phase_share=case.share,
         fits=case.fits,
     )
-    grid = FakeGrid("grid", three_phase(case.buses), Scripted(case.voltages), sites={"dc": case.buses[0]}, h=case.h)
+    grid = ScriptedGrid("grid", three_phase(case.buses), Scripted(case.voltages), sites={"dc": case.buses[0]}, h=case.h)
     ofo = OFOBatchController("ofo", "dc", "grid", case.config)
-    first = run([dc, grid, ofo], case.steps)
-    second = run([dc, grid, ofo], case.steps)
+    first = run_components([dc, grid, ofo], case.steps)
+    second = run_components([dc, grid, ofo], case.steps)
     assert first.commands.equals(second.commands)
     assert first.events.equals(second.events)
     assert first.table("ofo/ofo").equals(second.table("ofo/ofo"))
@@ -306,10 +306,10 @@ def test_reset_then_rerun_gives_identical_commands(case):
 # -- sensitivity, errors, records -------------------------------------------------------------
 def _simple(config: OFOConfig | None = None, steps: int = 5, **dc_kwargs):
     specs = [FakeSpec("a"), FakeSpec("b", gpus_per_replica=4)]
-    dc = FakeDatacenter("dc", specs, replicas={"a": 10, "b": 5}, **dc_kwargs)
-    grid = FakeGrid("grid", three_phase(["x", "y"]), lambda k: np.full(6, 0.94), sites={"dc": "x"})
+    dc = FakeSite("dc", specs, replicas={"a": 10, "b": 5}, **dc_kwargs)
+    grid = ScriptedGrid("grid", three_phase(["x", "y"]), lambda k: np.full(6, 0.94), sites={"dc": "x"})
     ofo = OFOBatchController("ofo", "dc", "grid", config)
-    return dc, grid, ofo, run([dc, grid, ofo], steps)
+    return dc, grid, ofo, run_components([dc, grid, ofo], steps)
 
 
 @pytest.mark.parametrize(("interval", "calls"), [(0, 1), (1, 7), (3, 3)])
@@ -340,18 +340,18 @@ def test_missing_model_in_the_state_is_an_error_naming_it():
 
 def test_missing_fits_are_an_error_naming_the_model():
     specs = [FakeSpec("a"), FakeSpec("b")]
-    dc = FakeDatacenter("dc", specs, replicas={"a": 1, "b": 1})
-    grid = FakeGrid("grid", three_phase(["x"]), lambda k: np.ones(3), sites={"dc": "x"})
+    dc = FakeSite("dc", specs, replicas={"a": 1, "b": 1})
+    grid = ScriptedGrid("grid", three_phase(["x"]), lambda k: np.ones(3), sites={"dc": "x"})
     ofo = OFOBatchController("ofo", "dc", "grid", fits={"a": default_fits()})
     with pytest.raises(KeyError, match="'b'"):
-        run([dc, grid, ofo], 2)
+        run_components([dc, grid, ofo], 2)
 
 
 def test_site_must_be_attached_to_the_grid():
-    dc = FakeDatacenter("dc", [FakeSpec("a")], replicas={"a": 1})
-    grid = FakeGrid("grid", three_phase(["x"]), lambda k: np.ones(3), sites={})
+    dc = FakeSite("dc", [FakeSpec("a")], replicas={"a": 1})
+    grid = ScriptedGrid("grid", three_phase(["x"]), lambda k: np.ones(3), sites={})
     with pytest.raises(LookupError, match="not attached"):
-        run([dc, grid, OFOBatchController("ofo", "dc", "grid")], 2)
+        run_components([dc, grid, OFOBatchController("ofo", "dc", "grid")], 2)
 
 
 def test_config_validation():
@@ -387,8 +387,8 @@ def test_replicas_zero_leave_the_latency_dual_alone():
     _, _, ofo, _ = _simple(itl=lambda k, b: np.array([1.0, 1.0]), steps=3)
     assert ofo.latency_duals["a"] > 0
     case_specs = [FakeSpec("a")]
-    dc3 = FakeDatacenter("dc", case_specs, replicas={"a": 0}, itl=lambda k, b: np.array([1.0]))
-    grid = FakeGrid("grid", three_phase(["x"]), lambda k: np.ones(3), sites={"dc": "x"})
+    dc3 = FakeSite("dc", case_specs, replicas={"a": 0}, itl=lambda k, b: np.array([1.0]))
+    grid = ScriptedGrid("grid", three_phase(["x"]), lambda k: np.ones(3), sites={"dc": "x"})
     ofo3 = OFOBatchController("ofo", "dc", "grid")
-    run([dc3, grid, ofo3], 3)
+    run_components([dc3, grid, ofo3], 3)
     assert ofo3.latency_duals == {"a": 0.0}

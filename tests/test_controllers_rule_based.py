@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from g2gsim.controllers import RuleBasedConfig, RuleBasedController, regulator_zone
 from g2gsim.controllers.batching import nearest_batch
-from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, Probe, Scripted, run, three_phase
+from g2gsim.testing import FakeSite, FakeSpec, Probe, Scripted, ScriptedGrid, run_components, three_phase
 
 SIZE_POOL = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 
@@ -48,11 +48,11 @@ def setups(draw, v_range=(0.85, 1.15), late: bool | None = None, guard: bool | N
 
 def simulate(setup):
     specs, batch, volts, itl, buses, config = setup
-    dc = FakeDatacenter("dc", specs, replicas={s.model_label: 4 for s in specs}, batch=batch, itl=Scripted(itl))
-    grid = FakeGrid("grid", three_phase(buses), Scripted(volts), sites={"dc": buses[0]})
+    dc = FakeSite("dc", specs, replicas={s.model_label: 4 for s in specs}, batch=batch, itl=Scripted(itl))
+    grid = ScriptedGrid("grid", three_phase(buses), Scripted(volts), sites={"dc": buses[0]})
     rule = RuleBasedController("rule", "dc", "grid", config)
     probe = Probe(rule, lambda c: c.log_batch)
-    result = run([dc, grid, rule, probe], len(volts))
+    result = run_components([dc, grid, rule, probe], len(volts))
     return dc, rule, probe, result
 
 
@@ -124,10 +124,10 @@ def test_no_action_inside_the_band(setup):
 @given(setups())
 def test_reset_then_rerun_gives_identical_commands(setup):
     specs, batch, volts, itl, buses, config = setup
-    dc = FakeDatacenter("dc", specs, replicas={s.model_label: 4 for s in specs}, batch=batch, itl=Scripted(itl))
-    grid = FakeGrid("grid", three_phase(buses), Scripted(volts), sites={"dc": buses[0]})
+    dc = FakeSite("dc", specs, replicas={s.model_label: 4 for s in specs}, batch=batch, itl=Scripted(itl))
+    grid = ScriptedGrid("grid", three_phase(buses), Scripted(volts), sites={"dc": buses[0]})
     rule = RuleBasedController("rule", "dc", "grid", config)
-    first, second = run([dc, grid, rule], len(volts)), run([dc, grid, rule], len(volts))
+    first, second = run_components([dc, grid, rule], len(volts)), run_components([dc, grid, rule], len(volts))
     assert first.commands.equals(second.commands) and first.events.equals(second.events)
 
 
@@ -144,10 +144,10 @@ def _zone_case(config):
     # bus "far" is deeply under v_min, bus "near" is fine
     entries = three_phase(["near", "far"])
     volts = np.array([1.0, 0.90, 1.0, 0.90, 1.0, 0.90])
-    dc = FakeDatacenter("dc", specs, replicas={"a": 4})
-    grid = FakeGrid("grid", entries, lambda k: volts, sites={"dc": "near"})
+    dc = FakeSite("dc", specs, replicas={"a": 4})
+    grid = ScriptedGrid("grid", entries, lambda k: volts, sites={"dc": "near"})
     rule = RuleBasedController("rule", "dc", "grid", config)
-    run([dc, grid, rule], 3)
+    run_components([dc, grid, rule], 3)
     return dc.batch_commands()
 
 

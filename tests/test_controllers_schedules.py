@@ -23,7 +23,7 @@ from g2gsim.controllers import (
 from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.commands import SetTaps
 from g2gsim.kernel import Simulation
-from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, run, three_phase
+from g2gsim.testing import FakeSite, FakeSpec, ScriptedGrid, run_components, three_phase
 
 HORIZON = Fraction(10)
 # exact times: multiples of 1/8, 1/10 and 1/3 s
@@ -33,7 +33,7 @@ TIMES = st.builds(lambda n, d: Fraction(n, d), st.integers(0, 120), st.sampled_f
 
 
 def _grid(period=Fraction(1, 2)):
-    return FakeGrid("grid", three_phase(["x"]), lambda k: np.ones(3), period=period)
+    return ScriptedGrid("grid", three_phase(["x"]), lambda k: np.ones(3), period=period)
 
 
 def _tap_schedule(times):
@@ -49,7 +49,7 @@ def test_tap_entries_fire_once_at_their_exact_times_in_order(times):
     grid = _grid()
     schedule = _tap_schedule(times)
     controller = TapScheduleController("taps", schedule, grid="grid")
-    result = run([grid, controller], HORIZON)
+    result = run_components([grid, controller], HORIZON)
     due = sorted(t for t in times if t < HORIZON)
     sent = [(t, c) for t, c in grid.received if isinstance(c, SetTaps)]
     assert [t for t, _ in sent] == [float(t) for t in due]  # once each, at its time, in order
@@ -67,7 +67,7 @@ def test_tap_entries_fire_once_at_their_exact_times_in_order(times):
 def test_polling_fires_due_entries_merged_at_the_first_poll(times, period):
     grid = _grid()
     schedule = _tap_schedule(times)
-    run([grid, TapScheduleController("taps", schedule, grid="grid", period=period)], HORIZON)
+    run_components([grid, TapScheduleController("taps", schedule, grid="grid", period=period)], HORIZON)
     sent = [(Fraction(t).limit_denominator(1000), dict(c.taps)) for t, c in grid.received]
     polls = [k * period for k in range(math.ceil(HORIZON / period))]
     expected = []
@@ -90,7 +90,7 @@ def test_polling_fires_due_entries_merged_at_the_first_poll(times, period):
 )
 def test_batch_entries_fire_once_at_their_times_one_command_per_time(plan):
     specs = [FakeSpec(m) for m in ("m0", "m1", "m2")]
-    dc = FakeDatacenter("dc", specs, replicas={"m0": 1, "m1": 1, "m2": 1}, period=Fraction(1, 2))
+    dc = FakeSite("dc", specs, replicas={"m0": 1, "m1": 1, "m2": 1}, period=Fraction(1, 2))
     schedules, expected = {}, {}
     for label, times in plan.items():
         schedule = None
@@ -100,7 +100,7 @@ def test_batch_entries_fire_once_at_their_times_one_command_per_time(plan):
             if t < HORIZON:
                 expected.setdefault(t, {})[label] = ((8, 16, 32, 64)[i % 4], float(i))
         schedules[label] = schedule
-    result = run([dc, BatchScheduleController("batches", schedules, site="dc")], HORIZON)
+    result = run_components([dc, BatchScheduleController("batches", schedules, site="dc")], HORIZON)
     sent = [(t, c) for t, c in dc.received if isinstance(c, SetBatchSize)]
     assert [t for t, _ in sent] == [float(t) for t in sorted(expected)]
     for (_, command), t in zip(sent, sorted(expected), strict=True):
@@ -139,26 +139,28 @@ def test_builders_validate_and_read_back():
 
 def test_resolve_flag_and_target_reach_the_command():
     grid = _grid()
-    result = run([grid, TapScheduleController("taps", TapPosition(a=1.05).at(2), grid="grid", resolve=True)], 5)
+    result = run_components(
+        [grid, TapScheduleController("taps", TapPosition(a=1.05).at(2), grid="grid", resolve=True)], 5
+    )
     [(t, command)] = grid.received
     assert t == 2.0 and command.resolve and command.target == "grid"
     assert json.loads(result.commands["payload"].iloc[0])["taps"] == {"a": 1.05}
 
 
 def test_unknown_scheduled_model_is_an_error():
-    dc = FakeDatacenter("dc", [FakeSpec("m0")], replicas={"m0": 1})
+    dc = FakeSite("dc", [FakeSpec("m0")], replicas={"m0": 1})
     with pytest.raises(KeyError, match="nope"):
-        run([dc, BatchScheduleController("b", {"nope": BatchSizeChange(8).at(1)}, site="dc")], 3)
+        run_components([dc, BatchScheduleController("b", {"nope": BatchSizeChange(8).at(1)}, site="dc")], 3)
 
 
 def test_reset_then_rerun_gives_identical_commands():
     grid = _grid()
     controller = TapScheduleController("taps", _tap_schedule([Fraction(1, 3), Fraction(7, 8), 4]), grid="grid")
-    first, second = run([grid, controller], HORIZON), run([grid, controller], HORIZON)
+    first, second = run_components([grid, controller], HORIZON), run_components([grid, controller], HORIZON)
     assert first.commands.equals(second.commands) and len(first.commands) == 3
 
 
 def test_noop_never_commands():
-    result = run([_grid(), Noop("none", 1)], 5)
+    result = run_components([_grid(), Noop("none", 1)], 5)
     assert result.commands.empty
     assert Noop().period == 1 and Noop(period=None).times() == []

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from g2gsim.controllers import DroopStorage, StorageDroopConfig, StorageDroopController, droop_output
 from g2gsim.grid.commands import SetStoragePower
 from g2gsim.grid.config import StorageSpec
-from test_controllers_fakes import FakeGrid, run, three_phase
+from g2gsim.testing import ScriptedGrid, run_components, three_phase
 
 
 @st.composite
@@ -66,14 +66,14 @@ def _grid():
         v = STEPS[k % len(STEPS)]
         return np.array([v, 1.0, v + 0.01, 1.0, v + 0.02, 1.0])  # phase-major over buses s, t
 
-    return FakeGrid("grid", three_phase(["s", "t"]), voltages, period=Fraction(1, 5))
+    return ScriptedGrid("grid", three_phase(["s", "t"]), voltages, period=Fraction(1, 5))
 
 
 def _run(config, storage=None, horizon=3):
     grid = _grid()
     storage = storage or [DroopStorage(name="bat", bus="S", rated_kw=250.0, rated_kva=300.0)]
     droop = StorageDroopController("droop", "grid", storage, config)
-    result = run([grid, droop], horizon)
+    result = run_components([grid, droop], horizon)
     return [c for _, c in grid.received if isinstance(c, SetStoragePower)], result
 
 

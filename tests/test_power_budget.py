@@ -351,12 +351,12 @@ def test_budget_metrics_grace() -> None:
 
 
 def test_grid_operator_curtails_on_low_voltage_and_releases_after_hold() -> None:
-    from test_controllers_fakes import FakeGrid, three_phase
+    from g2gsim.testing import ScriptedGrid, three_phase
 
     def voltages(k: int) -> np.ndarray:  # 1 s grid steps: low voltage from 10 s to 20 s
         return np.full(3, 0.93 if 10 <= k < 20 else 1.0)
 
-    grid = FakeGrid("grid", three_phase(["671"]), voltages, sites={"dc": "671"})
+    grid = ScriptedGrid("grid", three_phase(["671"]), voltages, sites={"dc": "671"})
     dc = OfflineDatacenter("dc", small_site(), DATA)
     operator = GridOperator("op", "dc", "grid", normal_kw=100.0, curtail_kw=40.0, v_trigger=0.95, hold_s=5.0)
     result = Simulation([dc, grid, operator], 40.0).run()

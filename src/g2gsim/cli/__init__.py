@@ -4,6 +4,7 @@
 - :mod:`~g2gsim.cli.studies`: ``sweep``, ``hosting-capacity``, ``sensitivity``, ``site-sweep``, ``ensemble``;
 - :mod:`~g2gsim.cli.planning`: ``plan-batch``;
 - :mod:`~g2gsim.cli.live`: ``run --live``, ``fake-cluster``, ``live-run``;
+- :mod:`~g2gsim.cli.rl`: ``rl library``, ``rl evaluate``;
 - :mod:`~g2gsim.cli.common`: the consoles, the one-line error, shared options.
 
 Each command parses its options, calls a plain function of the library and renders the result.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from g2gsim.cli import live, planning, run, studies
+from g2gsim.cli import live, planning, rl, run, studies
 
 app = typer.Typer(
     name="g2gsim",
@@ -22,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for _group in (run, studies, planning, live):
+for _group in (run, studies, planning, live, rl):
     _group.register(app)
 
 

@@ -11,7 +11,7 @@ from g2gsim.kernel.links import INSTANT, Link, LinkSpec, Seconds
 from g2gsim.kernel.mailbox import Mailbox, QueueMailbox, wait_until
 from g2gsim.kernel.phases import Phase, priority
 from g2gsim.kernel.results import RunResult
-from g2gsim.kernel.simulation import AssemblyError, ComponentError, Simulation
+from g2gsim.kernel.simulation import AssemblyError, ComponentError, RunHandle, Simulation
 from g2gsim.kernel.streaming import read_chunks
 from g2gsim.kernel.time import Clock, as_delay, as_period, as_seconds, fraction_gcd
 
@@ -31,6 +31,7 @@ __all__ = [
     "Phase",
     "QueueMailbox",
     "RunContext",
+    "RunHandle",
     "RunResult",
     "Seconds",
     "Simulation",

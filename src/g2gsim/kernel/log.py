@@ -7,6 +7,8 @@ the top-level dict) and commands are immutable."""
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,18 @@ class EventLog:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedCommand:
+    """One entry of the command log, with the command itself (typed, not its JSON)."""
+
+    sent_s: float
+    deliver_s: float | None
+    """When it reached its target; None: the link dropped it."""
+    source: str
+    target: str
+    command: Command
+
+
 class CommandLog:
     """Every command sent: who sent it to whom, when, when it arrived, and whether it was lost."""
 
@@ -74,6 +88,15 @@ class CommandLog:
         self._kind.append(type(command).__name__)
         self._payload.append(command)
         self._status.append("dropped" if deliver_s is None else "sent")
+
+    def records(self) -> list[LoggedCommand]:
+        """Every command so far, oldest first, as typed records."""
+        return [
+            LoggedCommand(sent, None if math.isnan(deliver) else deliver, source, target, command)
+            for sent, deliver, source, target, command in zip(
+                self._sent_s, self._deliver_s, self._source, self._target, self._payload, strict=True
+            )
+        ]
 
     def to_frame(self) -> pd.DataFrame:
         """The commands as a DataFrame."""
