@@ -56,8 +56,13 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 _METRICS = ("power", "latency", "throughput")
+
+#: Largest move of any x_i = log2(batch_i) in one step (with no active dual) at which an
+#: event-triggered OFO counts as settled: a batch 0.07 % away from where it was.
+SETTLE_TOLERANCE = 1e-3
 
 
 class OFOConfig(Section):
@@ -217,10 +222,11 @@ class OFOBatchController(Controller):
         fits: Mapping[str, FitTriple] | None = None,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
         if period is None:
             raise ValueError(f"OFO controller {name!r} needs a control period")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         if config is not None and not isinstance(config, OFOConfig):
             raise TypeError(f"{name!r}: config must be an OFOConfig, got {type(config).__name__}")
         self.config = config or OFOConfig()
@@ -233,7 +239,7 @@ class OFOBatchController(Controller):
     def from_config(cls, section: OFOSection, context: BuildContext) -> OFOBatchController:
         """From its scenario section; the scenario's voltage limits fill in unset ones."""
         config = with_voltage_limits(section.params, context)
-        return cls(section.name, section.site, section.grid, config, section.period_s, **section.links())
+        return cls(section.name, section.site, section.grid, config, section.period_s, **section.controller_keywords())
 
     # -- declarations ---------------------------------------------------------------------
     def dependencies(self) -> Mapping[str, type]:
@@ -292,14 +298,13 @@ class OFOBatchController(Controller):
         r_max = self._throughput.value(self._batches.x_max)
         self._r_max = np.where(np.isfinite(r_max) & (r_max > 0), r_max, 1.0)
         self._mu = np.zeros(len(self._labels))
-        assert self.period is not None
-        n, m = ctx.step_count(self.period), len(self._labels)
+        n, m = self.max_steps(), len(self._labels)
         self._rec_time = np.zeros(n)
         self._rec_batch = np.zeros((n, m), dtype=np.int64)
         self._rec_x = np.zeros((n, m))
         self._rec_mu = np.zeros((n, m))
         self._rec_lambda = np.zeros((n, 2))
-        self._dc_box = ctx.subscribe(self.site)
+        self._dc_box = ctx.subscribe(self.site, wake=False)  # published every site step: read, never woken by
         self._grid_box = ctx.subscribe(self.grid)
 
     def _curves(self, specs: Mapping[str, Any]) -> tuple[LogisticCurves, LogisticCurves, LogisticCurves]:
@@ -347,6 +352,29 @@ class OFOBatchController(Controller):
     def sensitivity(self) -> np.ndarray | None:
         """The H in use (copy), or None before the first estimate."""
         return None if self._h is None else self._h.copy()
+
+    # -- event triggers --------------------------------------------------------------------
+    def settled(self) -> bool:
+        """Settled once no voltage or latency dual is active and the last primal step moved
+        no x_i by more than :data:`SETTLE_TOLERANCE` (log2 units): until then an
+        event-triggered OFO keeps stepping at its minimum interval (e.g. while duals decay
+        and release a batch). Before its first observation it has nothing to do."""
+        if self._x is None or self._x_prev is None:
+            return True
+        if self._mu.any() or (self._lambda_under is not None and self._lambda_under.any()):
+            return False
+        if self._lambda_over is not None and self._lambda_over.any():
+            return False
+        return bool(np.abs(self._x - self._x_prev).max(initial=0.0) <= SETTLE_TOLERANCE)
+
+    def watched_values(self) -> np.ndarray | None:
+        """The grid's voltage vector as last observed (a threshold trigger watches it)."""
+        if not self._grid_box.has_value:
+            return None
+        return np.asarray(self._grid_box.value.voltages, dtype=float)
+
+    def watched_band(self) -> tuple[float, float]:
+        return (self.config.v_min, self.config.v_max)
 
     # -- one step -------------------------------------------------------------------------
     def control(self, tick: int) -> Iterable[Command]:

@@ -63,6 +63,7 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 __all__ = [
     "FlexibilityBand",
@@ -185,8 +186,11 @@ class PowerBudgetController(BudgetFollower):
         fits: Mapping[str, Any] | None = None,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
-        super().__init__(name, site, budget, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(
+            name, site, budget, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger
+        )
         if config is not None and not isinstance(config, PowerBudgetConfig):
             raise TypeError(f"{name!r}: config must be a PowerBudgetConfig, got {type(config).__name__}")
         self.config = config or PowerBudgetConfig()
@@ -201,7 +205,14 @@ class PowerBudgetController(BudgetFollower):
                 f"controllers.{section.name}.params.knobs: {knobs} includes 'caps', but live site {section.site!r} "
                 "cannot apply GPU power caps; allowed there: 'batch', 'replicas'"
             )
-        return cls(section.name, section.site, section.budget, section.params, section.period_s, **section.links())
+        return cls(
+            section.name,
+            section.site,
+            section.budget,
+            section.params,
+            section.period_s,
+            **section.controller_keywords(),
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def reset(self, ctx: RunContext) -> None:
@@ -445,6 +456,12 @@ class PowerBudgetController(BudgetFollower):
             return ()
         self._ramp_from = None
         return self._replan(tick, self._observe(self._dc_box.value), "budget")
+
+    def settled(self) -> bool:
+        """Settled unless a ramp is being followed or a drift, overshoot or deadline count is
+        running toward a re-plan (an event-triggered follower then keeps stepping)."""
+        counting = self._drift_count or self._over_count or self._late_count
+        return self._ramp_from is None and not counting
 
     def control(self, tick: int) -> Iterable[Command]:
         if not self._dc_box.has_value:
