@@ -110,9 +110,10 @@ class OpenDSSGrid(Grid):
     """A distribution feeder solved by OpenDSS, coupled to load-site components (SPEC 4).
 
     Publishes a :class:`GridState` in mailbox ``state`` after every solve (see
-    :class:`~g2gsim.grid.base.Grid`). Commands: SetTaps, SetStoragePower and ResolveGrid.
-    Services for controllers: :meth:`estimate_sensitivity`, :meth:`resolve_now`,
-    :attr:`voltage_index`, :meth:`site_bus`, :attr:`regulators`. The observation layout
+    :class:`~g2gsim.grid.base.Grid`). Commands: SetTaps, SetStoragePower, ResolveGrid and
+    SensitivityRequest (answered in ``sensitivity/<site>`` from :meth:`estimate_sensitivity`).
+    Also :meth:`resolve_now`, :attr:`voltage_index`, :meth:`site_bus`, :attr:`regulators`
+    (read when a run is set up, never called by a controller's step). The observation layout
     (:attr:`voltage_index`, :attr:`regulators`, :attr:`sites`) is known before any run.
     `reuse_circuit` (off by default) lets :meth:`reset` reuse the engine's compiled circuit.
     """
@@ -662,28 +663,22 @@ class OpenDSSGrid(Grid):
 
     # -- services --------------------------------------------------------------------------------
     def estimate_sensitivity(self, site: str, delta_kw: float = 100.0) -> np.ndarray:
-        """Finite-difference dV/dP (pu per kW) for each phase of a site's load (SPEC 4.5), from
-        the present operating point (:func:`~g2gsim.grid.sensitivity.finite_difference`);
-        the base point is re-solved at the end, so the circuit is left as found."""
-        if not (math.isfinite(delta_kw) and delta_kw > 0.0):
-            raise ValueError(
-                f"grid {self.name!r}: the sensitivity perturbation must be a positive kW value, got {delta_kw!r}"
-            )
+        """Finite-difference dV/dP (pu per kW) for each phase of a site's load (SPEC 4.5) at the
+        present operating point, at a tight tolerance whatever the run's own
+        (:func:`~g2gsim.grid.sensitivity.finite_difference`); then the base point is re-solved
+        at the run's settings, so the circuit is left as the run would find it."""
         if self._last_step_tick < 0:
             raise RuntimeError(
                 f"grid {self.name!r}: sensitivity needs a solved operating point (after the first grid step)"
             )
-        target = self._site_by_name(site)
         assert self._loads is not None
         time_s = self.ctx.now_s
-        h = finite_difference(
-            self.engine,
-            self._loads,
-            target,
-            delta_kw,
-            lambda: self._power_flow(time_s, lambda: self.engine.solve(time_s)),
-            self._read_vector,
-        )
+        engine = self.engine
+
+        def solve() -> None:
+            self._power_flow(time_s, lambda: engine.solve(time_s))
+
+        h = finite_difference(engine, self._loads, self._site_by_name(site), delta_kw, solve, self._read_vector)
         self._solve(time_s)
         self._n_sensitivity += 1
         return h

@@ -25,8 +25,6 @@ from g2gsim.grid.loads import LoadBatch
 
 __all__ = [
     "RETRY_MAX_ITERATIONS",
-    "SENSITIVITY_MAX_ITERATIONS",
-    "SENSITIVITY_TOLERANCE",
     "SolveGate",
     "solve_with_retry",
     "solver_settings",
@@ -34,10 +32,6 @@ __all__ = [
 
 #: Iteration limit of the one retry of a power flow that did not converge.
 RETRY_MAX_ITERATIONS = 500
-#: Power-flow tolerance (pu) and iteration limit of the solves of a sensitivity estimate:
-#: tight enough that the estimate does not depend on the run's own tolerance.
-SENSITIVITY_TOLERANCE = 1e-10
-SENSITIVITY_MAX_ITERATIONS = 100
 
 
 class SolveGate:
