@@ -169,7 +169,9 @@ def test_ofo_cuts_violations_by_an_order_of_magnitude(fits, base_kw):
     assert misses <= 0.03
     assert ofo.summary["grid"]["n_sensitivity_estimates"] == 1
     feasible = set(BATCHES)
-    for payload in ofo.commands["payload"]:
+    batches = ofo.commands[ofo.commands["kind"] == "SetBatchSize"]
+    assert set(ofo.commands["kind"]) == {"SetBatchSize", "SensitivityRequest"}
+    for payload in batches["payload"]:
         assert set(json.loads(payload)["batch"].values()) <= feasible
 
 

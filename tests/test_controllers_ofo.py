@@ -330,7 +330,10 @@ def test_step_event_and_table_carry_batches_and_duals():
     table = result.table("ofo/ofo")
     assert list(table["time_s"]) == [0.0, 1.0, 2.0]
     assert {"batch.a", "x.b", "mu.a", "lambda_under_max"} <= set(table.columns)
-    assert all(t == "dc" for t in result.commands["target"])
+    batches = result.commands[result.commands["kind"] == "SetBatchSize"]
+    assert len(batches) == 3 and all(t == "dc" for t in batches["target"])
+    request = result.commands[result.commands["kind"] == "SensitivityRequest"]
+    assert request["target"].tolist() == ["grid"] and request["sent_s"].tolist() == [0.0]
 
 
 def test_missing_model_in_the_state_is_an_error_naming_it():

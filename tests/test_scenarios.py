@@ -50,6 +50,7 @@ EXPECTED_PRESETS = {
     "ieee123_storage_idle",
     "ieee123_storage_pv",
     "ieee123_storage_qv",
+    "ieee13_ofo_event",
 }
 
 METRIC_KEYS = {
@@ -154,8 +155,9 @@ def test_preset_runs_briefly_with_finite_metrics(name: str, presets: dict[str, S
 
 # -- presets: SPEC 7 parameters -----------------------------------------------------------
 # Presets beyond SPEC 7 (not OpenG2G's): checked by their own tests.
-# ieee13_power_budget: tests/test_power_budget.py; ieee13_ofo_planned: tests/test_planning_scenarios.py.
-BEYOND_SPEC7 = {"ieee13_power_budget", "ieee13_ofo_planned"}
+# g2gsim's own IEEE 13 presets: ieee13_power_budget (tests/test_power_budget.py), ieee13_ofo_planned
+# (tests/test_planning_scenarios.py), ieee13_ofo_event (tests/test_controllers_triggers.py).
+BEYOND_SPEC7 = {"ieee13_power_budget", "ieee13_ofo_planned", "ieee13_ofo_event"}
 IEEE13 = [n for n in NAMES if n.startswith("ieee13_") and n not in BEYOND_SPEC7]
 IEEE123_OFO = ["ieee123_ofo_tapchange", "ieee123_storage_idle", "ieee123_storage_pv", "ieee123_storage_qv"]
 EXCLUDED = {

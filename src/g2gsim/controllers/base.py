@@ -18,13 +18,14 @@ import warnings
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import Any, ClassVar, ParamSpec, Protocol, TypedDict, TypeVar
 
 from pydantic import (
     BaseModel,
     Field,
     SerializationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticUndefined
 
@@ -33,9 +34,11 @@ from g2gsim.kernel.component import Component
 from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
 from g2gsim.kernel.registry import ComponentKind, Section, register
 from g2gsim.kernel.time import as_period
+from g2gsim.kernel.triggers import PERIODIC, Trigger
 
 __all__ = [
     "BuildContext",
+    "ControllerKeywords",
     "ControllerSection",
     "Links",
     "register_controller",
@@ -58,6 +61,12 @@ class Links(TypedDict):
     measurement_link: LinkSpec
 
 
+class ControllerKeywords(Links):
+    """The keywords every feedback controller's constructor takes: its links and its trigger."""
+
+    trigger: Trigger
+
+
 class ControllerSection(Section):
     """A ``[[controllers]]`` table of a scenario file: what every controller section has."""
 
@@ -71,18 +80,40 @@ class ControllerSection(Section):
     """Delay, jitter and loss of the commands it sends."""
     measurement_link: LinkSpec = INSTANT
     """Delay, jitter and loss of the measurements it reads."""
+    trigger: Trigger = PERIODIC
+    """When it steps: "periodic" (every period), "on_change" (when what it reads is published)
+    or { threshold_pu = 0.002 } (when an observed voltage moves that much or leaves the band),
+    with at most one step per min_interval_s (default: the period)."""
+
+    #: Sections of controllers that fire at their own event times (schedules, budget sources)
+    #: set this: an event trigger does not apply to them.
+    event_timed: ClassVar[bool] = False
 
     @field_validator("period_s", mode="before")
     @classmethod
     def _positive_period(cls, value: Any) -> Fraction | None:
         return None if value is None else as_period(value, name="period_s")
 
+    @model_validator(mode="after")
+    def _trigger_applies(self) -> ControllerSection:
+        if self.event_timed and not self.trigger.is_periodic:
+            raise ValueError(
+                f"trigger: a {self.type!r} controller fires at its own event times; an event trigger "
+                f"({self.trigger.mode}) does not apply to it"
+            )
+        if not self.trigger.is_periodic and self.period_s is None and self.trigger.min_interval_s is None:
+            raise ValueError("trigger: an event trigger needs period_s or trigger.min_interval_s")
+        return self
+
     def serialized(self, data: dict[str, Any], info: SerializationInfo) -> dict[str, Any]:
         """``params`` serialise as written (only the keys given), so scenario-wide defaults
-        such as v_min / v_max keep applying after a round trip through a file."""
+        such as v_min / v_max keep applying after a round trip through a file; the default
+        trigger is left out."""
         params = getattr(self, "params", None)
         if isinstance(params, BaseModel) and "params" in data:
             data["params"] = params.model_dump(mode=info.mode, exclude_unset=True)
+        if self.trigger.is_periodic:
+            data.pop("trigger", None)
         return data
 
     def referenced_sites(self) -> tuple[str, ...]:
@@ -97,6 +128,10 @@ class ControllerSection(Section):
     def links(self) -> Links:
         """The link keywords of a controller constructor."""
         return {"command_link": self.command_link, "measurement_link": self.measurement_link}
+
+    def controller_keywords(self) -> ControllerKeywords:
+        """The link and trigger keywords of a feedback controller's constructor."""
+        return {**self.links(), "trigger": self.trigger}
 
 
 class BuildContext(Protocol):

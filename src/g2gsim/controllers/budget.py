@@ -51,6 +51,7 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike, as_delay
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 __all__ = [
     "Budget",
@@ -194,10 +195,11 @@ class BudgetFollower(Controller):
         *,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
         if period is None:
             raise ValueError(f"{name!r} needs a polling period")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         self.site = site
         self.budget = budget
 
@@ -216,7 +218,14 @@ class BudgetFollower(Controller):
         self._gpu_power = getattr(getattr(self._site, "config", None), "gpu_power", None) or GpuPowerCaps()
 
     def run(self) -> Generator[Event, Any, None]:
-        """Poll every period; in between, react to each budget publish in the same tick."""
+        """Poll every period; in between, react to each budget publish in the same tick.
+
+        Event-triggered, it steps when the site or the budget publishes (at most once per
+        minimum interval) and reacts to a new budget first, at that step."""
+        if not self.trigger.is_periodic:
+            self._budget_seen = -1
+            yield from super().run()
+            return
         ctx = self.ctx
         assert self.period is not None
         period = ctx.clock.ticks(self.period)
@@ -234,6 +243,13 @@ class BudgetFollower(Controller):
                 timer = None
                 k += 1
                 self.step(ctx.now)
+
+    def step(self, tick: int) -> None:
+        """One poll; an event-triggered follower first reacts to a budget published since its last step."""
+        if not self.trigger.is_periodic and self._budget_box.tick > self._budget_seen:
+            self._budget_seen = self._budget_box.tick
+            self.on_budget(tick)
+        super().step(tick)
 
     def on_budget(self, tick: int) -> None:
         """A new budget was published at this tick."""
@@ -412,6 +428,8 @@ class BudgetSection(ControllerSection):
     """A site power budget (``type = "budget"``): a constant `kw`, scheduled `events`, or a CSV
     `profile` (columns t_s, budget_kw; a relative path is read from the scenario file's folder)."""
 
+    event_timed = True
+
     type: Literal["budget"] = "budget"
     """Always "budget"."""
     period_s: Seconds | None = None
@@ -452,6 +470,8 @@ def budget_source(section: BudgetSection, context: BuildContext) -> BudgetSource
 class GridOperatorSection(ControllerSection):
     """An event-driven operator that lowers a site's budget while the feeder is stressed
     (``type = "grid_operator"``)."""
+
+    event_timed = True
 
     type: Literal["grid_operator"] = "grid_operator"
     """Always "grid_operator"."""

@@ -45,6 +45,7 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 
 class LoadShiftConfig(Section):
@@ -181,10 +182,11 @@ class LoadShiftController(Controller):
         *,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
         if period is None:
             raise ValueError(f"load-shift controller {name!r} needs a control period")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         if isinstance(sites, str):
             raise TypeError(f"{name!r}: sites must be a list of site names, not one string")
         names = tuple(sites)
@@ -202,7 +204,7 @@ class LoadShiftController(Controller):
     def from_config(cls, section: LoadShiftSection, context: BuildContext) -> LoadShiftController:
         """From its scenario section; the scenario's voltage limits fill in unset ones."""
         config = with_voltage_limits(section.params, context)
-        return cls(section.name, section.sites, section.grid, config, section.period_s, **section.links())
+        return cls(section.name, section.sites, section.grid, config, section.period_s, **section.controller_keywords())
 
     def dependencies(self) -> Mapping[str, type]:
         return {**{site: Datacenter for site in self.sites}, self.grid: Grid}
@@ -230,8 +232,18 @@ class LoadShiftController(Controller):
             specs = dict(site.specs)
             self._gpr[name] = {label: int(spec.gpus_per_replica) for label, spec in specs.items()}
             self._feasible[name] = FeasibleBatches.from_specs(specs)
-            self._boxes[name] = ctx.subscribe(name)
+            self._boxes[name] = ctx.subscribe(name, wake=False)  # read, never woken by
         self._grid_box = ctx.subscribe(self.grid)
+
+    def watched_values(self) -> np.ndarray | None:
+        """The phase voltages at the sites' buses."""
+        if not self._grid_box.has_value:
+            return None
+        state = self._grid_box.value
+        return np.concatenate([np.asarray(state.bus_voltages(self._bus[name]), dtype=float) for name in self.sites])
+
+    def watched_band(self) -> tuple[float, float]:
+        return (self.config.v_min, self.config.v_max)
 
     def control(self, tick: int) -> Iterable[Command]:
         if not self.config.enabled:

@@ -11,6 +11,7 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 
 class NoopSection(ControllerSection):
@@ -35,8 +36,9 @@ class Noop(Controller):
         *,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
 
     def control(self, tick: int) -> Iterable[Command]:
         return ()
@@ -44,7 +46,7 @@ class Noop(Controller):
     @classmethod
     def from_config(cls, section: NoopSection, context: BuildContext) -> Noop:
         """From its scenario section."""
-        return cls(section.name, section.period_s, **section.links())
+        return cls(section.name, section.period_s, **section.controller_keywords())
 
 
 register_controller("noop", NoopSection)(Noop)

@@ -14,7 +14,9 @@ One controller per datacenter. Symbols, as in SPEC 5.2:
 
 Each step:
 
-1. estimate H once (or every `sensitivity_update_interval` steps) through the grid's service;
+1. H: ask the grid once (or every `sensitivity_update_interval` steps) with a
+   SensitivityRequest through the command link; its reply comes through the measurement
+   link (see "Sensitivity" below);
 2. lambda_under <- max(lambda_under + rho_v (v_min - v), 0),
    lambda_over  <- max(lambda_over + rho_v (v - v_max), 0);
 3. mu_i <- max(mu_i + rho_l (l_i - deadline_i), 0) where w_i > 0 and l_i is finite;
@@ -26,6 +28,14 @@ Each step:
 
 Models are vectorised: every per-model quantity above is an array in the datacenter's model
 order (sorted labels).
+
+Sensitivity: the request goes to the grid like any command and the reply
+(``sensitivity/<site>`` of the grid) comes back like any measurement, so link delays and
+losses apply. With instant links the reply is there in the same step. Until the first reply
+the primal step has no voltage term (g_v = 0; the duals are still updated). A reply that
+arrives is adopted at the next step (an ``ofo_sensitivity`` event); a lost request or reply
+leaves the old H in use (the link records the drop), and a request unanswered after
+`sensitivity_timeout_s` is sent again (an ``ofo_sensitivity_timeout`` event).
 """
 
 from __future__ import annotations
@@ -50,14 +60,20 @@ from g2gsim.controllers.batching import FeasibleBatches, state_columns
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.base import Grid
+from g2gsim.grid.commands import SensitivityRequest
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 _METRICS = ("power", "latency", "throughput")
+
+#: Largest move of any x_i = log2(batch_i) in one step (with no active dual) at which an
+#: event-triggered OFO counts as settled: a batch 0.07 % away from where it was.
+SETTLE_TOLERANCE = 1e-3
 
 
 class OFOConfig(Section):
@@ -79,6 +95,9 @@ class OFOConfig(Section):
         default=0, ge=0, description="0: estimate H once; N: re-estimate every N steps"
     )
     sensitivity_perturbation_kw: float = Field(default=100.0, gt=0, description="Delta of SPEC 4.5, kW")
+    sensitivity_timeout_s: float = Field(
+        default=10.0, gt=0, description="send the request again when no reply came within this, s"
+    )
     union_feasible_sets: bool = Field(
         default=False, description="OpenG2G compatibility: every model uses the union of all feasible sets"
     )
@@ -217,10 +236,11 @@ class OFOBatchController(Controller):
         fits: Mapping[str, FitTriple] | None = None,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
         if period is None:
             raise ValueError(f"OFO controller {name!r} needs a control period")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         if config is not None and not isinstance(config, OFOConfig):
             raise TypeError(f"{name!r}: config must be an OFOConfig, got {type(config).__name__}")
         self.config = config or OFOConfig()
@@ -233,7 +253,7 @@ class OFOBatchController(Controller):
     def from_config(cls, section: OFOSection, context: BuildContext) -> OFOBatchController:
         """From its scenario section; the scenario's voltage limits fill in unset ones."""
         config = with_voltage_limits(section.params, context)
-        return cls(section.name, section.site, section.grid, config, section.period_s, **section.links())
+        return cls(section.name, section.site, section.grid, config, section.period_s, **section.controller_keywords())
 
     # -- declarations ---------------------------------------------------------------------
     def dependencies(self) -> Mapping[str, type]:
@@ -251,6 +271,8 @@ class OFOBatchController(Controller):
         self._slopes: _StackedSlopes | None = None  # P', L', R' in one pass
         self._coupling = _VoltageCoupling()
         self._h: np.ndarray | None = None  # H, (n_v, 3) pu/kW
+        self._reply: Any = None  # the SensitivityReply H came from
+        self._requested_s: float | None = None  # when the unanswered request was sent
         self._lambda_under: np.ndarray | None = None
         self._lambda_over: np.ndarray | None = None
         self._mu = np.zeros(0)
@@ -280,7 +302,7 @@ class OFOBatchController(Controller):
                 f"OFO {self.name!r}: site {self.site!r} is not attached to grid {self.grid!r}; "
                 f"attached: {sorted(grid.sites)}"
             )
-        self._site, self._grid = site, grid
+        self._site = site
         self._owner = f"OFO {self.name!r}"
         specs = dict(site.specs)
         self._labels = tuple(specs)
@@ -292,15 +314,15 @@ class OFOBatchController(Controller):
         r_max = self._throughput.value(self._batches.x_max)
         self._r_max = np.where(np.isfinite(r_max) & (r_max > 0), r_max, 1.0)
         self._mu = np.zeros(len(self._labels))
-        assert self.period is not None
-        n, m = ctx.step_count(self.period), len(self._labels)
+        n, m = self.max_steps(), len(self._labels)
         self._rec_time = np.zeros(n)
         self._rec_batch = np.zeros((n, m), dtype=np.int64)
         self._rec_x = np.zeros((n, m))
         self._rec_mu = np.zeros((n, m))
         self._rec_lambda = np.zeros((n, 2))
-        self._dc_box = ctx.subscribe(self.site)
+        self._dc_box = ctx.subscribe(self.site, wake=False)  # published every site step: read, never woken by
         self._grid_box = ctx.subscribe(self.grid)
+        self._reply_box = ctx.subscribe(self.grid, f"sensitivity/{self.site}")
 
     def _curves(self, specs: Mapping[str, Any]) -> tuple[LogisticCurves, LogisticCurves, LogisticCurves]:
         """P_i, L_i, R_i for every model, from the given fits or the site's data source."""
@@ -348,11 +370,35 @@ class OFOBatchController(Controller):
         """The H in use (copy), or None before the first estimate."""
         return None if self._h is None else self._h.copy()
 
+    # -- event triggers --------------------------------------------------------------------
+    def settled(self) -> bool:
+        """Settled once no voltage or latency dual is active and the last primal step moved
+        no x_i by more than :data:`SETTLE_TOLERANCE` (log2 units): until then an
+        event-triggered OFO keeps stepping at its minimum interval (e.g. while duals decay
+        and release a batch). Before its first observation it has nothing to do."""
+        if self._requested_s is not None:
+            return False  # waiting for H (and for its timeout)
+        if self._x is None or self._x_prev is None:
+            return True
+        if self._mu.any() or (self._lambda_under is not None and self._lambda_under.any()):
+            return False
+        if self._lambda_over is not None and self._lambda_over.any():
+            return False
+        return bool(np.abs(self._x - self._x_prev).max(initial=0.0) <= SETTLE_TOLERANCE)
+
+    def watched_values(self) -> np.ndarray | None:
+        """The grid's voltage vector as last observed (a threshold trigger watches it)."""
+        if not self._grid_box.has_value:
+            return None
+        return np.asarray(self._grid_box.value.voltages, dtype=float)
+
+    def watched_band(self) -> tuple[float, float]:
+        return (self.config.v_min, self.config.v_max)
+
     # -- one step -------------------------------------------------------------------------
     def control(self, tick: int) -> Iterable[Command]:
         if not (self._dc_box.has_value and self._grid_box.has_value):
             return ()  # nothing observed yet (e.g. behind a delayed measurement link)
-        cfg = self.config
         batches = self._batches
         assert batches is not None
         state = self._dc_box.value
@@ -366,15 +412,9 @@ class OFOBatchController(Controller):
             self._x_prev = self._x.copy()
         assert self._x_prev is not None
 
-        # 1. H, once or every `interval` steps
-        interval = cfg.sensitivity_update_interval
-        estimated = self._h is None or (interval > 0 and self._steps % interval == 0)
-        if estimated:
-            self._h = self._estimate_h(len(voltages))
-            self._coupling.clear()
+        estimated = self._refresh_sensitivity(len(voltages))  # 1.
         h = self._h
-        assert h is not None
-        if h.shape[0] != voltages.shape[0]:
+        if h is not None and h.shape[0] != voltages.shape[0]:
             raise ValueError(
                 f"OFO {self.name!r}: H has {h.shape[0]} rows but the voltage vector has {voltages.shape[0]} entries"
             )
@@ -411,7 +451,7 @@ class OFOBatchController(Controller):
         )
 
     def _primal_step(
-        self, state: Any, cols: np.ndarray, replicas: np.ndarray, eta: np.ndarray, h: np.ndarray
+        self, state: Any, cols: np.ndarray, replicas: np.ndarray, eta: np.ndarray, h: np.ndarray | None
     ) -> np.ndarray:
         """Step 4: the gradient in x = log2(batch), the clipped step, the nearest feasible batches."""
         cfg = self.config
@@ -419,7 +459,10 @@ class OFOBatchController(Controller):
         assert batches is not None and slopes is not None and self._x is not None and self._x_prev is not None
         x, x_prev = self._x, self._x_prev
         w = np.where(np.isfinite(replicas) & (replicas > 0), replicas, 0.0)  # w_i
-        g_v = eta @ self._coupling.he(h, getattr(state, "phase_share", None), cols)  # g_v,i = eta . (H e_i)
+        if h is None:  # no H yet: no voltage term
+            g_v = np.zeros(len(cols))
+        else:  # g_v,i = eta . (H e_i)
+            g_v = eta @ self._coupling.he(h, getattr(state, "phase_share", None), cols)
         p_slope, l_slope, r_slope = slopes.at(x)
         d_p = w * p_slope / 1000.0  # dP_i, kW per unit x
         d_r = w * r_slope / self._r_max  # dR_i, normalised
@@ -465,14 +508,38 @@ class OFOBatchController(Controller):
         )
         return (SetBatchSize(batch=batch, target=self.site),)
 
-    def _estimate_h(self, n_v: int) -> np.ndarray:
-        h = np.asarray(self._grid.estimate_sensitivity(self.site, self.config.sensitivity_perturbation_kw), dtype=float)
+    def _refresh_sensitivity(self, n_v: int) -> bool:
+        """Step 1: ask for H when it is due (none yet, or every `interval` steps) and no request is
+        open, or again after the timeout; adopt a new reply. True when H changed at this step."""
+        cfg = self.config
+        now_s = self.ctx.now_s
+        if self._requested_s is not None and now_s - self._requested_s >= cfg.sensitivity_timeout_s:
+            self.ctx.event("ofo_sensitivity_timeout", {"requested_s": self._requested_s})
+            self._requested_s = None
+            due = True
+        else:
+            interval = cfg.sensitivity_update_interval
+            due = self._h is None or (interval > 0 and self._steps % interval == 0)
+        if due and self._requested_s is None:
+            self._requested_s = now_s
+            request = SensitivityRequest(site=self.site, delta_kw=cfg.sensitivity_perturbation_kw, target=self.grid)
+            self.ctx.send(request)  # with instant links the reply is published before this returns
+        return self._adopt_reply(n_v)
+
+    def _adopt_reply(self, n_v: int) -> bool:
+        """Take H from a reply not seen yet."""
+        reply = self._reply_box.get()
+        if reply is None or reply is self._reply:
+            return False
+        h = np.asarray(reply.h, dtype=float)
         if h.ndim != 2 or h.shape != (n_v, 3):
             raise ValueError(
                 f"OFO {self.name!r}: grid {self.grid!r} returned H of shape {h.shape}, expected ({n_v}, 3)"
             )
+        self._reply, self._h, self._requested_s = reply, h, None
+        self._coupling.clear()
         self.ctx.event("ofo_sensitivity", {"min": float(h.min()), "max": float(h.max())})
-        return h
+        return True
 
     # -- results --------------------------------------------------------------------------
     def tables(self) -> dict[str, pd.DataFrame]:

@@ -65,6 +65,7 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 from g2gsim.planning import ModelBounds
 
 __all__ = [
@@ -199,8 +200,11 @@ class PowerBudgetController(BudgetFollower):
         bounds: Mapping[str, ModelBounds] | None = None,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
-        super().__init__(name, site, budget, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(
+            name, site, budget, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger
+        )
         if config is not None and not isinstance(config, PowerBudgetConfig):
             raise TypeError(f"{name!r}: config must be a PowerBudgetConfig, got {type(config).__name__}")
         self.config = config or PowerBudgetConfig()
@@ -224,7 +228,7 @@ class PowerBudgetController(BudgetFollower):
             section.params,
             section.period_s,
             bounds=bounds,
-            **section.links(),
+            **section.controller_keywords(),
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -498,6 +502,12 @@ class PowerBudgetController(BudgetFollower):
             return ()
         self._ramp_from = None
         return self._replan(tick, self._observe(self._dc_box.value), "budget")
+
+    def settled(self) -> bool:
+        """Settled unless a ramp is being followed or a drift, overshoot or deadline count is
+        running toward a re-plan (an event-triggered follower then keeps stepping)."""
+        counting = self._drift_count or self._over_count or self._late_count
+        return self._ramp_from is None and not counting
 
     def control(self, tick: int) -> Iterable[Command]:
         if not self._dc_box.has_value:

@@ -23,6 +23,7 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 __all__ = ["ProportionalCurtailment", "ProportionalCurtailmentSection", "proportional_caps"]
 
@@ -63,8 +64,11 @@ class ProportionalCurtailment(BudgetFollower):
         margin: float = 0.03,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
-        super().__init__(name, site, budget, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(
+            name, site, budget, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger
+        )
         self.margin = float(margin)
 
     @classmethod
@@ -77,7 +81,9 @@ class ProportionalCurtailment(BudgetFollower):
                 "params.knobs = ['batch', 'replicas']"
             )
         period = section.period_s
-        return cls(section.name, section.site, section.budget, period, margin=section.margin, **section.links())
+        return cls(
+            section.name, section.site, section.budget, period, margin=section.margin, **section.controller_keywords()
+        )
 
     def reset(self, ctx: RunContext) -> None:
         super().reset(ctx)

@@ -44,6 +44,7 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 
 def _lower_buses(value: Any) -> Any:
@@ -137,10 +138,11 @@ class RuleBasedController(Controller):
         *,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
         if period is None:
             raise ValueError(f"rule-based controller {name!r} needs a control period")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         if config is not None and not isinstance(config, RuleBasedConfig):
             raise TypeError(f"{name!r}: config must be a RuleBasedConfig, got {type(config).__name__}")
         self.config = config or RuleBasedConfig()
@@ -152,7 +154,7 @@ class RuleBasedController(Controller):
     def from_config(cls, section: RuleBasedSection, context: BuildContext) -> RuleBasedController:
         """From its scenario section; the scenario's voltage limits fill in unset ones."""
         config = with_voltage_limits(section.params, context)
-        return cls(section.name, section.site, section.grid, config, section.period_s, **section.links())
+        return cls(section.name, section.site, section.grid, config, section.period_s, **section.controller_keywords())
 
     def dependencies(self) -> Mapping[str, type]:
         return {self.site: Datacenter, self.grid: Grid}
@@ -164,6 +166,7 @@ class RuleBasedController(Controller):
         self._x: np.ndarray | None = None
         self._mask_for: VoltageIndex | None = None
         self._mask = np.zeros(0, dtype=bool)
+        self._pushing = False  # the last step saw a violation and moved a batch
 
     def reset(self, ctx: RunContext) -> None:
         """Forget x and the observation mask of a previous run."""
@@ -179,13 +182,28 @@ class RuleBasedController(Controller):
         self._labels = tuple(specs)
         self._batches = FeasibleBatches.from_specs(specs)
         self._deadline = np.array([float(specs[m].itl_deadline_s) for m in self._labels])
-        self._dc_box = ctx.subscribe(self.site)
+        self._dc_box = ctx.subscribe(self.site, wake=False)  # read, never woken by
         self._grid_box = ctx.subscribe(self.grid)
 
     @property
     def log_batch(self) -> dict[str, float]:
         """x_i per model (empty before the first step)."""
         return {} if self._x is None else {m: float(v) for m, v in zip(self._labels, self._x, strict=True)}
+
+    def settled(self) -> bool:
+        """Settled unless the last step saw a violation and could still move a batch (an
+        event-triggered rule then keeps stepping at its minimum interval)."""
+        return not self._pushing
+
+    def watched_values(self) -> np.ndarray | None:
+        """The observed voltages (zone and exclusions applied)."""
+        if not self._grid_box.has_value:
+            return None
+        state = self._grid_box.value
+        return np.asarray(state.voltages, dtype=float)[self.observed(state.index)]
+
+    def watched_band(self) -> tuple[float, float]:
+        return (self.config.v_min, self.config.v_max)
 
     def observed(self, index: VoltageIndex) -> np.ndarray:
         """Boolean mask of the voltage-vector entries this controller observes."""
@@ -231,6 +249,7 @@ class RuleBasedController(Controller):
         current = np.asarray(state.batch)[cols].astype(np.int64)
         if self._x is None:
             self._x = batches.clip(np.log2(np.maximum(current, 1).astype(float)))
+        self._pushing = False
         if pressure == 0.0:
             return ()
         x = self._x
@@ -239,6 +258,7 @@ class RuleBasedController(Controller):
             itl = np.asarray(state.itl_s, dtype=float)[cols]
             late = np.isfinite(itl) & (itl > self._deadline)
             x_new = np.where(late & (x_new > x), x, x_new)  # never raise a late model
+        self._pushing = bool(np.any(x_new != x))
         self._x = x_new
         chosen = batches.nearest(x_new)
         if all(int(b) == int(c) for b, c in zip(chosen, current, strict=True)):

@@ -198,6 +198,8 @@ class BatchEvent(Section):
 class TapScheduleSection(ControllerSection):
     """Tap positions at set times (``type = "tap_schedule"``)."""
 
+    event_timed = True
+
     type: Literal["tap_schedule"] = "tap_schedule"
     """Always "tap_schedule"."""
     period_s: Seconds | None = None
@@ -210,6 +212,8 @@ class TapScheduleSection(ControllerSection):
 
 class BatchScheduleSection(ControllerSection):
     """Batch sizes at set times (``type = "batch_schedule"``)."""
+
+    event_timed = True
 
     type: Literal["batch_schedule"] = "batch_schedule"
     """Always "batch_schedule"."""

@@ -35,6 +35,7 @@ from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 
 class StorageDroopConfig(Section):
@@ -158,10 +159,11 @@ class StorageDroopController(Controller):
         *,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
     ) -> None:
         if period is None:
             raise ValueError(f"storage droop {name!r} needs a control period")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link)
+        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         if config is not None and not isinstance(config, StorageDroopConfig):
             raise TypeError(f"{name!r}: config must be a StorageDroopConfig, got {type(config).__name__}")
         if isinstance(storage, str) or not storage:
@@ -184,7 +186,9 @@ class StorageDroopController(Controller):
                 f"controllers.{section.name}.storage: unknown storage {missing}; grid storage: {sorted(storage)}"
             )
         batteries = [storage[name] for name in section.storage]
-        return cls(section.name, section.grid, batteries, section.params, section.period_s, **section.links())
+        return cls(
+            section.name, section.grid, batteries, section.params, section.period_s, **section.controller_keywords()
+        )
 
     def dependencies(self) -> Mapping[str, type]:
         return {self.grid: Grid}
@@ -222,6 +226,20 @@ class StorageDroopController(Controller):
             units.append(_Unit(entry.name, entry.bus, float(limit), float(gain)))
         self._units = tuple(units)
         self._queue = ctx.subscribe(self.grid, queue=True)
+        if self.trigger.threshold_pu is not None:  # the latest state, for the threshold test
+            self._latest = ctx.subscribe(self.grid, wake=False)
+
+    def watched_values(self) -> np.ndarray | None:
+        """Each battery bus's lowest phase voltage in the latest grid state."""
+        if not self._latest.has_value:
+            return None
+        state = self._latest.value
+        return np.array([np.nanmin(state.bus_voltages(unit.bus)) for unit in self._units])
+
+    def watched_band(self) -> tuple[float, float]:
+        """The deadband around v_ref: outside it the droop has an output to set."""
+        cfg = self.config
+        return (cfg.v_ref - cfg.deadband_pu, cfg.v_ref + cfg.deadband_pu)
 
     def local_voltage(self, states: Sequence[Any], bus: str) -> float:
         """The window statistic of a bus's per-state minimum finite phase voltage."""

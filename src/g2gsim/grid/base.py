@@ -7,9 +7,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
-from g2gsim.grid.state import VoltageIndex
+from g2gsim.grid.commands import ResolveGrid, SensitivityRequest, SetStoragePower, SetTaps
+from g2gsim.grid.state import SensitivityReply, VoltageIndex
+from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import GridComponent
+from g2gsim.kernel.context import RunContext
+from g2gsim.kernel.mailbox import Mailbox
 
 
 class Grid(GridComponent):
@@ -30,9 +33,42 @@ class Grid(GridComponent):
 
     What it accepts: :class:`SetTaps`, :class:`SetStoragePower` and :class:`ResolveGrid`
     through its command links; they take effect at the next solve, or at once on a re-solve.
+
+    What it answers: a :class:`SensitivityRequest` is answered when it is delivered, from the
+    operating point of the last solve (:meth:`estimate_sensitivity`), with a
+    :class:`~g2gsim.grid.state.SensitivityReply` in mailbox ``sensitivity/<site>`` (created
+    here at reset for every attached site). A controller reads it through its measurement
+    link, so the request and the reply are delayed and lost like any other message.
     """
 
-    accepts = (SetTaps, SetStoragePower, ResolveGrid)
+    accepts = (SetTaps, SetStoragePower, ResolveGrid, SensitivityRequest)
+
+    def reset(self, ctx: RunContext) -> None:
+        """Bind to the run and create a ``sensitivity/<site>`` mailbox per attached site."""
+        super().reset(ctx)
+        self._sensitivity_boxes: dict[str, Mailbox[SensitivityReply]] = {
+            site: ctx.mailbox(f"sensitivity/{site}") for site in self.sites
+        }
+
+    def deliver(self, command: Command) -> None:
+        """Answer a SensitivityRequest at once; queue any other command for the next solve."""
+        if isinstance(command, SensitivityRequest):
+            self.answer_sensitivity(command)
+            return
+        super().deliver(command)
+
+    def answer_sensitivity(self, request: SensitivityRequest) -> None:
+        """Estimate H for the request's site now and publish it in ``sensitivity/<site>``."""
+        box = self._sensitivity_boxes.get(request.site)
+        if box is None:
+            raise KeyError(
+                f"grid {self.name!r} got a sensitivity request for {request.site!r}, which is not attached; "
+                f"sites: {sorted(self.sites)}"
+            )
+        h = np.asarray(self.estimate_sensitivity(request.site, request.delta_kw), dtype=float)
+        ctx = self.ctx
+        reply = SensitivityReply(self.name, request.site, ctx.now_s, self.voltage_index, h, request.delta_kw)
+        box.publish(ctx.now, reply)
 
     @property
     @abstractmethod

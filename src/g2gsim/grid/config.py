@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from g2gsim.kernel.links import Seconds
 from g2gsim.kernel.time import as_period
@@ -348,6 +348,25 @@ class StorageSpec(_Frozen):
 
 
 # -- the grid ---------------------------------------------------------------------------------
+class SolveOnChange(_Frozen):
+    """Solve only when the loads moved: ``solve = { on_change_kw = 5.0 }``.
+
+    At each grid period the grid solves when some attached load's per-phase kW (a site's or
+    a profile's) moved by more than `on_change_kw` since the last solve, or a command is
+    pending; otherwise it records the step with the voltages (and loads) of the last solve
+    and publishes nothing, so controllers woken by its state sleep on.
+    """
+
+    on_change_kw: float = Field(gt=0.0, description="per-phase kW move of any load that needs a new solve")
+
+
+def _solve_policy(value: Any) -> Any:
+    """``"every_period"`` (the default) is spelled None inside the model."""
+    if value == "every_period":
+        return None
+    return value
+
+
 class GridOptions(_Frozen):
     """How a feeder is set up and solved: everything of a grid but the datacenters attached to it.
 
@@ -372,6 +391,15 @@ class GridOptions(_Frozen):
     generators: tuple[GeneratorAttachment, ...] = ()
     loads: tuple[LoadAttachment, ...] = ()
     storage: tuple[StorageSpec, ...] = ()
+    solve: Annotated[SolveOnChange | None, BeforeValidator(_solve_policy)] = Field(
+        default=None, description='None or "every_period": a power flow every period; { on_change_kw = ... }: on change'
+    )
+    tolerance: float | None = Field(
+        default=None, gt=0.0, description="power-flow tolerance, pu (None: OpenDSS's default, 1e-4)"
+    )
+    max_iterations: int | None = Field(
+        default=None, ge=1, description="power-flow iteration limit (None: OpenDSS's default, 15)"
+    )
 
     @staticmethod
     def tap_pu(step: int) -> float:
@@ -403,6 +431,11 @@ class GridOptions(_Frozen):
         if repeated:
             raise ValueError(
                 f"generator, load and storage names must be unique (case-insensitive); repeated: {repeated}"
+            )
+        if self.solve is not None and self.storage:
+            raise ValueError(
+                "solve.on_change_kw cannot be used with storage: a battery's energy is integrated at every "
+                'solve (use solve = "every_period")'
             )
         return self
 

@@ -32,6 +32,15 @@ if TYPE_CHECKING:
     from g2gsim.grid.feeders import Feeder
 
 
+#: OpenDSS's own power-flow tolerance (pu) and iteration limit, in force when a grid sets none.
+DEFAULT_TOLERANCE = 1e-4
+DEFAULT_MAX_ITERATIONS = 15
+
+
+class PowerFlowNotConverged(GridError):
+    """A power flow stopped at its iteration limit without meeting its tolerance."""
+
+
 class DSSEngine:
     """A private OpenDSS context holding at most one compiled feeder at a time."""
 
@@ -174,11 +183,32 @@ class DSSEngine:
     def _not_converged(self, time_s: float) -> None:
         """Raise the GridError of a power flow that did not converge at `time_s`."""
         solution = self._dss.Solution
-        raise GridError(
+        raise PowerFlowNotConverged(
             f"{self._where()}: the power flow at t = {time_s:g} s did not converge "
             f"(OpenDSS: solution not converged after {solution.Iterations()} iterations, "
             f"MaxIterations = {solution.MaxIterations()})"
         )
+
+    def converged(self) -> bool:
+        """Whether the last power flow converged."""
+        return bool(self._dss.Solution.Converged())
+
+    def iterations(self) -> int:
+        """Iterations the last power flow took."""
+        return int(self._dss.Solution.Iterations())
+
+    def solver_settings(self) -> tuple[float, int]:
+        """The power-flow tolerance (pu) and iteration limit in force."""
+        solution = self._dss.Solution
+        return float(solution.Convergence()), int(solution.MaxIterations())
+
+    def set_solver_settings(self, tolerance: float, max_iterations: int) -> None:
+        """Set the power-flow tolerance (pu) and iteration limit (only what differs is written)."""
+        solution = self._dss.Solution
+        if float(solution.Convergence()) != tolerance:
+            solution.Convergence(tolerance)
+        if int(solution.MaxIterations()) != max_iterations:
+            solution.MaxIterations(max_iterations)
 
     def _where(self) -> str:
         """How error messages name this engine: by its feeder."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -33,7 +33,6 @@ import pandas as pd
 
 from g2gsim.grid.base import Grid
 from g2gsim.grid.circuit import (
-    PHASES,
     RATING_TOLERANCE,
     Attachments,
     Circuit,
@@ -43,17 +42,18 @@ from g2gsim.grid.circuit import (
     compile_and_attach,
     regulators_by_phase,
     resolve_tap_key,
-    split_node,
 )
 from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.grid.config import GridConfig, StorageSpec, tan_phi
-from g2gsim.grid.engine import DSSEngine
-from g2gsim.grid.errors import GridError
+from g2gsim.grid.engine import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DSSEngine
 from g2gsim.grid.feeders import Feeder, load_feeder
+from g2gsim.grid.layout import voltage_layout
 from g2gsim.grid.loads import LoadBatch, injection_schedule, phase_kw
 from g2gsim.grid.recording import StepRecorder
 from g2gsim.grid.reuse import CircuitSnapshot, circuit_structure_key, keep_snapshot, restore_compiled_circuit
+from g2gsim.grid.sensitivity import finite_difference
 from g2gsim.grid.sites import LoadSite, SitePower
+from g2gsim.grid.solving import SolveGate, solve_with_retry
 from g2gsim.grid.state import GridState, VoltageIndex
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Component, DatacenterComponent
@@ -110,9 +110,10 @@ class OpenDSSGrid(Grid):
     """A distribution feeder solved by OpenDSS, coupled to load-site components (SPEC 4).
 
     Publishes a :class:`GridState` in mailbox ``state`` after every solve (see
-    :class:`~g2gsim.grid.base.Grid`). Commands: SetTaps, SetStoragePower and ResolveGrid.
-    Services for controllers: :meth:`estimate_sensitivity`, :meth:`resolve_now`,
-    :attr:`voltage_index`, :meth:`site_bus`, :attr:`regulators`. The observation layout
+    :class:`~g2gsim.grid.base.Grid`). Commands: SetTaps, SetStoragePower, ResolveGrid and
+    SensitivityRequest (answered in ``sensitivity/<site>`` from :meth:`estimate_sensitivity`).
+    Also :meth:`resolve_now`, :attr:`voltage_index`, :meth:`site_bus`, :attr:`regulators`
+    (read when a run is set up, never called by a controller's step). The observation layout
     (:attr:`voltage_index`, :attr:`regulators`, :attr:`sites`) is known before any run.
     `reuse_circuit` (off by default) lets :meth:`reset` reuse the engine's compiled circuit.
     """
@@ -248,7 +249,10 @@ class OpenDSSGrid(Grid):
         self._n_steps_done = 0
         self._n_resolves = 0
         self._n_sensitivity = 0
+        self._n_retries = 0
         self._solve_s = 0.0
+        self._gate = None if self.config.solve is None else SolveGate(self.config.solve.on_change_kw)
+        self._voltages = np.zeros(0)  # the voltage vector of the last solve
 
     def reset(self, ctx: RunContext) -> None:
         """Set up the circuit for a new run: compile and attach (or continue from the circuit
@@ -260,6 +264,10 @@ class OpenDSSGrid(Grid):
         if prepared is None:
             prepared = self._prepare(self._engine_for_run())
         self._adopt(prepared)
+        prepared.engine.set_solver_settings(
+            DEFAULT_TOLERANCE if self.config.tolerance is None else self.config.tolerance,
+            DEFAULT_MAX_ITERATIONS if self.config.max_iterations is None else self.config.max_iterations,
+        )
         if self.config.initial_taps:
             self._apply_taps(self.config.initial_taps, when="initial taps")
         self._taps = self._read_taps()
@@ -318,7 +326,7 @@ class OpenDSSGrid(Grid):
         """The voltage-vector layout before a run, from the prepared (unsolved) circuit."""
         if self._preview is None:
             nodes = tuple(self._prepared_now().engine.node_names())
-            index, rows = self._build_voltage_index(nodes)
+            index, rows = voltage_layout(nodes, self.excluded_buses, self.feeder.name)
             self._preview = (index, rows, nodes)
         return self._preview
 
@@ -374,7 +382,7 @@ class OpenDSSGrid(Grid):
             if preview is not None and preview[2] == nodes:
                 cached = preview[0], preview[1]
             else:
-                cached = self._build_voltage_index(nodes)
+                cached = voltage_layout(nodes, self.excluded_buses, self.feeder.name)
             if snapshot is not None:
                 snapshot.voltage_indexes[self.excluded_buses] = cached
         return cached
@@ -402,18 +410,33 @@ class OpenDSSGrid(Grid):
         return float(component.power_factor)
 
     def step(self, tick: int) -> None:
-        """One grid step: commands, datacenter power, profiles, one solve, publish, record."""
+        """One grid step: commands, datacenter power, profiles, one solve, publish, record.
+
+        Solving on change, a step whose loads moved too little (and with no command) keeps the
+        last solve: it is recorded with that solve's voltages and loads and publishes nothing."""
         time_s = self.ctx.seconds(tick)
         k = tick // self._period_ticks
         self._step_index = k
-        self._apply_commands(self.take_commands(), time_s)
+        commands = self.take_commands()
+        self._apply_commands(commands, time_s)
         self._write_loads(k, time_s)
+        loads = self._loads
+        assert loads is not None
+        self._last_step_tick = tick
+        self._n_steps_done += 1
+        gate = self._gate
+        if gate is not None and not gate.must_solve(loads, pending=bool(commands)):
+            gate.hold(loads)  # keep the last solve: record its voltages and loads, publish nothing
+            held = GridState(self.name, time_s, self._index, self._voltages, self._taps_view, _NO_STORAGE)  # type: ignore[arg-type]
+            self._recorder.record(k, held, self._tap_row, self._site_kw)  # type: ignore[union-attr]
+            return
+        loads.write()
+        if gate is not None:
+            gate.solved(loads)
         self._write_storage()
         self._solve(time_s)
         voltages = self._read_vector()
         self._finish_storage_step()
-        self._last_step_tick = tick
-        self._n_steps_done += 1
         self._publish(tick, time_s, voltages)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -421,10 +444,12 @@ class OpenDSSGrid(Grid):
         return {} if self._recorder is None else self._recorder.tables()
 
     def summary(self) -> dict[str, Any]:
-        """Solve counts and time spent in OpenDSS solves."""
+        """Solve counts (made, skipped by solve-on-change, retried) and time spent in OpenDSS solves."""
         return {
             "n_solves": self._n_solves,
             "n_steps": self._n_steps_done,
+            "n_skipped_solves": 0 if self._gate is None else self._gate.skipped,
+            "n_solve_retries": self._n_retries,
             "n_resolves": self._n_resolves,
             "n_sensitivity_estimates": self._n_sensitivity,
             "solve_s": self._solve_s,
@@ -575,7 +600,8 @@ class OpenDSSGrid(Grid):
         )
 
     def _write_loads(self, k: int, time_s: float) -> None:
-        """Every attached load's kW/kvar for step k: datacenter samples, then profiles."""
+        """Every attached load's kW/kvar for step k (datacenter samples, then profiles) into
+        the load batch's buffers; ``self._loads.write()`` hands them to OpenDSS."""
         loads = self._loads
         assert loads is not None
         kw, kvar = loads.kw, loads.kvar
@@ -596,17 +622,26 @@ class OpenDSSGrid(Grid):
             start = 3 * len(self._sites)
             kw[start:] = self._injection_kw[k]
             kvar[start:] = self._injection_kvar[k]
-        loads.write()
 
     def _solve(self, time_s: float) -> None:
         """One power flow: SolveNoControl, or OpenDSS's own control loop when self-control is on."""
-        start = time.perf_counter()
         if self._self_control:
-            self.circuit.solve_with_controls(time_s)
+            self._power_flow(time_s, lambda: self.circuit.solve_with_controls(time_s))
         else:
-            self.engine.solve(time_s)
+            self._power_flow(time_s, lambda: self.engine.solve(time_s))
+
+    def _power_flow(self, time_s: float, solve: Callable[[], None]) -> None:
+        """Run, time and count one power flow; one that does not converge is retried with more
+        iterations (a ``solve_retry`` event) before it ends the run."""
+        start = time.perf_counter()
+        solve_with_retry(self.engine, solve, lambda facts: self._retrying(time_s, facts))
         self._solve_s += time.perf_counter() - start
         self._n_solves += 1
+
+    def _retrying(self, time_s: float, facts: dict[str, Any]) -> None:
+        self._n_retries += 1
+        if self._ctx is not None:
+            self.ctx.event("solve_retry", {"time_s": time_s, **facts})
 
     def _read_vector(self) -> np.ndarray:
         """The voltage vector (pu) in VoltageIndex order, from one AllBusMagPu read."""
@@ -620,67 +655,33 @@ class OpenDSSGrid(Grid):
                 self._taps = taps
                 self._taps_changed()
         storage = self._storage_states() if self._storage else _NO_STORAGE
+        self._voltages = voltages
         state = GridState(self.name, time_s, self._index, voltages, self._taps_view, storage)  # type: ignore[arg-type]
         if record:
             self._recorder.record(self._step_index, state, self._tap_row, self._site_kw)  # type: ignore[union-attr]
         self._box.publish(tick, state)  # type: ignore[union-attr]
 
-    # -- voltage vector ------------------------------------------------------------------------
-    def _build_voltage_index(self, node_names: tuple[str, ...]) -> tuple[VoltageIndex, np.ndarray]:
-        """Phase-major (bus, phase) entries of non-excluded buses and their AllBusMagPu rows."""
-        nodes = [split_node(n) for n in node_names]
-        entries: list[tuple[str, int]] = []
-        rows: list[int] = []
-        for phase in PHASES:
-            for row, (bus, node) in enumerate(nodes):
-                if node == phase and bus not in self.excluded_buses:
-                    entries.append((bus, phase))
-                    rows.append(row)
-        if not entries:
-            raise GridError(f"feeder {self.feeder.name!r}: every bus is excluded from the voltage vector")
-        return VoltageIndex.from_entries(tuple(entries)), np.asarray(rows, dtype=np.intp)
-
     # -- services --------------------------------------------------------------------------------
     def estimate_sensitivity(self, site: str, delta_kw: float = 100.0) -> np.ndarray:
-        """Finite-difference dV/dP (pu per kW) for each phase of a site's load (SPEC 4.5).
-
-        From the present operating point: solve the base point, then for each phase j add
-        `delta_kw` kW and `delta_kw` * tan(phi) kvar to that phase's load, solve, take
-        (v - v0) / delta_kw as column j, and restore the load. The base point is re-solved
-        at the end, so the circuit is left as found. Five solves per estimate.
-        """
-        if not (math.isfinite(delta_kw) and delta_kw > 0.0):
-            raise ValueError(
-                f"grid {self.name!r}: the sensitivity perturbation must be a positive kW value, got {delta_kw!r}"
-            )
+        """Finite-difference dV/dP (pu per kW) for each phase of a site's load (SPEC 4.5) at the
+        present operating point, at a tight tolerance whatever the run's own
+        (:func:`~g2gsim.grid.sensitivity.finite_difference`); then the base point is re-solved
+        at the run's settings, so the circuit is left as the run would find it."""
         if self._last_step_tick < 0:
             raise RuntimeError(
                 f"grid {self.name!r}: sensitivity needs a solved operating point (after the first grid step)"
             )
-        target = self._site_by_name(site)
-        loads = self._loads
-        assert loads is not None
+        assert self._loads is not None
         time_s = self.ctx.now_s
         engine = self.engine
-        self._solve_without_control(time_s)
-        v0 = self._read_vector()
-        h = np.empty((len(v0), 3))
-        dq = delta_kw * target.tan_phi
-        for j, index in enumerate(target.load_indices):
-            kw0, q0 = float(loads.kw[target.slot + j]), float(loads.kvar[target.slot + j])
-            engine.set_load_kw_kvar(index, kw0 + delta_kw, q0 + dq)
-            self._solve_without_control(time_s)
-            h[:, j] = (self._read_vector() - v0) / delta_kw
-            engine.set_load_kw_kvar(index, kw0, q0)
+
+        def solve() -> None:
+            self._power_flow(time_s, lambda: engine.solve(time_s))
+
+        h = finite_difference(engine, self._loads, self._site_by_name(site), delta_kw, solve, self._read_vector)
         self._solve(time_s)
         self._n_sensitivity += 1
         return h
-
-    def _solve_without_control(self, time_s: float) -> None:
-        start = time.perf_counter()
-        self.engine.solve(time_s)
-        self._solve_s += time.perf_counter() - start
-        self._n_solves += 1
 
     def _site_by_name(self, name: str) -> _Site:
         for site in self._sites:

@@ -14,9 +14,11 @@ from g2gsim.kernel.results import RunResult
 from g2gsim.kernel.simulation import AssemblyError, ComponentError, RunHandle, Simulation
 from g2gsim.kernel.streaming import read_chunks
 from g2gsim.kernel.time import Clock, as_delay, as_period, as_seconds, fraction_gcd
+from g2gsim.kernel.triggers import PERIODIC, Trigger
 
 __all__ = [
     "INSTANT",
+    "PERIODIC",
     "AssemblyError",
     "Clock",
     "Command",
@@ -35,6 +37,7 @@ __all__ = [
     "RunResult",
     "Seconds",
     "Simulation",
+    "Trigger",
     "as_delay",
     "as_period",
     "as_seconds",

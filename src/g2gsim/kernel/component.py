@@ -9,11 +9,13 @@ override :meth:`Component.run` and wait on mailboxes instead.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Mapping
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import pandas as pd
 from simpy.events import Event
 
@@ -21,6 +23,7 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.phases import Phase
 from g2gsim.kernel.time import TimeLike, as_period
+from g2gsim.kernel.triggers import PERIODIC, TriggerLike, as_trigger, triggered_steps
 
 if TYPE_CHECKING:
     from g2gsim.kernel.context import RunContext
@@ -134,6 +137,13 @@ class Controller(Component, ABC):
     A controller observes other components through a measurement link and commands them
     through a command link; both default to instant. It never needs SimPy unless it wants to
     (an event-driven controller overrides :meth:`run`).
+
+    Its `trigger` (:mod:`g2gsim.kernel.triggers`) says when it steps: at every period (the
+    default), or when a mailbox it subscribed to with ``wake=True`` publishes
+    (``"on_change"``), or when a value it watches leaves a band (``{threshold_pu = ...}``),
+    at most once per minimum interval. Three hooks serve event triggers: :meth:`settled`
+    (False keeps it stepping at its minimum interval), :meth:`watched_values` and
+    :meth:`watched_band` (what a threshold trigger compares).
     """
 
     role = Phase.CONTROL
@@ -145,14 +155,72 @@ class Controller(Component, ABC):
         *,
         command_link: LinkSpec = INSTANT,
         measurement_link: LinkSpec = INSTANT,
+        trigger: TriggerLike = PERIODIC,
         seed: int | None = None,
     ) -> None:
         super().__init__(name, period, seed=seed)
         self.command_link = command_link
         self.measurement_link = measurement_link
+        self.trigger = as_trigger(trigger, owner=f"controller {name!r}")
+        if not self.trigger.is_periodic:
+            self._check_trigger()
+
+    def _check_trigger(self) -> None:
+        if self.min_interval is None:
+            raise ValueError(
+                f"controller {self.name!r}: an event trigger ({self.trigger.mode}) needs a period or "
+                "trigger.min_interval_s (the least time between two steps)"
+            )
+        if self.trigger.mode == "threshold" and type(self).watched_values is Controller.watched_values:
+            raise ValueError(
+                f"controller {self.name!r}: {type(self).__name__} watches no voltages, so a threshold trigger "
+                'cannot apply; use trigger = "on_change" or "periodic"'
+            )
+
+    @property
+    def min_interval(self) -> Fraction | None:
+        """Least time between two steps of an event-triggered controller (default: its period)."""
+        interval = self.trigger.min_interval_s
+        return self.period if interval is None else interval
 
     def times(self) -> list[Fraction]:
-        return super().times() + self.command_link.times() + self.measurement_link.times()
+        own = super().times()
+        interval = self.min_interval
+        if not self.trigger.is_periodic and interval is not None:
+            own = [*own, interval]
+        return own + self.command_link.times() + self.measurement_link.times()
+
+    def run(self) -> Generator[Event, Any, None]:
+        """At every period (periodic trigger), or woken by what it reads (event triggers)."""
+        if self.trigger.is_periodic:
+            yield from super().run()
+            return
+        interval = self.min_interval
+        assert interval is not None
+        yield from triggered_steps(self, interval)
+
+    def max_steps(self) -> int:
+        """Most steps this controller can take in the run (to size its records)."""
+        interval = self.period if self.trigger.is_periodic else self.min_interval
+        return 0 if interval is None else self.ctx.step_count(interval)
+
+    # -- event-trigger hooks ----------------------------------------------------------------
+    def settled(self) -> bool:
+        """Whether it may sleep until the next change. An event-triggered controller that is
+        still moving (e.g. OFO with active duals releasing a batch) returns False and is
+        stepped again at its minimum interval. Default: always settled."""
+        return True
+
+    def watched_values(self) -> np.ndarray | None:
+        """The values a threshold trigger watches (e.g. the observed voltages, pu), None
+        before anything is observed. A controller that watches nothing keeps this default
+        and cannot use a threshold trigger."""
+        return None
+
+    def watched_band(self) -> tuple[float, float]:
+        """The band (low, high) the watched values should stay in; outside it a threshold
+        trigger wakes the controller at every minimum interval."""
+        return (-math.inf, math.inf)
 
     def step(self, tick: int) -> None:
         """Run one control step and send what it returns."""

@@ -58,9 +58,14 @@ class RunContext:
         self._tick_numerator = shared.clock.tick.numerator
         self._tick_denominator = shared.clock.tick.denominator
         self.horizon = shared.horizon
+        #: Ticks strictly before the horizon (nothing at or after it is processed).
+        self.horizon_ticks = shared.horizon_ticks
         self.seed = shared.seed if component.seed is None else component.seed
         self.priority = priority(component.role, order)
         self._command_links: dict[str, Link] = {}
+        #: The mailboxes (as this component reads them) whose publishes wake an event-triggered
+        #: controller: every subscription made with ``wake=True``.
+        self.wake_sources: list[Mailbox[Any] | QueueMailbox[Any]] = []
 
     # -- time ---------------------------------------------------------------------------
     @property
@@ -112,17 +117,29 @@ class RunContext:
             ) from None
 
     @overload
-    def subscribe(self, source: str, topic: str = ..., *, queue: Literal[False] = ...) -> Mailbox[Any]: ...
+    def subscribe(
+        self, source: str, topic: str = ..., *, queue: Literal[False] = ..., wake: bool = ...
+    ) -> Mailbox[Any]: ...
     @overload
-    def subscribe(self, source: str, topic: str = ..., *, queue: Literal[True]) -> QueueMailbox[Any]: ...
+    def subscribe(
+        self, source: str, topic: str = ..., *, queue: Literal[True], wake: bool = ...
+    ) -> QueueMailbox[Any]: ...
 
-    def subscribe(self, source: str, topic: str = "state", *, queue: bool = False):
-        """Read another component's mailbox, through this component's measurement link if any."""
+    def subscribe(self, source: str, topic: str = "state", *, queue: bool = False, wake: bool = True):
+        """Read another component's mailbox, through this component's measurement link if any.
+
+        With `wake` (the default) its publishes, as they reach this component, wake it when
+        it is event-triggered (:attr:`wake_sources`); a controller passes ``wake=False`` for
+        what it reads but should not react to (e.g. a datacenter state published every step).
+        """
         box = self._source_mailbox(source, topic)
         link_spec: LinkSpec = getattr(self.component, "measurement_link", INSTANT)
         if not link_spec.is_instant:
             box = self._delayed_mirror(box, link_spec, f"{source}.{topic}->{self.component.name}")
-        return box.subscribe_queue() if queue else box
+        read: Mailbox[Any] | QueueMailbox[Any] = box.subscribe_queue() if queue else box
+        if wake:
+            self.wake_sources.append(read)
+        return read
 
     def _delayed_mirror(self, box: Mailbox[Any], spec: LinkSpec, name: str) -> Mailbox[Any]:
         """A local copy of `box` fed through a measurement link.

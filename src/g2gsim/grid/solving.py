@@ -1,0 +1,102 @@
+"""How an OpenDSS grid solves: when a step may keep the last voltages, solver settings, retries.
+
+- :class:`SolveGate` decides, with ``[grid] solve = { on_change_kw = ... }``, whether a grid
+  step needs a power flow: only when some attached load's per-phase kW moved by more than
+  the set amount since the last solve, or a command is pending. Otherwise the step keeps
+  the loads OpenDSS last solved and the voltages it gave.
+- :func:`solver_settings` sets the power-flow tolerance and iteration limit for a block of
+  solves and puts the run's back afterwards (the sensitivity estimate solves tighter).
+- :func:`solve_with_retry` runs one power flow and, when it does not converge (e.g. right
+  after a tap change at a tight tolerance), once more from where it stopped with up to
+  :data:`RETRY_MAX_ITERATIONS` iterations; only a solve that still fails is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from g2gsim.grid.engine import DSSEngine
+from g2gsim.grid.errors import GridError
+from g2gsim.grid.loads import LoadBatch
+
+__all__ = [
+    "RETRY_MAX_ITERATIONS",
+    "SolveGate",
+    "solve_with_retry",
+    "solver_settings",
+]
+
+#: Iteration limit of the one retry of a power flow that did not converge.
+RETRY_MAX_ITERATIONS = 500
+
+
+class SolveGate:
+    """Solve-on-change: whether a grid step needs a power flow (see the module text)."""
+
+    __slots__ = ("_kvar", "_kw", "skipped", "threshold_kw")
+
+    def __init__(self, threshold_kw: float) -> None:
+        self.threshold_kw = float(threshold_kw)
+        self._kw: np.ndarray | None = None  # the loads of the last solve, per phase
+        self._kvar: np.ndarray | None = None
+        #: Grid steps that kept the last voltages instead of solving.
+        self.skipped = 0
+
+    def must_solve(self, loads: LoadBatch, *, pending: bool) -> bool:
+        """True when the loads now in `loads` moved past the threshold, or something is pending."""
+        if pending or self._kw is None:
+            return True
+        return bool(np.max(np.abs(loads.kw - self._kw), initial=0.0) > self.threshold_kw)
+
+    def solved(self, loads: LoadBatch) -> None:
+        """Remember the loads of the solve just made."""
+        self._kw = loads.kw.copy()
+        self._kvar = loads.kvar.copy()
+
+    def hold(self, loads: LoadBatch) -> None:
+        """Put the loads of the last solve back (in place: OpenDSS reads these buffers)."""
+        assert self._kw is not None and self._kvar is not None
+        loads.kw[:] = self._kw
+        loads.kvar[:] = self._kvar
+        self.skipped += 1
+
+
+@contextmanager
+def solver_settings(engine: DSSEngine, tolerance: float, max_iterations: int) -> Iterator[None]:
+    """Solve at `tolerance` and `max_iterations` inside the block; the previous settings after."""
+    saved = engine.solver_settings()
+    engine.set_solver_settings(tolerance, max_iterations)
+    try:
+        yield
+    finally:
+        engine.set_solver_settings(*saved)
+
+
+def solve_with_retry(engine: DSSEngine, solve: Callable[[], None], on_retry: Callable[[dict[str, Any]], None]) -> None:
+    """Run `solve`; if it did not converge, report and run it once more with more iterations.
+
+    `on_retry` receives what the retry is about (iterations used, the limits) before it runs.
+    A failure that is not a non-convergence, or a retry that fails too, raises.
+    """
+    try:
+        solve()
+        return
+    except GridError:
+        if engine.converged():
+            raise
+    tolerance, max_iterations = engine.solver_settings()
+    retry = max(RETRY_MAX_ITERATIONS, max_iterations)
+    on_retry(
+        {
+            "iterations": engine.iterations(),
+            "max_iterations": max_iterations,
+            "retry_max_iterations": retry,
+            "tolerance": tolerance,
+        }
+    )
+    with solver_settings(engine, tolerance, retry):
+        solve()
