@@ -1,7 +1,9 @@
 """The result of one run: columnar tables as pandas DataFrames, the event and command logs.
 
 Tables are keyed ``"<component>/<table>"`` (for example ``"site/state"`` or
-``"grid/voltages"``). Everything round-trips exactly through a folder of Parquet files.
+``"grid/voltages"``). Everything round-trips exactly through a folder of Parquet files: the
+event and command payloads (dicts in memory) are stored as canonical JSON text and parsed
+back by :meth:`RunResult.from_parquet`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from g2gsim.kernel.log import parse_payload, payload_json
 
 _META_FILE = "meta.json"
 _EVENTS_FILE = "events.parquet"
@@ -54,14 +58,18 @@ class RunResult:
         return self.events[self.events["topic"] == topic].reset_index(drop=True)
 
     # -- files --------------------------------------------------------------------------
+    def file_names(self) -> list[str]:
+        """The names of the files :meth:`to_parquet` writes into its folder."""
+        return [*(_table_file(key) for key in self.tables), _EVENTS_FILE, _COMMANDS_FILE, _META_FILE]
+
     def to_parquet(self, directory: str | Path) -> Path:
         """Write every table, the logs and the metadata into a folder; returns the folder."""
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         for key, frame in self.tables.items():
             frame.to_parquet(folder / _table_file(key), index=False)
-        self.events.to_parquet(folder / _EVENTS_FILE, index=False)
-        self.commands.to_parquet(folder / _COMMANDS_FILE, index=False)
+        _payloads_as_json(self.events).to_parquet(folder / _EVENTS_FILE, index=False)
+        _payloads_as_json(self.commands).to_parquet(folder / _COMMANDS_FILE, index=False)
         meta = {"tables": sorted(self.tables), "meta": self.meta}
         (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return folder
@@ -77,7 +85,24 @@ class RunResult:
         tables = {key: pd.read_parquet(folder / _table_file(key)) for key in meta["tables"]}
         return cls(
             tables=tables,
-            events=pd.read_parquet(folder / _EVENTS_FILE),
-            commands=pd.read_parquet(folder / _COMMANDS_FILE),
+            events=_payloads_parsed(pd.read_parquet(folder / _EVENTS_FILE)),
+            commands=_payloads_parsed(pd.read_parquet(folder / _COMMANDS_FILE)),
             meta=meta["meta"],
         )
+
+
+def _payloads_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """A log frame with its ``payload`` column as canonical JSON text (for Parquet)."""
+    if "payload" not in frame:
+        return frame
+    text = [None if p is None else p if isinstance(p, str) else payload_json(p) for p in frame["payload"]]
+    return frame.assign(payload=pd.Series(text, index=frame.index, dtype="string"))
+
+
+def _payloads_parsed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A log frame read from Parquet with its ``payload`` column back to dicts."""
+    if "payload" not in frame:
+        return frame
+    return frame.assign(
+        payload=pd.Series([parse_payload(p) for p in frame["payload"]], index=frame.index, dtype=object)
+    )
