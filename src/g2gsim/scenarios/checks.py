@@ -27,7 +27,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.errors import GridError
+from g2gsim.grid.feeders import load_feeder
+from g2gsim.grid.topology import FeederTopology
 from g2gsim.scenarios.model import Scenario, ScenarioError
 
 if TYPE_CHECKING:
@@ -40,7 +43,9 @@ __all__ = [
     "MemoryLimitError",
     "ScheduledEvent",
     "check_memory",
+    "check_site_buses",
     "estimate_memory",
+    "feeder_topology",
     "format_bytes",
     "horizon_note",
     "memory_limit",
@@ -199,6 +204,39 @@ def check_memory(built: BuiltScenario, limit: int | str | None = None) -> Memory
             f"lengthen the steps (period_s), or raise the limit (--memory-limit, {MEMORY_LIMIT_ENV})"
         )
     return estimate
+
+
+# -- site buses ------------------------------------------------------------------------------------
+def check_site_buses(built: BuiltScenario) -> None:
+    """Raise a ScenarioError naming the site, its bus and the feeder's three-phase buses when a
+    site's bus is not a three-phase bus of the feeder (checked when the grid cannot attach the sites)."""
+    try:
+        built.grid.voltage_index  # compiles the feeder and attaches the sites  # noqa: B018
+        return
+    except (GridError, ValueError, LookupError):
+        pass
+    scenario = built.scenario
+    try:
+        topology = feeder_topology(scenario.grid.feeder)
+    except (GridError, ValueError, LookupError, OSError):
+        return  # the feeder itself is at fault: the run reports it
+    three_phase = topology.three_phase_buses()
+    for i, site in enumerate(scenario.sites):
+        bus = site.bus.lower()
+        if bus in three_phase:
+            continue
+        problem = "is not a bus of" if bus not in topology.buses else "is not a three-phase bus of"
+        raise ScenarioError(
+            f"scenario {scenario.name!r}: sites.{i}.bus = {site.bus!r} (site {site.name!r}) {problem} feeder "
+            f"{scenario.grid.feeder!r}; a site needs one of its three-phase buses: {', '.join(three_phase)}"
+        )
+
+
+def feeder_topology(feeder: str) -> FeederTopology:
+    """The topology of a feeder (bundled name, .dss file or table folder), compiled in a private engine."""
+    engine = DSSEngine()
+    engine.compile_feeder(load_feeder(feeder))
+    return FeederTopology.from_engine(engine)
 
 
 # -- scheduled events -----------------------------------------------------------------------------

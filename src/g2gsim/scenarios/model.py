@@ -11,6 +11,7 @@ A controller section is chosen by its ``type`` among the registered controller k
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -60,6 +61,8 @@ __all__ = [
 
 Period = Annotated[Seconds, Field(description="a positive number of seconds")]
 
+#: What a bus name in a scenario may hold (it goes into OpenDSS commands).
+_BUS_NAME = re.compile(r"[A-Za-z0-9_-]+")
 #: ModelSpec fields a site's model entry may change for that site (default: the catalogue's).
 SERVING_FIELDS = ("gpus_per_replica", "itl_deadline_s", "feasible_batch_sizes")
 
@@ -170,6 +173,13 @@ class SiteSection(Facility, PowerAugmentation, Section):
     @classmethod
     def _positive_period(cls, value: Any) -> Fraction:
         return _positive_period(value)
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_name(cls, value: str) -> str:
+        if not _BUS_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a bus name: letters, digits, '_' and '-' only, without phases")
+        return value
 
     @model_validator(mode="after")
     def _live_servers_match_models(self) -> SiteSection:
@@ -471,9 +481,9 @@ def _trust_own_feeder(raw: Mapping[str, Any], folder: Path) -> None:
     """A scenario file may name a ``.dss`` feeder in its own folder (or below): trust that folder."""
     grid = raw.get("grid")
     feeder = grid.get("feeder") if isinstance(grid, Mapping) else None
-    if isinstance(feeder, str) and feeder.lower() not in bundled_feeders():
-        if Path(feeder).resolve().is_relative_to(folder):
-            trust_feeder_dir(folder)
+    own = isinstance(feeder, str) and feeder.lower() not in bundled_feeders()
+    if own and Path(str(feeder)).resolve().is_relative_to(folder):
+        trust_feeder_dir(folder)
 
 
 def _drop_none(value: Any) -> Any:

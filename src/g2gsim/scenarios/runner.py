@@ -25,7 +25,7 @@ from g2gsim.metrics import (
     voltage_metrics,
 )
 from g2gsim.scenarios.build import BuiltScenario, build_simulation
-from g2gsim.scenarios.checks import HorizonWarning, check_memory, horizon_note
+from g2gsim.scenarios.checks import HorizonWarning, check_memory, check_site_buses, horizon_note
 from g2gsim.scenarios.model import Scenario
 from g2gsim.scenarios.outputs import OutputFolder
 
@@ -66,6 +66,7 @@ def run_scenario(
     (:class:`~g2gsim.scenarios.outputs.OutputFolderError`).
     """
     built = build_simulation(scenario)
+    check_site_buses(built)
     check_memory(built, memory_limit)
     notes = _horizon_notes(scenario)
     folder = None if out is None else OutputFolder(out)
