@@ -225,9 +225,9 @@ def check_site_buses(built: BuiltScenario) -> None:
         bus = site.bus.lower()
         if bus in three_phase:
             continue
-        problem = "is not a bus of" if bus not in topology.buses else "is not a three-phase bus of"
+        problem = "unknown bus" if bus not in topology.buses else "single- or two-phase bus"
         raise ScenarioError(
-            f"scenario {scenario.name!r}: sites.{i}.bus = {site.bus!r} (site {site.name!r}) {problem} feeder "
+            f"scenario {scenario.name!r}: sites.{i}.bus: {problem} {site.bus!r} (site {site.name!r}) of feeder "
             f"{scenario.grid.feeder!r}; a site needs one of its three-phase buses: {', '.join(three_phase)}"
         )
 
