@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from g2gsim.grid.errors import GridError
 from g2gsim.grid.feeders import FEEDER_DIRS_ENV, trust_feeder_dir
+from g2gsim.scenarios.checks import memory_limit
 from g2gsim.scenarios.library import load_scenario
 from g2gsim.scenarios.model import Scenario, ScenarioError
 from g2gsim.scenarios.overrides import MISSING, value_at
@@ -118,6 +119,14 @@ def trust_feeder_dirs(folders: Sequence[Path] | None) -> None:
             fail(f"--feeder-dir {folder}: {exc}")
         listed = os.environ.get(FEEDER_DIRS_ENV)
         os.environ[FEEDER_DIRS_ENV] = str(path) if not listed else os.pathsep.join([listed, str(path)])
+
+
+def check_memory_limit(limit: str | None) -> None:
+    """``--memory-limit`` and ``G2GSIM_MEMORY_LIMIT`` must be sizes; exits 2 naming the bad one."""
+    try:
+        memory_limit(limit)
+    except ValueError as exc:
+        fail(str(exc) if limit is None else f"--memory-limit {limit!r}: not a size; give e.g. 8GB or 512MiB (0: none)")
 
 
 def load_or_fail(scenario: str, sets: Sequence[str] | None = None) -> Scenario:

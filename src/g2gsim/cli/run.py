@@ -16,6 +16,7 @@ from g2gsim.cli.common import (
     FeederDirs,
     MemoryLimit,
     Sets,
+    check_memory_limit,
     console,
     fail,
     load_or_fail,
@@ -42,17 +43,18 @@ CHECK_ERRORS = (ScenarioError, runner.RunFailed, ValueError, LookupError, FileNo
 def with_run_options(
     scenario: Scenario, duration: float | None = None, seed: int | None = None, data: Path | None = None
 ) -> Scenario:
-    """The scenario with ``--duration``, ``--seed`` and ``--data`` applied (raises ScenarioError)."""
+    """The scenario with ``--duration``, ``--seed`` and ``--data`` applied (a ScenarioError names the option)."""
     if seed is not None and seed < 0:
         raise ScenarioError(f"--seed {seed}: must be 0 or more")
-    changes: dict[str, Any] = {}
-    if duration is not None:
-        changes["horizon_s"] = duration
-    if seed is not None:
-        changes["seed"] = seed
-    if data is not None:
-        changes["data"] = str(data.resolve())
-    return scenario.with_overrides(**changes) if changes else scenario
+    options = {
+        "horizon_s": ("--duration", duration),
+        "seed": ("--seed", seed),
+        "data": ("--data", None if data is None else str(data.resolve())),
+    }
+    for path, (option, value) in options.items():
+        if value is not None:
+            scenario = scenario.with_changes({path: value}, what=f"{option} {value}")
+    return scenario
 
 
 def live_flag_problem(scenario: Scenario, live: bool, fakes: bool) -> str | None:
@@ -148,6 +150,7 @@ def run(
 ) -> None:
     """Run one scenario: progress bar, metrics table, Parquet results and plots."""
     trust_feeder_dirs(feeder_dir)
+    check_memory_limit(memory_limit)
     loaded = _with_run_options(load_or_fail(scenario, sets), duration, seed, data)
     folder = out if out is not None else Path("results") / loaded.name
     problem = live_flag_problem(loaded, live, fakes)
@@ -185,9 +188,9 @@ def _run_one(
         return runner.run_scenario(scenario, out=folder, **options)
     except OutputFolderError as exc:
         fail(str(exc))
-    except MemoryLimitError as exc:
+    except (ScenarioError, ValueError, LookupError) as exc:  # found before the run started: bad input
         fail(f"{where}{exc}")
-    except (ScenarioError, RuntimeError) as exc:  # RunFailed is a RuntimeError
+    except RuntimeError as exc:  # RunFailed: the run itself failed
         fail(f"{where}{exc}", code=1)
     except KeyboardInterrupt:
         fail(f"interrupted; what was computed so far is in {folder / 'chunks'}", code=130)
@@ -223,6 +226,7 @@ def compare(
 ) -> None:
     """Run several scenarios and print one table (each scenario needs its own ``name``)."""
     trust_feeder_dirs(feeder_dir)
+    check_memory_limit(memory_limit)
     # Every scenario is loaded and checked before anything runs.
     loaded = [_with_run_options(load_or_fail(name, sets), duration, seed, data) for name in scenarios]
     problem = duplicate_name_problem(scenarios, loaded)
@@ -251,9 +255,9 @@ def _compare_one(
         return runner.run_scenario(scenario, out=folder, plots=False, progress=progress, memory_limit=memory_limit)
     except OutputFolderError as exc:
         fail(str(exc))
-    except MemoryLimitError as exc:
+    except ScenarioError as exc:
         fail(f"{where}{exc}")
-    except (runner.RunFailed, ScenarioError) as exc:
+    except runner.RunFailed as exc:
         fail(f"{where}{exc}", code=1)
 
 
@@ -285,6 +289,7 @@ def validate(
     bus or regulator, a controller whose peers are missing.
     """
     trust_feeder_dirs(feeder_dir)
+    check_memory_limit(memory_limit)
     loaded = load_or_fail(file, sets)
     try:
         check = check_scenario(loaded, memory_limit)
