@@ -86,14 +86,16 @@ def test_payloads_are_json_in_parquet_and_read_back_exactly(tmp_path) -> None:
 
 # -- streamed chunks -----------------------------------------------------------------------------
 def test_chunk_parts_are_written_under_a_temporary_name_then_renamed(tmp_path, monkeypatch) -> None:
+    import g2gsim.kernel.streaming as streaming
+
     names: list[str] = []
-    original = pd.DataFrame.to_parquet
+    original = streaming.write_parquet
 
-    def spy(frame, path, *args, **kwargs):
+    def spy(frame, path):
         names.append(str(path))
-        return original(frame, path, *args, **kwargs)
+        return original(frame, path)
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", spy)
+    monkeypatch.setattr(streaming, "write_parquet", spy)
     Simulation([Site("site", 1), Sender()], horizon_s=4).run(stream_to=tmp_path, chunk_s=1)
     assert names and all(".tmp" in name for name in names)
     parts = sorted((tmp_path / "chunks" / "site__state").iterdir())

@@ -4,9 +4,9 @@ Payloads are plain Python in memory: the ``payload`` column of :meth:`EventLog.t
 :meth:`CommandLog.to_frame` holds one dict per row (numbers, text, lists and dicts of them,
 as JSON would give them back), so ``frame.payload.iloc[0]["batch"]`` works without
 ``json.loads``. :class:`~g2gsim.kernel.results.RunResult` stores them as canonical JSON text
-in Parquet and parses them back on read. Logging costs a list append per entry; event
-payloads are shallow-copied at record time (callers may reuse the top-level dict) and
-commands are immutable.
+in Parquet and parses them back on read. An event's payload is copied to plain Python when
+it is recorded (callers may reuse their dict); commands are immutable and converted when the
+frame is built.
 
 The command log has two times per command: ``deliver_s``, when the link handed the command
 to its target's inbox, and ``applied_s``, when the target took it from its inbox and acted on
@@ -34,9 +34,30 @@ def payload_json(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, default=json_default)
 
 
-def plain_payload(payload: Any) -> dict[str, Any]:
-    """A payload as plain Python, exactly as its canonical JSON reads back."""
-    return json.loads(payload_json(payload))
+def plain_payload(payload: Any) -> Any:
+    """A payload as plain Python, as its canonical JSON reads back (numpy values as numbers and
+    lists, tuples and sets as lists, keys as text), sharing the payload's own text and numbers."""
+    kind = type(payload)
+    if kind in _LEAVES:
+        return payload
+    if kind is dict or isinstance(payload, dict):
+        return {_json_key(k): plain_payload(v) for k, v in payload.items()}
+    if kind is list or kind is tuple:
+        return [plain_payload(v) for v in payload]
+    return plain_payload(json_default(payload))
+
+
+#: Values JSON gives back unchanged.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as JSON writes it (``True`` -> ``"true"``, ``1.5`` -> ``"1.5"``)."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(key)
+    return str(key)
 
 
 def parse_payload(text: Any) -> Any:
@@ -62,11 +83,11 @@ class EventLog:
         self._payload: list[dict[str, Any]] = []
 
     def record(self, time_s: float, source: str, topic: str, payload: dict[str, Any] | None = None) -> None:
-        """Append one event; the payload becomes plain Python in :meth:`to_frame`."""
+        """Append one event; the payload is kept as plain Python (a copy: callers may reuse theirs)."""
         self._time_s.append(time_s)
         self._source.append(source)
         self._topic.append(topic)
-        self._payload.append(dict(payload) if payload else {})
+        self._payload.append(plain_payload(payload) if payload else {})
 
     def count(self, topic: str) -> int:
         """How many events of a topic were recorded."""
@@ -79,7 +100,7 @@ class EventLog:
                 "time_s": np.asarray(self._time_s, dtype=np.float64),
                 "source": pd.Series(self._source, dtype="string"),
                 "topic": pd.Series(self._topic, dtype="string"),
-                "payload": _object_column(plain_payload(p) for p in self._payload),
+                "payload": _object_column(self._payload),
             }
         )
 
@@ -145,7 +166,7 @@ class CommandLog:
                 "source": pd.Series(self._source, dtype="string"),
                 "target": pd.Series(self._target, dtype="string"),
                 "kind": pd.Series(self._kind, dtype="string"),
-                "payload": _object_column(json.loads(c.payload_json()) for c in self._payload),
+                "payload": _object_column(plain_payload(c.payload()) for c in self._payload),
                 "status": pd.Series(self._status, dtype="string"),
                 "applied_s": np.asarray(self._applied_s, dtype=np.float64),
             }

@@ -18,6 +18,8 @@ import pandas as pd
 from g2gsim.kernel.log import parse_payload, payload_json
 
 _META_FILE = "meta.json"
+#: Bytes of one slice converted to Arrow at a time when a table is written.
+_SLICE_BYTES = 2**22
 _EVENTS_FILE = "events.parquet"
 _COMMANDS_FILE = "commands.parquet"
 
@@ -67,9 +69,9 @@ class RunResult:
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         for key, frame in self.tables.items():
-            frame.to_parquet(folder / _table_file(key), index=False)
-        _payloads_as_json(self.events).to_parquet(folder / _EVENTS_FILE, index=False)
-        _payloads_as_json(self.commands).to_parquet(folder / _COMMANDS_FILE, index=False)
+            write_parquet(frame, folder / _table_file(key))
+        write_parquet(_payloads_as_json(self.events), folder / _EVENTS_FILE)
+        write_parquet(_payloads_as_json(self.commands), folder / _COMMANDS_FILE)
         meta = {"tables": sorted(self.tables), "meta": self.meta}
         (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return folder
@@ -89,6 +91,23 @@ class RunResult:
             commands=_payloads_parsed(pd.read_parquet(folder / _COMMANDS_FILE)),
             meta=meta["meta"],
         )
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a frame as Parquet without its index (as ``frame.to_parquet(path, index=False)``
+    reads back), converting a slice of rows at a time, so writing a long table needs little
+    memory beyond the table itself; Arrow's freed buffers go back to the system afterwards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = max(4096, _SLICE_BYTES // (8 * max(frame.shape[1], 1)))
+    first = pa.Table.from_pandas(frame.iloc[:rows], preserve_index=False)
+    with pq.ParquetWriter(path, first.schema) as writer:
+        writer.write_table(first)
+        del first
+        for start in range(rows, len(frame), rows):
+            writer.write_table(pa.Table.from_pandas(frame.iloc[start : start + rows], preserve_index=False))
+    pa.default_memory_pool().release_unused()
 
 
 def _payloads_as_json(frame: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from g2gsim.kernel.component import Component
+from g2gsim.kernel.results import write_parquet
 
 __all__ = ["CHUNK_FOLDER", "ChunkError", "ChunkWarning", "ChunkWriter", "read_chunks"]
 
@@ -65,7 +66,7 @@ def _write_part(frame: pd.DataFrame, final: Path) -> None:
     """Write one part under a temporary name in the same folder, then rename it into place."""
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
-        frame.to_parquet(tmp, index=False)
+        write_parquet(frame, tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 import warnings
@@ -13,6 +14,7 @@ from typing import Any, cast
 import numpy as np
 
 from g2gsim.grid.errors import GridError
+from g2gsim.kernel.memory import release_memory
 from g2gsim.kernel.registry import load_plugins
 from g2gsim.kernel.results import RunResult
 from g2gsim.kernel.simulation import ComponentError
@@ -79,8 +81,14 @@ def run_scenario(
     wall_s = time.perf_counter() - wall_start
     metrics = summarize(built, result, wall_s)
     run = ScenarioRun(scenario, result, metrics, notes=notes)
-    if folder is not None:
-        run.files.extend(_write_outputs(built, run, folder, plots))
+    if folder is None:
+        return run
+    del built  # the files need the results only: the run's components go before they are written
+    gc.collect()
+    release_memory()
+    run.files.extend(_write_tables(run, folder))
+    if plots:
+        run.files.extend(_draw_figures(scenario, run.result, folder))
     return run
 
 
@@ -108,8 +116,8 @@ def _simulate_or_fail(built: BuiltScenario, folder: Path | None, progress: bool,
         raise RunFailed(f"scenario {name!r}: the run failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _write_outputs(built: BuiltScenario, run: ScenarioRun, folder: OutputFolder, plots: bool) -> list[Path]:
-    """The final tables, metrics.json and the plots; then the streamed chunks go (the tables hold every row)."""
+def _write_tables(run: ScenarioRun, folder: OutputFolder) -> list[Path]:
+    """The final tables and metrics.json; then the streamed chunks go (the tables hold every row)."""
     results = folder.path / "results"
     folder.add([f"results/{name}" for name in run.result.file_names()] + ["metrics.json"])
     files = [run.result.to_parquet(results)]
@@ -117,12 +125,19 @@ def _write_outputs(built: BuiltScenario, run: ScenarioRun, folder: OutputFolder,
     metrics_file.write_text(json.dumps(run.metrics, indent=2, sort_keys=True))
     files.append(metrics_file)
     folder.remove_chunks()
-    if plots:
-        folder.add(["plots/"])
-        drawn = _figure_writer()(built, run.result, folder.path / "plots")
-        folder.add(f"plots/{path.name}" for path in drawn)
-        files.extend(drawn)
     return files
+
+
+def _draw_figures(scenario: Scenario, result: RunResult, folder: OutputFolder) -> list[Path]:
+    """The run's figures, drawn with a fresh (never run) build of the scenario for names and
+    the feeder map (the run's own components are gone by then)."""
+    release_memory()  # the Arrow buffers of the written tables
+    folder.add(["plots/"])
+    names = build_simulation(scenario)
+    names.grid.voltage_index  # noqa: B018  (compiles the feeder, which the feeder map reads)
+    drawn = _figure_writer()(names, result, folder.path / "plots")
+    folder.add(f"plots/{path.name}" for path in drawn)
+    return drawn
 
 
 #: Draws a run's figures into a folder and returns the files (``g2gsim.plots`` registers one).
