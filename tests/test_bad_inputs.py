@@ -493,14 +493,13 @@ def test_a_live_server_that_dies_mid_run_is_reported_in_the_documented_degraded_
 
 
 def test_fake_cluster_ports_in_use_are_a_one_line_error(cli, tmp_path: Path) -> None:
-    scenario = load_scenario("ieee13_live_ofo")
-    port = int(scenario.sites[0].live.servers[0].url.rsplit(":", 1)[1])
     with socket.socket() as taken:
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.0.1", port))
+        taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = int(taken.getsockname()[1])
+        live = _live_file(tmp_path, port)
         before = _threads_and_sockets()
-        result = cli("fake-cluster", "ieee13_live_ofo")
+        result = cli("fake-cluster", str(live))
         _assert_clean(result, 1, ["127.0.0.1", str(port), "in use"])
     _assert_released(before)
 

@@ -98,7 +98,7 @@ def _site_bytes(built: BuiltScenario, name: str, horizon: Fraction, period: Frac
     (the data source's and the site's copy), and the state table built from them at the end."""
     site = built.sites[name]
     n_models = len(site.specs)
-    n_batches = sum(len(set(spec.feasible_batch_sizes)) + 1 for spec in site.specs.values())
+    n_batches = sum(len(set(spec.feasible_batch_sizes or spec.batch_sizes)) + 1 for spec in site.specs.values())
     buffers = 1 + 3 + 2 * n_models
     templates = 2 * n_batches
     table = 4 + 4 * n_models + 2 * n_models  # the state table, and the forward-filled batch/replicas

@@ -121,7 +121,7 @@ def make_executor(executor: Any = None, workers: int | None = None) -> tuple[cf.
 
             client = Client(executor)
             view = client.get_executor(pure=False)
-            view._g2gsim_client = client  # type: ignore[attr-defined]
+            view._g2gsim_client = client
             return view, True, max(1, sum(client.nthreads().values()))
         raise ExecutorError(
             f"unknown executor {executor!r}: use 'serial', 'processes', a scheduler address (tcp://host:port), "

@@ -173,7 +173,8 @@ class Sweep(BaseModel):
             lengths = {p: len(v) for p, v in self.axes.items() if isinstance(v, list)}
             if len(set(lengths.values())) > 1:
                 raise ValueError(f'mode = "zip" needs axes of equal length; lengths: {lengths}')
-        if self.labels and (self.mode != "zip" or any(len(v) != len(self.labels) for v in self.axes.values())):
+        sizes = [len(v) if isinstance(v, list) else -1 for v in self.axes.values()]
+        if self.labels and (self.mode != "zip" or any(n != len(self.labels) for n in sizes)):
             raise ValueError('labels need mode = "zip" and one entry per point')
         if self.mode == "random" and self.samples is None:
             raise ValueError('mode = "random" needs `samples`')
