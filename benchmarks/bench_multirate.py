@@ -18,7 +18,11 @@ Three sweeps, each a family of scenarios built programmatically from a bundled p
 Each configuration is built once, run once to warm up (data loading, curve fits, caches),
 then run ``--repeats`` times (default 3); reported: the median wall s, per simulated hour,
 per process step (every datacenter, grid and periodic-controller step of the run) and per
-grid step, and the number of OpenDSS solves.
+grid step, the number of OpenDSS solves, and what the run's metrics did (violation time and
+integral, worst vmin, mean throughput, ITL deadline misses): a schedule is only cheaper if it
+still controls. OFO's step sizes act per control step, so the same tuning at a 10 s control
+period moves batches ten times less per simulated second than at 1 s (see
+:class:`g2gsim.controllers.ofo.OFOConfig`).
 
 Run: ``python benchmarks/bench_multirate.py [--quick] [--horizon 600] [--repeats 3]``.
 ``--quick`` uses 30 s runs (horizon sweep 15/30/60 s) and one repeat. Writes
@@ -45,6 +49,28 @@ SITE_COUNTS = (1, 4, 16)
 HORIZONS = (150.0, 300.0, 600.0)
 IEEE13 = "ieee13_ofo_tapchange"
 IEEE123 = "ieee123_ofo_tapchange"
+#: What each configuration's run did, beside its cost.
+METRIC_KEYS = (
+    "violation_time_s",
+    "integral_violation_pu_s",
+    "worst_vmin",
+    "mean_throughput_tps",
+    "itl_deadline_fraction",
+)
+METRIC_HEADERS = ["viol s", "integral pu*s", "worst vmin", "M tok/s", "ITL misses"]
+
+
+def metric_cells(row: dict[str, Any]) -> list[Any]:
+    """A row's metrics as table cells (throughput in M tokens/s)."""
+    m = row["metrics"]
+    throughput = m.get("mean_throughput_tps")
+    return [
+        m.get("violation_time_s"),
+        m.get("integral_violation_pu_s"),
+        m.get("worst_vmin"),
+        None if throughput is None else throughput / 1e6,
+        m.get("itl_deadline_fraction"),
+    ]
 
 
 # -- scenario families -------------------------------------------------------------------------
@@ -153,6 +179,7 @@ def measure(raw: dict[str, Any], repeats: int) -> dict[str, Any]:
     """Build once, warm up once, then the median of `repeats` runs, with per-step figures."""
     from g2gsim.scenarios.build import build_simulation
     from g2gsim.scenarios.model import Scenario
+    from g2gsim.scenarios.runner import summarize
 
     built = build_simulation(Scenario.from_dict(raw, source=raw["name"]))
     result = built.simulation.run()
@@ -164,7 +191,9 @@ def measure(raw: dict[str, Any], repeats: int) -> dict[str, Any]:
     wall = bu.median(walls)
     horizon = float(raw["horizon_s"])
     steps = steps_of(raw)
+    metrics = summarize(built, result, wall)
     return {
+        "metrics": {key: metrics.get(key) for key in METRIC_KEYS},
         "name": raw["name"],
         "horizon_s": horizon,
         "tick_s": result.meta["tick_s"],
@@ -238,6 +267,7 @@ def periods_table(rows: list[dict[str, Any]]) -> str:
         "wall s/h",
         "us/step",
         "us/grid step",
+        *METRIC_HEADERS,
     ]
     body = [
         [
@@ -250,6 +280,7 @@ def periods_table(rows: list[dict[str, Any]]) -> str:
             r["wall_s_per_hour"],
             r["us_per_step"],
             r["us_per_grid_step"],
+            *metric_cells(r),
         ]
         for r in rows
     ]
@@ -257,7 +288,7 @@ def periods_table(rows: list[dict[str, Any]]) -> str:
 
 
 def sites_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["sites", "buses", "steps", "solves", "wall s", "wall s/h", "us/step", "us/grid step"]
+    headers = ["sites", "buses", "steps", "solves", "wall s", "wall s/h", "us/step", "us/grid step", *METRIC_HEADERS]
     body = [
         [
             r["n_sites"],
@@ -268,6 +299,7 @@ def sites_table(rows: list[dict[str, Any]]) -> str:
             r["wall_s_per_hour"],
             r["us_per_step"],
             r["us_per_grid_step"],
+            *metric_cells(r),
         ]
         for r in rows
     ]
@@ -275,7 +307,7 @@ def sites_table(rows: list[dict[str, Any]]) -> str:
 
 
 def horizon_table(rows: list[dict[str, Any]], fit: dict[str, float]) -> str:
-    headers = ["horizon s", "steps", "wall s", "wall s/h", "us/step", "fit s", "residual %"]
+    headers = ["horizon s", "steps", "wall s", "wall s/h", "us/step", "fit s", "residual %", *METRIC_HEADERS]
     body = []
     for r in rows:
         predicted = fit["fixed_s"] + fit["slope_s_per_sim_s"] * r["horizon_s"]
@@ -288,6 +320,7 @@ def horizon_table(rows: list[dict[str, Any]], fit: dict[str, float]) -> str:
                 r["us_per_step"],
                 predicted,
                 100.0 * (r["wall_s"] - predicted) / predicted,
+                *metric_cells(r),
             ]
         )
     line = (

@@ -12,7 +12,6 @@ without missing ITL deadlines.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from fractions import Fraction
@@ -172,7 +171,7 @@ def test_ofo_cuts_violations_by_an_order_of_magnitude(fits, base_kw):
     batches = ofo.commands[ofo.commands["kind"] == "SetBatchSize"]
     assert set(ofo.commands["kind"]) == {"SetBatchSize", "SensitivityRequest"}
     for payload in batches["payload"]:
-        assert set(json.loads(payload)["batch"].values()) <= feasible
+        assert set(payload["batch"].values()) <= feasible
 
 
 def test_rule_based_also_relieves_the_undervoltage(fits, base_kw):

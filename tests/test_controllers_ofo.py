@@ -4,7 +4,6 @@ plus a scalar reference implementation of the SPEC equations it must match step 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 
@@ -323,7 +322,7 @@ def test_step_event_and_table_carry_batches_and_duals():
     _dc, _, _, result = _simple(steps=3)
     events = result.events_of("ofo_step")
     assert len(events) == 3
-    payload = json.loads(events["payload"].iloc[-1])
+    payload = events["payload"].iloc[-1]
     assert set(payload["batch"]) == {"a", "b"}
     assert set(payload["latency_dual"]) == {"a", "b"}
     assert payload["voltage_dual_under_max"] > 0

@@ -4,17 +4,16 @@ keeps the old H (the link records the drop) and the request is sent again after 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 
 from g2gsim.controllers import OFOBatchController, OFOConfig
 from g2gsim.kernel import LinkSpec
-from test_controllers_fakes import FakeDatacenter, FakeGrid, FakeSpec, Probe, run, three_phase
+from g2gsim.testing import FakeSite, FakeSpec, Probe, ScriptedGrid, run_components, three_phase
 
 
-class CountingGrid(FakeGrid):
+class CountingGrid(ScriptedGrid):
     """A fake grid whose k-th estimate is (k + 1) times the base H, so replies can be told apart."""
 
     def estimate_sensitivity(self, site: str, delta_kw: float = 100.0) -> np.ndarray:
@@ -24,13 +23,13 @@ class CountingGrid(FakeGrid):
 
 def _loop(
     config: OFOConfig | None = None, *, steps: int = 8, **links: Any
-) -> tuple[FakeGrid, OFOBatchController, Probe, Any]:
+) -> tuple[ScriptedGrid, OFOBatchController, Probe, Any]:
     specs = [FakeSpec("a"), FakeSpec("b", gpus_per_replica=4)]
-    dc = FakeDatacenter("dc", specs, replicas={"a": 10, "b": 5})
+    dc = FakeSite("dc", specs, replicas={"a": 10, "b": 5})
     grid = CountingGrid("grid", three_phase(["x", "y"]), lambda k: np.full(6, 0.94), sites={"dc": "x"})
     ofo = OFOBatchController("ofo", "dc", "grid", config, **links)
     probe = Probe(ofo, lambda c: (c.log_batch, c.sensitivity))
-    return grid, ofo, probe, run([dc, grid, ofo, probe], steps)
+    return grid, ofo, probe, run_components([dc, grid, ofo, probe], steps)
 
 
 def _event_times(result: Any, topic: str) -> list[float]:
@@ -41,7 +40,7 @@ def test_instant_links_answer_in_the_same_step() -> None:
     grid, _ofo, _, result = _loop()
     assert grid.sensitivity_calls == 1
     assert _event_times(result, "ofo_sensitivity") == [0.0]
-    steps = result.events_of("ofo_step")["payload"].map(json.loads)
+    steps = result.events_of("ofo_step")["payload"]
     assert [p["sensitivity_estimated"] for p in steps] == [True] + [False] * 7
 
 
@@ -72,7 +71,7 @@ def test_a_delayed_measurement_delays_the_reply_too() -> None:
 def test_a_lost_request_keeps_the_old_estimate_and_is_asked_again_after_the_timeout() -> None:
     config = OFOConfig(sensitivity_timeout_s=3.0)
     grid, _ofo, probe, result = _loop(config, steps=10, command_link=LinkSpec(loss_probability=1.0))
-    drops = result.events_of("link_drop")["payload"].map(json.loads)
+    drops = result.events_of("link_drop")["payload"]
     assert [d["message"] for d in drops].count("SensitivityRequest") == 4  # at 0, 3, 6, 9
     assert _event_times(result, "ofo_sensitivity_timeout") == [3.0, 6.0, 9.0]
     assert grid.sensitivity_calls == 0
@@ -84,7 +83,7 @@ def test_a_lost_reply_keeps_the_old_estimate_and_is_an_event() -> None:
     lossy = LinkSpec(loss_probability=0.4)
     grid, _, probe, result = _loop(config, steps=40, measurement_link=lossy)
     drops = result.events_of("link_drop")
-    lost = drops[drops["payload"].map(lambda p: json.loads(p)["message"] == "SensitivityReply")]
+    lost = drops[drops["payload"].map(lambda p: p["message"] == "SensitivityReply")]
     assert len(lost) > 0
     adopted = set(_event_times(result, "ofo_sensitivity"))
     assert len(adopted) < grid.sensitivity_calls  # some replies never arrived

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from fractions import Fraction
 
@@ -144,7 +143,7 @@ def test_resolve_flag_and_target_reach_the_command():
     )
     [(t, command)] = grid.received
     assert t == 2.0 and command.resolve and command.target == "grid"
-    assert json.loads(result.commands["payload"].iloc[0])["taps"] == {"a": 1.05}
+    assert result.commands["payload"].iloc[0]["taps"] == {"a": 1.05}
 
 
 def test_unknown_scheduled_model_is_an_error():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -226,7 +225,7 @@ def test_shift_replicas_accepted_and_refused_as_events() -> None:
     assert replicas[0.5] == 10 and replicas[0.6] == 16 and replicas[2.0] == 16 and replicas[2.1] == 0
     refused = events(result, "shift_refused")
     assert refused["time_s"].tolist() == pytest.approx([1.1, 1.6])
-    reasons = [json.loads(payload)["reason"] for payload in refused["payload"]]
+    reasons = [payload["reason"] for payload in refused["payload"]]
     shifted = events(result, "replicas_shifted")
     assert shifted["time_s"].tolist() == pytest.approx([0.6, 2.1])
     assert result.meta["summary"]["dc"]["shifts_refused"] == 2

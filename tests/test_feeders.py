@@ -15,12 +15,17 @@ from g2gsim.grid.errors import FeederDefinitionError, GridError
 from g2gsim.grid.feeders import Feeder, FeederDefinition, bundled_feeders, load_feeder
 from g2gsim.resources import feeders_dir
 
+#: .dss feeders of these tests sit in their own folders and the reference folder, trusted here.
+pytestmark = pytest.mark.usefixtures("trusted_feeder_dirs")
+
 TAP_STEP = 0.00625
 REFERENCE_FILES = {
     "ieee13": "ieee13/IEEE13Bus.dss",
     "ieee34": "ieee34/IEEE34Bus.dss",
     "ieee123": "ieee123/IEEE123Bus.dss",
 }
+
+
 #: Datacenter buses and total three-phase MW per site of each loading case.
 SITES = {"ieee13": ("671",), "ieee34": ("850", "834"), "ieee123": ("8", "23", "60", "105")}
 LOADINGS_MW = {"ieee13": (0.0, 1.0, 3.0, 5.0), "ieee34": (0.0, 0.5, 1.0, 2.0), "ieee123": (0.0, 0.25, 0.5, 0.8)}

@@ -34,6 +34,9 @@ from g2gsim.kernel import Command, Component, Controller, Simulation
 from g2gsim.kernel.context import RunContext, RunShared
 from g2gsim.kernel.time import Clock
 
+#: .dss feeders of these tests sit in their own folders and the reference folder, trusted here.
+pytestmark = pytest.mark.usefixtures("trusted_feeder_dirs")
+
 PowerKw = Callable[[float], Sequence[float]]
 
 IEEE13_TAPS = {"creg1a": tap_pu(14), "creg1b": tap_pu(6), "creg1c": tap_pu(15)}

@@ -33,7 +33,8 @@ from g2gsim.grid.opendss import OpenDSSGrid
 from g2gsim.kernel import Simulation
 from test_grid_opendss import FakeSite
 
-pytestmark = pytest.mark.shared
+#: .dss feeders of these tests sit in the reference folder, trusted here.
+pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("trusted_feeder_dirs")]
 
 Kw = Callable[[float], float]
 

@@ -4,7 +4,6 @@ and no thread or socket left behind. Wall-clock tolerances are generous (shared 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import threading
@@ -115,7 +114,7 @@ def _run_with_fault(scenario: Scenario, fault: _Fault) -> Any:
 
 def _events(result: Any, topic: str) -> list[dict[str, Any]]:
     frame = result.events
-    return [json.loads(p) for p in frame[frame["topic"] == topic]["payload"]]
+    return list(frame[frame["topic"] == topic]["payload"])
 
 
 # -- scenario and kernel (no network) -----------------------------------------------------------

@@ -442,9 +442,8 @@ def test_ramp_limit_moves_planned_power_gradually() -> None:
     result = Simulation([dc, budget, ctl], 45.0, seed=2).run()
     plans = result.events_of("budget_plan")
     plans = plans[plans.time_s >= 20]
-    import json
 
-    payload = [json.loads(p) if isinstance(p, str) else p for p in plans.payload]
+    payload = list(plans.payload)
     targets = np.array([p["target_kw"] for p in payload])
     times = plans.time_s.to_numpy()
     # the target the planner works to falls at exactly the ramp rate ...

@@ -635,8 +635,16 @@ def test_build_errors_are_scenario_errors(base_raw: dict[str, Any], tmp_path: Pa
 def test_start_errors_are_run_failed(base_raw: dict[str, Any]) -> None:
     raw = copy.deepcopy(base_raw)
     raw["horizon_s"] = 1
-    raw["sites"][0]["bus"] = "nope"
+    raw["grid"]["initial_taps"] = {"nope": 1.0}
     with pytest.raises(RunFailed, match="nope"):
+        run_scenario(Scenario.from_dict(raw), plots=False)
+
+
+def test_an_unknown_site_bus_is_a_scenario_error_naming_the_buses(base_raw: dict[str, Any]) -> None:
+    raw = copy.deepcopy(base_raw)
+    raw["horizon_s"] = 1
+    raw["sites"][0]["bus"] = "nope"
+    with pytest.raises(ScenarioError, match=r"sites\.0\.bus: unknown bus 'nope' .* three-phase buses: .*671"):
         run_scenario(Scenario.from_dict(raw), plots=False)
 
 

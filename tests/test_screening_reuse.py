@@ -27,6 +27,9 @@ from g2gsim.scenarios.runner import summarize
 from g2gsim.studies import apply_parameters
 from g2gsim.studies.screening import run_screening, screening_stats, worker_engine
 
+#: .dss feeders of these tests sit in their own folders and the reference folder, trusted here.
+pytestmark = pytest.mark.usefixtures("trusted_feeder_dirs")
+
 HORIZON_S = 20.0
 NOTHING_ATTACHED = Attachments(sites=(), generators=(), loads=(), storage=())
 

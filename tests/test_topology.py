@@ -14,6 +14,9 @@ from g2gsim.grid.feeders import load_feeder
 from g2gsim.grid.topology import FeederTopology
 from g2gsim.plots import plot_feeder
 
+#: .dss feeders of these tests sit in their own folders and the reference folder, trusted here.
+pytestmark = pytest.mark.usefixtures("trusted_feeder_dirs")
+
 FT_PER_MI = 5280.0
 
 

@@ -33,7 +33,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from g2gsim.cli.common import Duration, JsonOutput, Linearized, Progress, Scheduler, Workers, fail, plain
+from g2gsim.cli.common import (
+    Duration,
+    FeederDirs,
+    JsonOutput,
+    Linearized,
+    Progress,
+    RetryFailed,
+    Scheduler,
+    Sets,
+    Workers,
+    fail,
+    parse_sets,
+    plain,
+    trust_feeder_dirs,
+)
 from g2gsim.cli.study_options import (
     check_site,
     current_value,
@@ -188,11 +202,15 @@ def sweep_command(
     ] = "violation_time_s",
     progress: Progress = True,
     json_output: Annotated[bool, typer.Option("--json", help="print the counts as one JSON line")] = False,
+    sets: Sets = None,
+    feeder_dir: FeederDirs = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """Run a sweep; resumes into an existing output folder (completed runs are skipped)."""
     executor, n = executor_options(workers, scheduler)
+    trust_feeder_dirs(feeder_dir)
     try:  # the file, the base scenario, every path and value, checked before anything runs
-        sweep = Sweep.from_toml(file)
+        sweep = with_sets(Sweep.from_toml(file), sets)
         expected = len(sweep.tasks())
     except (SweepError, ScenarioError) as exc:
         fail(str(exc))
@@ -201,7 +219,9 @@ def sweep_command(
     if mismatch:
         typer.echo(f"warning: {mismatch}", err=True)
     with running(scheduler):
-        result = run_sweep(sweep, folder, executor, workers=n, progress=progress and not json_output)
+        result = run_sweep(
+            sweep, folder, executor, workers=n, progress=progress and not json_output, retry_failed=retry_failed
+        )
     runs, axes = result.table, list(sweep.axes)
     plot = _sweep_heatmap(runs, axes, heatmap, folder)
     if not json_output:
@@ -212,6 +232,14 @@ def sweep_command(
         "heatmap": None if plot is None else str(plot),
     }
     _finish(runs, run_counts(runs, expected, folder), axes[0] if axes else None, json_output, extra)
+
+
+def with_sets(sweep: Sweep, sets: Sequence[str] | None) -> Sweep:
+    """The sweep with the ``--set`` changes added to its overrides (raises SweepError)."""
+    if not sets:
+        return sweep
+    changes = parse_sets(sets, sweep.base_scenario().to_dict())
+    return Sweep.model_validate({**sweep.model_dump(), "overrides": {**sweep.overrides, **changes}})
 
 
 def _sweep_heatmap(runs: pd.DataFrame, axes: list[str], metric: str, folder: Path) -> Path | None:
@@ -242,13 +270,17 @@ def hosting_capacity_command(
     ] = None,
     progress: Progress = True,
     json_output: JsonOutput = False,
+    sets: Sets = None,
+    feeder_dir: FeederDirs = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """Largest site (GPUs) per bus that keeps the metric below the threshold (bisection)."""
     executor, n = executor_options(workers, scheduler)
     name = scenario or DEFAULT_BASE.get(feeder)
     if name is None:
         fail(f"no preset for feeder {feeder!r}; give --scenario (presets: {sorted(DEFAULT_BASE)})")
-    base = load_base(name, duration)
+    trust_feeder_dirs(feeder_dir)
+    base = load_base(name, duration, sets)
     check_site(base, site)
     if resolution < 1:
         fail(f"--resolution {resolution}: must be at least 1 GPU")
@@ -272,6 +304,7 @@ def hosting_capacity_command(
                 workers=n,
                 progress=progress and not json_output,
                 linearized_grid=linearized,
+                retry_failed=retry_failed,
             )
         except ExecutorError:
             raise  # a bad --scheduler address: running() reports it
@@ -341,10 +374,14 @@ def sensitivity_command(
     progress: Progress = True,
     json_output: JsonOutput = False,
     linearized: Linearized = False,
+    sets: Sets = None,
+    feeder_dir: FeederDirs = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """Metrics against one scenario field (any dotted path): how much the outcome depends on it."""
     executor, n = executor_options(workers, scheduler)
-    base = load_base(scenario, duration)
+    trust_feeder_dirs(feeder_dir)
+    base = load_base(scenario, duration, sets)
     if param == "seed":
         fail("PARAM 'seed': the seed is not a parameter to tune; use `g2gsim ensemble SCENARIO --seeds ...`")
     parsed = parse_values(values, current_value(base.to_dict(), param))
@@ -366,6 +403,7 @@ def sensitivity_command(
             workers=n,
             progress=progress,
             linearized_grid=linearized,
+            retry_failed=retry_failed,
         )
     runs = _study_rows(sweep, folder)
     counts = run_counts(runs, expected, folder)
@@ -406,10 +444,14 @@ def site_sweep_command(
     progress: Progress = True,
     json_output: JsonOutput = False,
     linearized: Linearized = False,
+    sets: Sets = None,
+    feeder_dir: FeederDirs = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """The site at each three-phase bus in turn, ranked by a metric: where a datacenter fits best."""
     executor, n = executor_options(workers, scheduler)
-    base = load_base(scenario, duration)
+    trust_feeder_dirs(feeder_dir)
+    base = load_base(scenario, duration, sets)
     check_site(base, site)
     buses = study_buses(base, bus)
     seed_list = None if seeds is None else parse_seeds(seeds)
@@ -430,6 +472,7 @@ def site_sweep_command(
             workers=n,
             progress=progress,
             linearized_grid=linearized,
+            retry_failed=retry_failed,
         )
     path = f"sites.{site}.bus"
     runs = study_runs(sweep, result.table)
@@ -497,13 +540,17 @@ def ensemble_command(
     progress: Progress = True,
     json_output: JsonOutput = False,
     linearized: Linearized = False,
+    sets: Sets = None,
+    feeder_dir: FeederDirs = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """One run per seed: mean and confidence interval of each metric, to tell effects from noise."""
     executor, n_workers = executor_options(workers, scheduler)
     seed_list = ensemble_seeds(seeds, n)
     if not 0 < confidence < 1:
         fail(f"--confidence {confidence:g}: must be between 0 and 1 (exclusive), e.g. 0.95")
-    base = load_base(scenario, duration)
+    trust_feeder_dirs(feeder_dir)
+    base = load_base(scenario, duration, sets)
     try:
         sweep = ensemble_sweep(base, seed_list, linearized_grid=linearized)
         expected = len(sweep.tasks())
@@ -520,6 +567,7 @@ def ensemble_command(
             workers=n_workers,
             progress=progress,
             linearized_grid=linearized,
+            retry_failed=retry_failed,
         )
     runs = _study_rows(sweep, folder)
     counts = run_counts(runs, expected, folder)

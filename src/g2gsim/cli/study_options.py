@@ -13,12 +13,11 @@ from typing import Any
 import typer
 
 from g2gsim.cli.common import fail, load_or_fail
+from g2gsim.grid.errors import FeederDefinitionError, GridError
 from g2gsim.scenarios import Scenario, ScenarioError
+from g2gsim.scenarios.overrides import MISSING, value_at
 from g2gsim.studies.studies import candidate_buses, feeder_topology
 from g2gsim.studies.sweep import ExecutorError, SweepError, SweepFolderWarning
-
-#: What :func:`current_value` returns for a path the scenario does not have.
-MISSING: Any = object()
 
 
 def executor_options(workers: int | None, scheduler: str | None) -> tuple[str | None, int | None]:
@@ -32,9 +31,10 @@ def executor_options(workers: int | None, scheduler: str | None) -> tuple[str | 
     return None, workers
 
 
-def load_base(scenario: str, duration: float | None) -> Scenario:
-    """The scenario (bundled name or file), with ``--duration`` as its horizon; studies run simulated scenarios only."""
-    base = load_or_fail(scenario)
+def load_base(scenario: str, duration: float | None, sets: Sequence[str] | None = None) -> Scenario:
+    """The scenario (bundled name or file) with the ``--set`` changes and ``--duration`` as its
+    horizon; studies run simulated scenarios only."""
+    base = load_or_fail(scenario, sets)
     if base.is_live:
         fail(f"scenario {base.name!r} has live sites; studies run simulated scenarios only")
     if duration is not None:
@@ -66,17 +66,8 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def current_value(raw: Any, path: str) -> Any:
-    """The value at a dotted path of a plain scenario mapping (:data:`MISSING` when absent)."""
-    node = raw
-    for part in path.split("."):
-        if isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return MISSING
-    return node
+#: The value at a dotted path of a plain scenario mapping (:data:`MISSING` when absent).
+current_value = value_at
 
 
 def parse_values(tokens: Sequence[str], current: Any = MISSING) -> list[Any]:
@@ -111,8 +102,11 @@ def _parse_value(item: str, *, text: bool) -> Any:
 def study_buses(base: Scenario, bus: Sequence[str] | None) -> list[str]:
     """The ``--bus`` values (repeated or comma-separated), each a three-phase bus of the
     scenario's feeder, or every candidate bus when none is given."""
-    topology = feeder_topology(base.grid.feeder)
-    candidates = candidate_buses(base)
+    try:
+        topology = feeder_topology(base.grid.feeder)
+        candidates = candidate_buses(base)
+    except (GridError, FeederDefinitionError, OSError) as exc:
+        fail(f"scenario {base.name!r}: feeder {base.grid.feeder!r}: {exc}")
     requested = list(dict.fromkeys(b.strip().lower() for item in bus or [] for b in item.split(",") if b.strip()))
     three_phase = set(topology.three_phase_buses())
     wrong = [b for b in requested if b not in three_phase]

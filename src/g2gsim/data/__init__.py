@@ -9,7 +9,7 @@
 """
 
 from g2gsim.data.fits import LogisticFits
-from g2gsim.data.open import open_data_source
+from g2gsim.data.open import data_fingerprint, open_data_source
 from g2gsim.data.source import DataSource, MissingDataError
 from g2gsim.data.spec import PAPER_MODELS, ModelSpec
 from g2gsim.data.traces import PowerTemplate, PowerTrace
@@ -24,6 +24,7 @@ __all__ = [
     "PowerTemplate",
     "PowerTrace",
     "TrainingTrace",
+    "data_fingerprint",
     "open_data_source",
     "synthetic_training_trace",
 ]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from mlenergy.data.modeling import ITLMixtureModel
 
+from g2gsim.data.files import DamagedDataError, read_csv_file, read_json_file
 from g2gsim.data.fits import LogisticFits
 from g2gsim.data.source import DataSource
 from g2gsim.data.traces import PowerTrace
@@ -48,19 +49,23 @@ __all__ = [
 ]
 
 ITL_SCHEMA = "itl_fit.lognormal_mixture_2"
+#: The parameters of a logistic fit.
+_PARAMS = ("L", "x0", "k", "b0")
 LOGISTIC_SCHEMA = "logistic_v1"
 MANIFEST_SCHEMA_VERSION = 1
 
 
-def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
-    """A CSV with its required columns, or an error naming the file and the missing ones."""
-    if not path.is_file():
-        raise FileNotFoundError(f"data cache file {path} does not exist")
-    frame = pd.read_csv(path)
-    missing = sorted(set(required) - set(frame.columns))
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
-    return frame
+def _read_csv(path: Path, required: Iterable[str], numeric: Iterable[str] = ()) -> pd.DataFrame:
+    """A complete CSV with its required columns, or an error naming the file and the problem."""
+    return read_csv_file(path, required, numeric=numeric, what="data cache file")
+
+
+def _itl_model(fields: Any, where: str) -> ITLMixtureModel:
+    """An ITL mixture from a fit's fields, or an error naming where the fit is."""
+    try:
+        return ITLMixtureModel.from_dict(fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedDataError(f"{where}: the ITL fit is malformed ({type(exc).__name__}: {exc})") from None
 
 
 class TableSource(DataSource):
@@ -127,8 +132,15 @@ class V01CacheSource(TableSource):
         super().__init__()
         self.folder = Path(folder).resolve()
         self._summary = _read_csv(
-            self.folder / "traces_summary.csv", ("model_label", "num_gpus", "max_num_seqs", "trace_file")
+            self.folder / "traces_summary.csv",
+            ("model_label", "num_gpus", "max_num_seqs", "trace_file"),
+            numeric=("num_gpus", "max_num_seqs"),
         )
+        latency = self.folder / "latency_fits.csv"
+        if not latency.is_file():  # without it every ITL would be unknown and the throughput 0
+            raise FileNotFoundError(
+                f"data cache file {latency} does not exist; a v0.1 cache needs it for the ITL of every model"
+            )
         self._latency: pd.DataFrame | None = None
         self._fits: pd.DataFrame | None = None
 
@@ -144,7 +156,7 @@ class V01CacheSource(TableSource):
         traces = {}
         for row in rows.itertuples(index=False):
             path = self.folder / str(row.trace_file)
-            frame = _read_csv(path, ("relative_time_s", "power_total_W"))
+            frame = _read_csv(path, ("relative_time_s", "power_total_W"), numeric=("relative_time_s", "power_total_W"))
             traces[int(row.max_num_seqs)] = PowerTrace(
                 frame["relative_time_s"].to_numpy(float),
                 frame["power_total_W"].to_numpy(float),
@@ -156,24 +168,23 @@ class V01CacheSource(TableSource):
     def _load_itl(self, spec: ModelSpec) -> dict[int, ITLMixtureModel]:
         path = self.folder / "latency_fits.csv"
         if self._latency is None:
-            self._latency = (
-                _read_csv(path, ("model_label", "max_num_seqs"))
-                if path.is_file()
-                else pd.DataFrame(columns=["model_label", "max_num_seqs"])
-            )
+            self._latency = _read_csv(path, ("model_label", "max_num_seqs"), numeric=("max_num_seqs",))
         rows = self._latency[self._latency["model_label"] == spec.model_label]
-        return {int(row["max_num_seqs"]): ITLMixtureModel.from_dict(row) for _, row in rows.iterrows()}
+        return {
+            int(row["max_num_seqs"]): _itl_model(row, f"{path} model {spec.model_label!r} row {i + 2}")
+            for i, row in rows.iterrows()
+        }
 
     def _load_logistic(self, spec: ModelSpec) -> LogisticFits | None:
         path = self.folder / "logistic_fits.csv"
         if self._fits is None:
             if not path.is_file():
                 return None
-            self._fits = _read_csv(path, ("model_label", "metric", "L", "x0", "k", "b0"))
+            self._fits = _read_csv(path, ("model_label", "metric", *_PARAMS), numeric=_PARAMS)
         rows = self._fits[self._fits["model_label"] == spec.model_label]
         if rows.empty:
             return None
-        by_metric = {str(r["metric"]): {p: float(r[p]) for p in ("L", "x0", "k", "b0")} for _, r in rows.iterrows()}
+        by_metric = {str(r["metric"]): {p: float(r[p]) for p in _PARAMS} for _, r in rows.iterrows()}
         return LogisticFits.from_dict(by_metric, where=f"{path} model {spec.model_label!r}")
 
 
@@ -207,7 +218,8 @@ class V02CacheSource(TableSource):
         path = self._spec_dir(spec) / "trace.csv"
         if not path.is_file():
             raise self.missing(spec, None, f"trace.csv (looked in {path.parent}, the spec's cache hash folder)")
-        frame = _read_csv(path, ("batch_size", "relative_time_s", "power_total_W"))
+        columns = ("batch_size", "relative_time_s", "power_total_W")
+        frame = _read_csv(path, columns, numeric=columns)
         return {
             int(batch): PowerTrace(
                 group["relative_time_s"].to_numpy(float),
@@ -222,16 +234,19 @@ class V02CacheSource(TableSource):
         path = self._spec_dir(spec) / name
         if not path.is_file():
             return None
-        payload = json.loads(path.read_text())
-        if payload.get("schema") != schema:
-            raise ValueError(f"{path}: schema {payload.get('schema')!r}, expected {schema!r}")
-        return payload
+        return _schema_json(path, schema)
 
     def _load_itl(self, spec: ModelSpec) -> dict[int, ITLMixtureModel]:
         payload = self._read_json(spec, "itl_fit.json", ITL_SCHEMA)
+        path = self._spec_dir(spec) / "itl_fit.json"
         if payload is None:
+            if (self._spec_dir(spec) / "trace.csv").is_file():  # traces without latency: throughput would be 0
+                raise FileNotFoundError(f"data cache file {path} does not exist; the model's ITL needs it")
             return {}
-        return {int(b): ITLMixtureModel.from_dict(p) for b, p in payload.get("per_batch", {}).items()}
+        per_batch = payload.get("per_batch", {})
+        if not isinstance(per_batch, dict):
+            raise DamagedDataError(f"{path}: per_batch must be a table of fits by batch size")
+        return {int(b): _itl_model(p, f"{path} batch {b}") for b, p in per_batch.items()}
 
     def _load_logistic(self, spec: ModelSpec) -> LogisticFits | None:
         payload = self._read_json(spec, "logistic_fit.json", LOGISTIC_SCHEMA)
@@ -254,10 +269,16 @@ def load_logistic_fits(spec: ModelSpec, folder: str | Path) -> LogisticFits:
     path = Path(folder).resolve() / spec.cache_hash() / "logistic_fit.json"
     if not path.is_file():
         raise FileNotFoundError(f"no logistic fits for model {spec.model_label!r}: {path} does not exist")
-    payload = json.loads(path.read_text())
-    if payload.get("schema") != LOGISTIC_SCHEMA:
-        raise ValueError(f"{path}: schema {payload.get('schema')!r}, expected {LOGISTIC_SCHEMA!r}")
-    return LogisticFits.from_dict(payload, where=str(path))
+    return LogisticFits.from_dict(_schema_json(path, LOGISTIC_SCHEMA), where=str(path))
+
+
+def _schema_json(path: Path, schema: str) -> dict[str, Any]:
+    """A JSON table of the given schema, or an error naming the file."""
+    payload = read_json_file(path, what="data cache file")
+    if not isinstance(payload, dict) or payload.get("schema") != schema:
+        found = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
+        raise DamagedDataError(f"{path}: schema {found!r}, expected {schema!r}")
+    return payload
 
 
 def _package_version(name: str) -> str | None:

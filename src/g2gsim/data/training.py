@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from g2gsim.data.files import read_csv_file
+
 __all__ = [
     "TrainingTrace",
     "TrainingTraceParams",
@@ -141,14 +143,8 @@ def synthetic_training_trace(seed: int | None = None, params: TrainingTraceParam
 def load_training_trace(path: str | Path) -> TrainingTrace:
     """Read a CSV with columns ``t_s`` and ``power_W`` (negative power clipped to 0)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training trace file {path} does not exist")
-    frame = pd.read_csv(path)
-    missing = [c for c in (TIME_COLUMN, POWER_COLUMN) if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {missing}; need {TIME_COLUMN!r} and {POWER_COLUMN!r}, found {list(frame.columns)}"
-        )
+    columns = (TIME_COLUMN, POWER_COLUMN)
+    frame = read_csv_file(path, columns, numeric=columns, what="training trace file")
     frame = frame.sort_values(TIME_COLUMN, kind="stable")
     return TrainingTrace(frame[TIME_COLUMN].to_numpy(float), np.clip(frame[POWER_COLUMN].to_numpy(float), 0.0, None))
 

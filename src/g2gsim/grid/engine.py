@@ -21,6 +21,8 @@ to OpenDSSDirect's public API.
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +43,29 @@ class PowerFlowNotConverged(GridError):
     """A power flow stopped at its iteration limit without meeting its tolerance."""
 
 
+#: Contexts of engines that are gone, for new engines: DSS C-API keeps part of the memory of a
+#: disposed context and OpenDSSDirect keeps every context it wrapped alive, so a process that
+#: builds grid after grid (repeated runs) reuses contexts, each cleared before it is used again.
+_idle_contexts: list[Any] = []
+_contexts_lock = threading.Lock()
+
+
+def _open_context() -> Any:
+    """An OpenDSSDirect context of its own: an idle one, cleared, or a new one."""
+    with _contexts_lock:
+        dss = _idle_contexts.pop() if _idle_contexts else None
+    if dss is None:
+        return _dss_module.NewContext()
+    dss.Text.Command("ClearAll")
+    return dss
+
+
+def _close_context(dss: Any) -> None:
+    """Give the context of an engine that is gone back for the next engine."""
+    with _contexts_lock:
+        _idle_contexts.append(dss)
+
+
 class DSSEngine:
     """A private OpenDSS context holding at most one compiled feeder at a time."""
 
@@ -49,11 +74,12 @@ class DSSEngine:
         # undo that so the caller's relative paths keep working.
         cwd = os.getcwd()
         try:
-            self._dss: Any = _dss_module.NewContext()
+            self._dss: Any = _open_context()
             self._dss.Basic.AllowChangeDir(False)
         finally:
             if os.getcwd() != cwd:
                 os.chdir(cwd)
+        weakref.finalize(self, _close_context, self._dss)
         try:
             self._bind_c_api()
             self._fast = True

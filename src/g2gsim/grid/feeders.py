@@ -18,6 +18,14 @@ A :class:`Feeder` is what an engine compiles: a name, its OpenDSS commands and m
 one from a bundled name (``"ieee13"``) or a user ``.dss`` master file (compiled by
 absolute path). Datacenters, PV and storage are never part of a feeder: the grid
 component attaches them.
+
+A ``.dss`` file is code: OpenDSS runs every command in it, and a command can write files
+anywhere (``Save Circuit Dir=...``) or read any file. g2gsim therefore compiles ``.dss``
+files only from trusted folders: the bundled feeders, the folder of a scenario file that
+names one (trusted when the file is loaded), folders named with :func:`trust_feeder_dir`
+(``--feeder-dir`` on the command line) and those listed in ``G2GSIM_FEEDER_DIRS``
+(separated like ``PATH``). Feeder folders of tables are data, validated row by row, and may
+sit anywhere.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from g2gsim.resources import feeders_dir
 
 __all__ = [
     "ELEMENT_TABLES",
+    "FEEDER_DIRS_ENV",
     "TABLES",
     "BusCoordinate",
     "BusSpec",
@@ -78,8 +87,11 @@ __all__ = [
     "bundled_definition",
     "bundled_feeders",
     "bus_of",
+    "check_feeder_file",
     "load_feeder",
     "nodes_of",
+    "trust_feeder_dir",
+    "trusted_feeder_dirs",
 ]
 
 _BUILD_ENTRY = re.compile(r"^(?P<table>[a-z]+)(\[(?P<first>[^\]:]+)(:(?P<last>[^\]]+))?\])?$")
@@ -350,10 +362,12 @@ class Feeder:
     def from_dss_file(
         cls, master: str | os.PathLike[str], *, name: str | None = None, excluded_buses: Iterable[str] = ()
     ) -> Feeder:
-        """A user feeder: an OpenDSS master file, compiled by absolute path."""
+        """A user feeder: an OpenDSS master file in a trusted folder (:func:`check_feeder_file`),
+        compiled by absolute path."""
         path = Path(master).expanduser().resolve()
         if not path.is_file():
             raise GridError(f"feeder file {path} does not exist")
+        check_feeder_file(path)
         text = str(path)
         if '"' in text:
             raise GridError(f"feeder file {path}: OpenDSS cannot compile a path containing '\"'")
@@ -368,6 +382,44 @@ class Feeder:
     def is_bundled(self) -> bool:
         """True for a feeder built from tables, False for a user ``.dss`` file."""
         return self.definition is not None
+
+
+# -- where .dss files may come from -----------------------------------------------------------------------
+#: Environment variable listing more folders (separated like PATH) whose .dss files may be compiled.
+FEEDER_DIRS_ENV = "G2GSIM_FEEDER_DIRS"
+_trusted_dirs: list[Path] = []
+
+
+def trust_feeder_dir(folder: str | os.PathLike[str]) -> Path:
+    """Allow the ``.dss`` files under `folder` (and its subfolders) to be compiled in this process."""
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise GridError(f"feeder folder {path} does not exist (a folder to trust .dss files from)")
+    if path not in _trusted_dirs:
+        _trusted_dirs.append(path)
+    return path
+
+
+def trusted_feeder_dirs() -> tuple[Path, ...]:
+    """The folders whose ``.dss`` files g2gsim compiles: bundled, trusted in this process, and
+    those of ``G2GSIM_FEEDER_DIRS``."""
+    listed = [Path(p).expanduser().resolve() for p in os.environ.get(FEEDER_DIRS_ENV, "").split(os.pathsep) if p]
+    return tuple(dict.fromkeys([feeders_dir().resolve(), *_trusted_dirs, *listed]))
+
+
+def check_feeder_file(master: str | os.PathLike[str]) -> Path:
+    """The resolved path of a ``.dss`` file in a trusted folder; a GridError otherwise (symbolic
+    links are followed first, so a link cannot lead out of a trusted folder)."""
+    path = Path(master).expanduser().resolve()
+    trusted = trusted_feeder_dirs()
+    if not any(path.is_relative_to(folder) for folder in trusted):
+        raise GridError(
+            f"feeder file {path}: not in a folder g2gsim compiles .dss files from ({', '.join(map(str, trusted))}); "
+            "a .dss file is code (OpenDSS runs its commands, which can read and write files): put it beside the "
+            "scenario file that names it, or trust its folder with --feeder-dir (G2GSIM_FEEDER_DIRS, "
+            "g2gsim.grid.feeders.trust_feeder_dir)"
+        )
+    return path
 
 
 def bundled_feeders() -> tuple[str, ...]:

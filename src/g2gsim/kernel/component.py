@@ -101,10 +101,13 @@ class Component(ABC):
         self._inbox.append(command)
 
     def take_commands(self) -> list[Command]:
-        """Commands delivered since the last call, in arrival order."""
+        """Commands delivered since the last call, in arrival order; the command log marks
+        them applied now (a component takes commands when it acts on them)."""
         if not self._inbox:
             return []
         inbox, self._inbox = self._inbox, []
+        if self._ctx is not None:
+            self._ctx.commands_applied(inbox)
         return inbox
 
     def reject(self, command: Command) -> TypeError:

@@ -216,6 +216,10 @@ class RunContext:
             command,
         )
 
+    def commands_applied(self, commands: list[Command]) -> None:
+        """Record in the command log that this component applies `commands` now."""
+        self._shared.commands.applied(commands, self.now_s)
+
     def _drop(self, link_name: str, message: object) -> None:
         kind = type(message).__name__
         self.event("link_drop", {"link": link_name, "message": kind})

@@ -9,6 +9,9 @@ import pandas as pd
 
 from g2gsim.metrics.window import describe_window, time_window
 
+#: Rows of the voltage table scored at a time.
+_ROWS = 4096
+
 
 def voltage_metrics(
     voltages: pd.DataFrame,
@@ -43,16 +46,24 @@ def voltage_metrics(
         raise ValueError("the voltage table has no voltage columns")
     # Recorded times are float images of exact ticks: round away their representation noise.
     dt = float(np.round(np.median(np.diff(times)), 9))
-    valid = ~np.isnan(v)
-    if not valid.any():
+    per_state = np.empty(v.shape[0])
+    low, high, any_valid = np.inf, -np.inf, False
+    for start in range(0, v.shape[0], _ROWS):  # a block of rows at a time: small temporaries
+        block = v[start : start + _ROWS]
+        valid = ~np.isnan(block)
+        violation = np.where(valid, np.maximum(v_min - block, 0.0) + np.maximum(block - v_max, 0.0), 0.0)
+        per_state[start : start + _ROWS] = violation.sum(axis=1)
+        if valid.any():
+            any_valid = True
+            low = min(low, float(np.min(np.where(valid, block, np.inf))))
+            high = max(high, float(np.max(np.where(valid, block, -np.inf))))
+    if not any_valid:
         raise ValueError("every voltage in the table is NaN")
-    violation = np.where(valid, np.maximum(v_min - v, 0.0) + np.maximum(v - v_max, 0.0), 0.0)
-    per_state = violation.sum(axis=1)
     return {
         "violation_time_s": float(np.round(np.count_nonzero(per_state > 0.0) * dt, 9)),
         "integral_violation_pu_s": float(np.sum(per_state * dt)),
-        "worst_vmin": float(np.min(np.where(valid, v, np.inf))),
-        "worst_vmax": float(np.max(np.where(valid, v, -np.inf))),
+        "worst_vmin": low,
+        "worst_vmax": high,
         "n_grid_states": int(times.size),
         "grid_dt_s": dt,
     }

@@ -30,7 +30,7 @@ from g2gsim.datacenter.config import (
 )
 from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.grid.config import GridConfig, SiteAttachment, StorageSpec
-from g2gsim.grid.errors import GridError
+from g2gsim.grid.errors import FeederDefinitionError, GridError
 from g2gsim.grid.opendss import OpenDSSGrid
 from g2gsim.kernel.component import Component
 from g2gsim.kernel.registry import ComponentKind, UnknownKindError, expect, lookup, register
@@ -332,8 +332,8 @@ def build_simulation(scenario: Scenario, *, check_only: bool = False) -> BuiltSc
         controllers = [_build_controller(section, context) for section in scenario.controllers]
     except ValidationError as exc:
         raise ScenarioError(f"scenario {scenario.name!r}: {exc}") from None
-    except (GridError, OSError) as exc:
-        # An unknown feeder, an unreadable .dss or training-trace file.
+    except (GridError, FeederDefinitionError, OSError) as exc:
+        # An unknown feeder, a bad feeder table, an unreadable .dss or training-trace file.
         raise ScenarioError(f"scenario {scenario.name!r}: {exc}") from None
     assert isinstance(grid, OpenDSSGrid)
     metadata: dict[str, Any] = {"scenario": scenario.name, "data_source": data.description}

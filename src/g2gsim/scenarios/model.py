@@ -11,6 +11,7 @@ A controller section is chosen by its ``type`` among the registered controller k
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ from g2gsim.datacenter.config import Facility, PowerAugmentation
 from g2gsim.datacenter.live_config import LiveServerConfig, LiveSiteConfig
 from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.grid.config import TAP_STEP_PU, GridOptions, tap_pu
+from g2gsim.grid.feeders import bundled_feeders, trust_feeder_dir
 from g2gsim.kernel.links import Seconds
 from g2gsim.kernel.registry import Section, UnknownKindError, kinds, lookup
 from g2gsim.kernel.time import as_period
@@ -54,12 +56,15 @@ __all__ = [
     "SiteSection",
     "SloSection",
     "TrainingEntry",
+    "absolute_paths",
     "read_toml",
     "tap_pu",
 ]
 
 Period = Annotated[Seconds, Field(description="a positive number of seconds")]
 
+#: What a bus name in a scenario may hold (it goes into OpenDSS commands).
+_BUS_NAME = re.compile(r"[A-Za-z0-9_-]+")
 #: ModelSpec fields a site's model entry may change for that site (default: the catalogue's).
 SERVING_FIELDS = ("gpus_per_replica", "itl_deadline_s", "feasible_batch_sizes")
 
@@ -184,7 +189,8 @@ class SiteSection(Facility, PowerAugmentation, Section):
     """How its load connects to the bus."""
     seed: int | None = Field(
         default=None,
-        description="the site's own stream key; combined with the scenario seed, so changing the "
+        ge=0,
+        description="the site's own stream key (0 or more); combined with the scenario seed, so changing the "
         "scenario seed (e.g. --seed) changes every site while sites with different keys stay independent",
     )
     models: tuple[ModelEntry, ...] = Field(min_length=1)
@@ -204,6 +210,13 @@ class SiteSection(Facility, PowerAugmentation, Section):
     @classmethod
     def _positive_period(cls, value: Any) -> Fraction:
         return _positive_period(value)
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_name(cls, value: str) -> str:
+        if not _BUS_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a bus name: letters, digits, '_' and '-' only, without phases")
+        return value
 
     @model_validator(mode="after")
     def _live_servers_match_models(self) -> SiteSection:
@@ -292,9 +305,15 @@ class ScenarioError(ValueError):
 def read_toml(file: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
     """The tables of a TOML file; a missing file or bad TOML raises `error` naming `what` and the file."""
     try:
-        return tomllib.loads(file.read_text())
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{what} {file} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {file} is a folder, not a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{file}: not a text (TOML) file: byte {exc.start} is not UTF-8") from None
+    except OSError as exc:
+        raise error(f"{what} {file} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{file}: not valid TOML: {exc}") from None
 
@@ -308,8 +327,8 @@ class Scenario(Section):
     """What it shows."""
     horizon_s: Period = Fraction(3600)
     """Simulated time, s."""
-    seed: int = 0
-    """The scenario seed (every random stream derives from it)."""
+    seed: int = Field(default=0, ge=0)
+    """The scenario seed, 0 or more (every random stream derives from it)."""
     data: str | None = Field(default=None, description="None: bundled synthetic data; else a data folder")
     models: dict[str, ModelSpec] = Field(
         default_factory=dict, description="extra model specs by label (fields of ModelSpec; the key is the label)"
@@ -398,11 +417,17 @@ class Scenario(Section):
     def from_toml(cls, path: str | Path) -> Scenario:
         """Load and validate a scenario file; errors name the file, the key and the problem.
 
-        Relative paths in the file (a budget profile, ...) are read from the file's folder.
+        Relative paths in the file (``data``, a ``.dss`` or table-folder ``feeder``, CSV load
+        profiles, training traces, live request files, budget profiles) are relative to the
+        file's folder; the loaded scenario holds them absolute, so its :meth:`to_toml` reruns
+        from anywhere.
         """
         file = Path(path)
         raw = read_toml(file, "scenario file", ScenarioError)
-        return cls.from_dict(raw, source=str(file), folder=file.resolve().parent)
+        folder = file.resolve().parent
+        raw = absolute_paths(raw, folder)
+        _trust_own_feeder(raw, folder)
+        return cls.from_dict(raw, source=str(file), folder=folder)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "<scenario>", folder: Path | None = None) -> Scenario:
@@ -463,6 +488,58 @@ def _check_batch_limit(slo: SloSection, entry: ModelEntry, spec: ModelSpec, wher
             raise ValueError(f"{where}: batch_limit {limit} is below every feasible batch size {list(spec.feasible)}")
         if entry.initial_batch > limit:
             raise ValueError(f"{where}: initial_batch {entry.initial_batch} is above batch_limit {limit}")
+
+
+# -- paths in a scenario file ----------------------------------------------------------------------
+def _absolute(value: Any, folder: Path, keep: tuple[str, ...] = ()) -> Any:
+    """`value` as an absolute path string when it is a relative path (texts in `keep` stay as they are)."""
+    if not isinstance(value, str) or not value or value.lower() in keep:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (folder / path).resolve())
+
+
+def _table_items(raw: Mapping[str, Any], *keys: str) -> list[dict[str, Any]]:
+    """The tables of a list of tables at `keys` (absent or malformed entries are left to validation)."""
+    node: Any = raw
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return [item for item in node if isinstance(item, dict)] if isinstance(node, list) else []
+
+
+def absolute_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of a scenario file's tables with every relative path made relative to `folder`."""
+    raw = copy.deepcopy(raw)
+    if "data" in raw:
+        raw["data"] = _absolute(raw["data"], folder, keep=("bundled", "synthetic"))
+    grid = raw.get("grid")
+    if isinstance(grid, dict):
+        if "feeder" in grid:
+            grid["feeder"] = _absolute(grid["feeder"], folder, keep=bundled_feeders())
+        for item in [*_table_items(grid, "generators"), *_table_items(grid, "loads")]:
+            profile = item.get("profile")
+            if isinstance(profile, dict) and profile.get("kind") == "csv" and "path" in profile:
+                profile["path"] = _absolute(profile["path"], folder)
+    for site in _table_items(raw, "sites"):
+        for job in _table_items(site, "training"):
+            if "trace" in job:
+                job["trace"] = _absolute(job["trace"], folder, keep=("synthetic",))
+        for server in _table_items(site, "live", "servers"):
+            if "requests" in server:
+                server["requests"] = _absolute(server["requests"], folder)
+    for controller in _table_items(raw, "controllers"):
+        if isinstance(controller.get("profile"), str):
+            controller["profile"] = _absolute(controller["profile"], folder)
+    return raw
+
+
+def _trust_own_feeder(raw: Mapping[str, Any], folder: Path) -> None:
+    """A scenario file may name a ``.dss`` feeder in its own folder (or below): trust that folder."""
+    grid = raw.get("grid")
+    feeder = grid.get("feeder") if isinstance(grid, Mapping) else None
+    own = isinstance(feeder, str) and feeder.lower() not in bundled_feeders()
+    if own and Path(str(feeder)).resolve().is_relative_to(folder):
+        trust_feeder_dir(folder)
 
 
 def _drop_none(value: Any) -> Any:

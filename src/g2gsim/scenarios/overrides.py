@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["PathError", "check_path", "set_path", "split_path"]
+__all__ = ["MISSING", "PathError", "check_path", "set_path", "split_path", "value_at"]
+
+#: What :func:`value_at` returns for a path the scenario does not have.
+MISSING: Any = object()
 
 
 class PathError(ValueError):
@@ -73,3 +76,16 @@ def set_path(raw: dict[str, Any], path: str, value: Any, noun: str = "path") -> 
     except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         check_path(raw, path, noun)  # raises the precise message
         raise PathError(f"{noun} {path!r}: cannot be set") from None
+
+
+def value_at(raw: Any, path: str) -> Any:
+    """The value at a dotted path of a plain scenario mapping (:data:`MISSING` when absent)."""
+    node = raw
+    for part in path.split("."):
+        if isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return MISSING
+    return node

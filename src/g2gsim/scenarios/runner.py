@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +14,11 @@ from typing import Any, cast
 import numpy as np
 
 from g2gsim.grid.errors import GridError
+from g2gsim.kernel.memory import release_memory
 from g2gsim.kernel.registry import load_plugins
 from g2gsim.kernel.results import RunResult
 from g2gsim.kernel.simulation import ComponentError
+from g2gsim.kernel.streaming import CHUNK_FOLDER
 from g2gsim.metrics import (
     RunMetrics,
     budget_summary,
@@ -23,7 +27,9 @@ from g2gsim.metrics import (
     voltage_metrics,
 )
 from g2gsim.scenarios.build import BuiltScenario, build_simulation
+from g2gsim.scenarios.checks import HorizonWarning, check_memory, check_site_buses, horizon_note
 from g2gsim.scenarios.model import Scenario
+from g2gsim.scenarios.outputs import OutputFolder
 
 
 class RunFailed(RuntimeError):
@@ -32,12 +38,14 @@ class RunFailed(RuntimeError):
 
 @dataclass
 class ScenarioRun:
-    """The outcome of :func:`run_scenario`: results, headline metrics and written files."""
+    """The outcome of :func:`run_scenario`: results, headline metrics, written files and notes
+    (warnings about the run, e.g. a horizon that ends before the scenario's first event)."""
 
     scenario: Scenario
     result: RunResult
     metrics: RunMetrics
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def run_scenario(
@@ -47,35 +55,89 @@ def run_scenario(
     plots: bool = True,
     progress: bool = False,
     chunk_s: float = 300.0,
+    memory_limit: int | str | None = None,
 ) -> ScenarioRun:
-    """Build and run a scenario; with `out`, write Parquet results, metrics.json and plots there."""
+    """Build and run a scenario; with `out`, write Parquet results, metrics.json and plots there.
+
+    Before anything runs, the memory the run needs is estimated and checked against
+    `memory_limit` (bytes or text such as ``"8GB"``; default: ``G2GSIM_MEMORY_LIMIT`` or 75 %
+    of this machine's memory; :class:`~g2gsim.scenarios.checks.MemoryLimitError` beyond it),
+    and a horizon that ends before the scenario's first scheduled event warns
+    (:class:`~g2gsim.scenarios.checks.HorizonWarning`, also in ``notes``). An `out` folder
+    holding an earlier run is cleared first; one holding files g2gsim did not write is refused
+    (:class:`~g2gsim.scenarios.outputs.OutputFolderError`).
+    """
     built = build_simulation(scenario)
-    folder = None if out is None else Path(out)
+    check_site_buses(built)
+    check_memory(built, memory_limit)
+    notes = _horizon_notes(scenario)
+    folder = None if out is None else OutputFolder(out)
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "scenario.toml").write_text(scenario.to_toml())
+        folder.claim()
+        folder.add(["scenario.toml"])
+        (folder.path / "scenario.toml").write_text(scenario.to_toml())
     wall_start = time.perf_counter()
+    result = _simulate_or_fail(built, None if folder is None else folder.path, progress, chunk_s)
+    wall_s = time.perf_counter() - wall_start
+    metrics = summarize(built, result, wall_s)
+    run = ScenarioRun(scenario, result, metrics, notes=notes)
+    if folder is None:
+        return run
+    del built  # the files need the results only: the run's components go before they are written
+    gc.collect()
+    release_memory()
+    run.files.extend(_write_tables(run, folder))
+    if plots:
+        run.files.extend(_draw_figures(scenario, run.result, folder))
+    return run
+
+
+def _horizon_notes(scenario: Scenario) -> list[str]:
+    """The horizon note of the scenario (also issued as a HorizonWarning), if any."""
+    note = horizon_note(scenario)
+    if note is None:
+        return []
+    warnings.warn(note, HorizonWarning, stacklevel=3)
+    return [note]
+
+
+def _simulate_or_fail(built: BuiltScenario, folder: Path | None, progress: bool, chunk_s: float) -> RunResult:
+    """The simulation's result, or RunFailed saying which component failed, when and why."""
+    name = built.scenario.name
     try:
-        result = _simulate(built, folder, progress, chunk_s)
+        return _simulate(built, folder, progress, chunk_s)
     except ComponentError as exc:
-        where = f"; partial results are in {folder / 'chunks'}" if folder is not None else ""
-        raise RunFailed(f"scenario {scenario.name!r}: {exc}{where}") from exc
+        where = f"; partial results are in {folder / CHUNK_FOLDER}" if folder is not None else ""
+        raise RunFailed(f"scenario {name!r}: {exc}{where}") from exc
     except (GridError, ValueError, LookupError, OSError, RuntimeError) as exc:
         # Raised while components reset or start (unknown bus, unknown regulator, bad data
         # folder, live server unreachable, ...), before any process runs, so not wrapped in a
         # ComponentError.
-        raise RunFailed(f"scenario {scenario.name!r}: the run failed: {type(exc).__name__}: {exc}") from exc
-    wall_s = time.perf_counter() - wall_start
-    metrics = summarize(built, result, wall_s)
-    run = ScenarioRun(scenario, result, metrics)
-    if folder is not None:
-        run.files.append(result.to_parquet(folder / "results"))
-        metrics_file = folder / "metrics.json"
-        metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        run.files.append(metrics_file)
-        if plots:
-            run.files.extend(_figure_writer()(built, result, folder / "plots"))
-    return run
+        raise RunFailed(f"scenario {name!r}: the run failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _write_tables(run: ScenarioRun, folder: OutputFolder) -> list[Path]:
+    """The final tables and metrics.json; then the streamed chunks go (the tables hold every row)."""
+    results = folder.path / "results"
+    folder.add([f"results/{name}" for name in run.result.file_names()] + ["metrics.json"])
+    files = [run.result.to_parquet(results)]
+    metrics_file = folder.path / "metrics.json"
+    metrics_file.write_text(json.dumps(run.metrics, indent=2, sort_keys=True))
+    files.append(metrics_file)
+    folder.remove_chunks()
+    return files
+
+
+def _draw_figures(scenario: Scenario, result: RunResult, folder: OutputFolder) -> list[Path]:
+    """The run's figures, drawn with a fresh (never run) build of the scenario for names and
+    the feeder map (the run's own components are gone by then)."""
+    release_memory()  # the Arrow buffers of the written tables
+    folder.add(["plots/"])
+    names = build_simulation(scenario)
+    names.grid.voltage_index  # noqa: B018  (compiles the feeder, which the feeder map reads)
+    drawn = _figure_writer()(names, result, folder.path / "plots")
+    folder.add(f"plots/{path.name}" for path in drawn)
+    return drawn
 
 
 #: Draws a run's figures into a folder and returns the files (``g2gsim.plots`` registers one).
@@ -155,8 +217,6 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def __getattr__(name: str) -> Any:
     if name == "site_power_total_kw":
-        import warnings
-
         from g2gsim.metrics import site_power_total_kw
 
         warnings.warn(

@@ -12,6 +12,20 @@ See :mod:`g2gsim.studies.sweep`, :mod:`g2gsim.studies.studies` and
 :mod:`g2gsim.plots`.
 """
 
+from g2gsim.studies.studies import (
+    HostingCapacity,
+    MetricError,
+    candidate_buses,
+    ensemble_summary,
+    ensemble_sweep,
+    hosting_capacity,
+    parameter_sensitivity,
+    seed_ensemble,
+    sensitivity_sweep,
+    site_sweep,
+    siting_sweep,
+    summarize_by,
+)
 from g2gsim.studies.sweep import (
     ExecutorError,
     RangeAxis,
@@ -27,6 +41,8 @@ from g2gsim.studies.sweep import (
 
 __all__ = [
     "ExecutorError",
+    "HostingCapacity",
+    "MetricError",
     "RangeAxis",
     "RunTask",
     "Sweep",
@@ -34,6 +50,16 @@ __all__ = [
     "SweepFolderWarning",
     "SweepResult",
     "apply_parameters",
+    "candidate_buses",
+    "ensemble_summary",
+    "ensemble_sweep",
+    "hosting_capacity",
     "load_results",
+    "parameter_sensitivity",
     "run_sweep",
+    "seed_ensemble",
+    "sensitivity_sweep",
+    "site_sweep",
+    "siting_sweep",
+    "summarize_by",
 ]

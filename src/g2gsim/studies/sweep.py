@@ -13,9 +13,11 @@ is a dotted path into the scenario (``seed``, ``horizon_s``, ``sites.0.bus``,
 ``concurrent.futures``-style executor. Every finished run is written at once as one small JSON
 row in ``OUT/runs/<run_id>.json`` (written to a temporary name, then renamed, so a row is
 either complete or absent); ``OUT/results.parquet`` consolidates the rows at the end and on
-:func:`load_results`. The run id is a stable hash of the base scenario and the run's
-parameters, so running a sweep again into the same folder skips every run already recorded
-(succeeded or failed) and only runs the rest. A run that raises is recorded with
+:func:`load_results`. The run id is a stable hash of the base scenario, the run's parameters
+and the content of the data folder it reads (:func:`~g2gsim.data.data_fingerprint`), so
+running a sweep again into the same folder skips every run already recorded (succeeded or
+failed; ``retry_failed=True`` runs the failed ones again) and only runs the rest, while a
+changed data folder runs everything again. A run that raises is recorded with
 ``status = "failed"`` and its error; the sweep goes on. A run lost to the executor itself
 (a worker process killed, a cluster gone) is not recorded, so the next resume runs it.
 A folder may hold the runs of several sweeps: ``results.parquet`` has them all, while
@@ -43,8 +45,39 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from g2gsim.data.open import data_fingerprint
+from g2gsim.grid.feeders import trust_feeder_dir, trusted_feeder_dirs
 from g2gsim.scenarios import Scenario, ScenarioError, load_scenario, overrides
-from g2gsim.scenarios.model import read_toml
+from g2gsim.scenarios.model import absolute_paths, read_toml
+from g2gsim.studies.executors import (
+    ExecutorError,
+    SerialExecutor,
+    close_executor,
+    default_start_method,
+    make_executor,
+    pool_is_broken,
+)
+
+__all__ = [
+    "ExecutorError",
+    "RangeAxis",
+    "RunTask",
+    "Sweep",
+    "SweepError",
+    "SweepFolderWarning",
+    "SweepResult",
+    "apply_parameters",
+    "completed_run_ids",
+    "default_start_method",
+    "execute_task",
+    "failed_run_ids",
+    "load_results",
+    "make_executor",
+    "run_id_of",
+    "run_sweep",
+    "sweep_folder_mismatch",
+    "sweep_from_points",
+]
 
 RESULTS_FILE = "results.parquet"
 RUNS_DIR = "runs"
@@ -54,10 +87,6 @@ ROW_FIELDS = ("run_id", "status", "error", "wall_s", "worker_wall_s")
 
 class SweepError(ValueError):
     """A sweep definition is invalid; the message names the axis (dotted path) and the problem."""
-
-
-class ExecutorError(ValueError):
-    """The `executor` argument (e.g. a ``--scheduler`` address) names no executor this module knows."""
 
 
 class SweepFolderWarning(UserWarning):
@@ -144,7 +173,8 @@ class Sweep(BaseModel):
             lengths = {p: len(v) for p, v in self.axes.items() if isinstance(v, list)}
             if len(set(lengths.values())) > 1:
                 raise ValueError(f'mode = "zip" needs axes of equal length; lengths: {lengths}')
-        if self.labels and (self.mode != "zip" or any(len(v) != len(self.labels) for v in self.axes.values())):
+        sizes = [len(v) if isinstance(v, list) else -1 for v in self.axes.values()]
+        if self.labels and (self.mode != "zip" or any(n != len(self.labels) for n in sizes)):
             raise ValueError('labels need mode = "zip" and one entry per point')
         if self.mode == "random" and self.samples is None:
             raise ValueError('mode = "random" needs `samples`')
@@ -161,6 +191,8 @@ class Sweep(BaseModel):
             candidate = (file.parent / base).resolve()
             if candidate.is_file():
                 raw["base"] = str(candidate)
+        elif isinstance(base, dict):  # an inline scenario's paths are relative to the sweep file
+            raw["base"] = absolute_paths(base, file.resolve().parent)
         try:
             return cls.model_validate(raw)
         except Exception as exc:  # pydantic.ValidationError
@@ -223,16 +255,21 @@ class Sweep(BaseModel):
         base = self.validate_axes()
         base_dict = base.to_dict()
         base_key = _digest(base_dict)
+        feeder_dirs = tuple(str(d) for d in trusted_feeder_dirs())
+        data_keys: dict[str | None, str] = {}
         seen: set[str] = set()
         tasks = []
         for i, params in enumerate(self.points()):
             params = {k: _plain_value(v) for k, v in params.items()}
-            run_id = run_id_of(base_key, params, self.linearized_grid)
+            data = params.get("data", base_dict.get("data"))
+            if data not in data_keys:
+                data_keys[data] = _data_key(data)
+            run_id = run_id_of(base_key, params, self.linearized_grid, data_keys[data])
             if run_id in seen:  # a repeated random draw or a repeated list value: run once
                 continue
             seen.add(run_id)
             labels = self.labels[i] if self.labels else {}
-            tasks.append(RunTask(run_id, base_dict, params, self.linearized_grid, labels))
+            tasks.append(RunTask(run_id, base_dict, params, self.linearized_grid, labels, feeder_dirs))
         return tasks
 
 
@@ -298,9 +335,18 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run_id_of(base_key: str, params: Mapping[str, Any], linearized: bool = False) -> str:
-    """Stable id of a run: a hash of the base scenario's digest, the parameters and the grid mode."""
-    return _digest({"base": base_key, "params": dict(params), "linearized": bool(linearized)})[:16]
+def _data_key(data: Any) -> str:
+    """The fingerprint of a run's data (a SweepError naming the folder when it cannot be read)."""
+    try:
+        return data_fingerprint(data if isinstance(data, str | None) else str(data))
+    except OSError as exc:
+        raise SweepError(f"data {data!r}: {exc}") from None
+
+
+def run_id_of(base_key: str, params: Mapping[str, Any], linearized: bool = False, data_key: str = "") -> str:
+    """Stable id of a run: a hash of the base scenario's digest, the parameters, the grid mode and
+    the content of the data it reads (so a sweep resumed on changed data runs again)."""
+    return _digest({"base": base_key, "params": dict(params), "linearized": bool(linearized), "data": data_key})[:16]
 
 
 @dataclass(frozen=True)
@@ -312,6 +358,7 @@ class RunTask:
     params: dict[str, Any]
     linearized_grid: bool = False
     labels: dict[str, Any] = field(default_factory=dict)  # extra columns (not applied, not hashed)
+    feeder_dirs: tuple[str, ...] = ()  # folders whose .dss feeders the run may compile (not hashed)
 
 
 def execute_task(task: RunTask) -> dict[str, Any]:
@@ -324,6 +371,9 @@ def execute_task(task: RunTask) -> dict[str, Any]:
     start = time.perf_counter()
     row: dict[str, Any] = {"run_id": task.run_id, **task.labels, **task.params}
     try:
+        for folder in task.feeder_dirs:
+            if Path(folder).is_dir():  # a remote worker may not have the caller's folders
+                trust_feeder_dir(folder)
         scenario = apply_parameters(
             Scenario.from_dict(task.base, source="sweep base"), task.params, what=f"run {task.run_id}"
         )
@@ -375,6 +425,18 @@ def completed_run_ids(out: str | Path) -> set[str]:
     if not folder.is_dir():
         return set()
     return {p.stem for p in folder.glob("*.json")}
+
+
+def failed_run_ids(out: str | Path) -> set[str]:
+    """Ids of runs recorded in `out` with ``status = "failed"``."""
+    failed = set()
+    for file in (Path(out) / RUNS_DIR).glob("*.json"):
+        try:
+            if json.loads(file.read_text()).get("status") == "failed":
+                failed.add(file.stem)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return failed
 
 
 def load_results(out: str | Path, *, write: bool = True) -> pd.DataFrame:
@@ -431,92 +493,6 @@ class SweepResult:
         return self.n_lost == 0
 
 
-class _SerialExecutor(cf.Executor):
-    """Runs each task at submit time in this process (same code path as the pools).
-
-    An exception is delivered through the future; KeyboardInterrupt and SystemExit propagate
-    at once (Ctrl-C stops the sweep in the run it interrupts).
-    """
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
-        future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
-
-
-def _is_dask_client(executor: Any) -> bool:
-    return type(executor).__module__.startswith("distributed") and hasattr(executor, "get_executor")
-
-
-def default_start_method() -> str:
-    """How local worker processes start: ``G2GSIM_START_METHOD`` if set, else "fork" on Linux.
-
-    Forked workers inherit this process's imports and loaded data (a fresh interpreter
-    spends about 2 s importing and 0.4 s on its first run's data), which matters for short
-    runs; set ``G2GSIM_START_METHOD=spawn`` (or ``forkserver``) if the calling program holds
-    threads or locks that must not be forked.
-    """
-    import multiprocessing
-    import sys
-
-    chosen = os.environ.get("G2GSIM_START_METHOD")
-    if chosen:
-        return chosen
-    return "fork" if sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def make_executor(executor: Any = None, workers: int | None = None) -> tuple[cf.Executor, bool, int]:
-    """(executor, owned, parallelism) for run_sweep's `executor` argument.
-
-    None: serial when `workers` is None or 1, else local processes; ``"processes"``: a process
-    pool of `workers` (default: CPU count); ``"serial"``; a ``dask.distributed.Client`` (its
-    concurrent.futures view); a scheduler address string ``"tcp://host:port"``; or any object
-    with ``submit`` returning concurrent futures (e.g. Ray's or loky's executors). Another
-    string raises :class:`ExecutorError`; an unreachable scheduler, OSError.
-    """
-    if executor is None:
-        executor = "serial" if workers in (None, 1) else "processes"
-    if isinstance(executor, str):
-        if executor == "serial":
-            return _SerialExecutor(), True, 1
-        if executor == "processes":
-            import multiprocessing
-
-            n = workers or os.cpu_count() or 1
-            context = multiprocessing.get_context(default_start_method())
-            return cf.ProcessPoolExecutor(max_workers=n, mp_context=context), True, n
-        if "://" in executor or ":" in executor:
-            from distributed import Client
-
-            client = Client(executor)
-            view = client.get_executor(pure=False)
-            view._g2gsim_client = client  # type: ignore[attr-defined]
-            return view, True, max(1, sum(client.nthreads().values()))
-        raise ExecutorError(
-            f"unknown executor {executor!r}: use 'serial', 'processes', a scheduler address (tcp://host:port), "
-            "a Client or an Executor"
-        )
-    if _is_dask_client(executor):
-        return executor.get_executor(pure=False), False, max(1, sum(executor.nthreads().values()))
-    if not hasattr(executor, "submit"):
-        raise TypeError(f"executor {executor!r} has no submit(); pass a concurrent.futures.Executor or a dask Client")
-    n = workers or getattr(executor, "_max_workers", None) or os.cpu_count() or 1
-    return executor, False, int(n)
-
-
-def _close(executor: cf.Executor) -> None:
-    client = getattr(executor, "_g2gsim_client", None)
-    try:
-        executor.shutdown(wait=True, cancel_futures=True)  # an interrupted sweep drops queued runs
-    except TypeError:  # executors without cancel_futures (dask's)
-        executor.shutdown(wait=True)
-    if client is not None:
-        client.close()
-
-
 def run_sweep(
     sweep: Sweep,
     out: str | Path,
@@ -526,9 +502,11 @@ def run_sweep(
     progress: bool = True,
     max_in_flight: int | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    retry_failed: bool = False,
 ) -> SweepResult:
     """Run every point of `sweep` not yet recorded in `out`; see the module docstring.
 
+    With `retry_failed`, runs recorded as failed are run again too (their rows are replaced).
     `on_result` is called in this process with each row right after it is written.
     Returns a :class:`SweepResult`; runs lost to the executor (a killed worker) are listed in
     ``lost`` and run again by the next call with the same `out`.
@@ -539,15 +517,17 @@ def run_sweep(
     pool, owned, parallelism = make_executor(executor, workers)  # a bad executor fails before anything is written
     try:
         done = _prepare_folder(folder, sweep)
+        if retry_failed:
+            done -= failed_run_ids(folder)
     except BaseException:
         if owned:
-            _close(pool)
+            close_executor(pool)
         raise
     order = {t.run_id: i for i, t in enumerate(tasks)}
     pending = [t for t in tasks if t.run_id not in done]
     n_skipped = len(tasks) - len(pending)
     # the serial executor runs a task at submit: one at a time, so each row is written before the next run
-    window = 1 if isinstance(pool, _SerialExecutor) else max_in_flight or max(2, 2 * parallelism)
+    window = 1 if isinstance(pool, SerialExecutor) else max_in_flight or max(2, 2 * parallelism)
     from tqdm import tqdm
 
     bar = tqdm(total=len(pending), desc=sweep.name, unit="run", disable=not progress, dynamic_ncols=True)
@@ -556,7 +536,7 @@ def run_sweep(
     finally:
         bar.close()
         if owned:
-            _close(pool)
+            close_executor(pool)
     n_ok, n_failed, lost = counts.n_ok, counts.n_failed, counts.lost
     ids = set(order)
     table = load_results(folder)
@@ -622,7 +602,7 @@ def _dispatch(
                 row = future.result()
             except Exception:
                 counts.lost.append(task.run_id)
-                broken = broken or _pool_is_broken(pool)
+                broken = broken or pool_is_broken(pool)
                 continue
             record(row)
             if row["status"] == "ok":
@@ -671,10 +651,6 @@ def _prepare_folder(folder: Path, sweep: Sweep) -> set[str]:
         warnings.warn(mismatch, SweepFolderWarning, stacklevel=3)
     (folder / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2, default=str))
     return completed_run_ids(folder)
-
-
-def _pool_is_broken(pool: Any) -> bool:
-    return bool(getattr(pool, "_broken", False))
 
 
 def sweep_from_points(
