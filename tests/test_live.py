@@ -4,6 +4,7 @@ and no thread or socket left behind. Wall-clock tolerances are generous (shared 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import threading

@@ -96,18 +96,7 @@ def fake_cluster(
     power_scale: Annotated[float, typer.Option(help="multiplier of the fake GPU power")] = DEFAULT_POWER_SCALE,
 ) -> None:
     """Serve fake vLLM and zeusd servers on the scenario's 127.0.0.1 endpoints until Ctrl-C."""
-    loaded = load_or_fail(scenario)
-    try:
-        fakes = start_fake_cluster(loaded, power_scale)
-    except OSError as exc:  # a port in use, or one this user may not bind
-        vllm_ports, zeusd_port = fake_cluster_ports(loaded)
-        ports = ", ".join(str(p) for p in [*vllm_ports.values(), zeusd_port])
-        fail(
-            f"fake cluster of {loaded.name!r}: cannot serve on 127.0.0.1 port(s) {ports}: {exc.strerror or exc} "
-            "(is a fake cluster or another server already running there?)",
-            1,
-        )
-    serve_until_stopped(fakes)
+    serve_until_stopped(start_fake_cluster(load_or_fail(scenario), power_scale))
 
 
 def live_run(
