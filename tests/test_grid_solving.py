@@ -3,7 +3,6 @@ and a retry (an event) for a power flow that does not converge."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -116,6 +115,6 @@ def test_a_solve_that_does_not_converge_is_retried_and_reported() -> None:
     result = run([grid, FakeSite("dc", lambda t: (1000.0 + 300.0 * t,) * 3)], horizon_s=0.5)
     retries = result.events_of("solve_retry")
     assert len(retries) == result.meta["summary"]["grid"]["n_solve_retries"] > 0
-    facts = json.loads(retries["payload"].iloc[0])
+    facts = retries["payload"].iloc[0]
     assert facts["max_iterations"] == 1 and facts["retry_max_iterations"] == 500
     assert grid.engine.solver_settings() == (1e-10, 1)  # the run's settings are back

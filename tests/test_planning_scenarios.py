@@ -3,7 +3,6 @@ wrong, and the power-budget planner takes the same bounds and corrects TTFT wher
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -52,7 +51,7 @@ def commanded_batches(run: Any) -> dict[str, int]:
     commands = run.result.commands
     largest: dict[str, int] = {}
     for payload in commands[commands.kind == "SetBatchSize"].payload:
-        for label, batch in json.loads(payload)["batch"].items():
+        for label, batch in payload["batch"].items():
             largest[label] = max(largest.get(label, 0), int(batch))
     return largest
 
@@ -213,7 +212,7 @@ def test_observed_ttft_corrects_the_plan(monkeypatch) -> None:
     ctl = PowerBudgetController("pb", "dc", "budget", tuning, period=1, bounds=bounds)
     result = Simulation([dc, budget, ctl], 60.0, seed=1).run()
     plans = result.events[result.events.topic == "budget_plan"]
-    first, last = json.loads(plans.payload.iloc[0]), json.loads(plans.payload.iloc[-1])
+    first, last = plans.payload.iloc[0], plans.payload.iloc[-1]
     assert first["batch"] == {"Llama-3.1-8B": 64, "Llama-3.1-70B": 64, "Qwen3-30B-A3B": 128}  # memory, then TTFT
     assert set(first["ttft_s"]) == set(LABELS)
     assert ctl.ttft_ratios["Llama-3.1-70B"] == pytest.approx(factor, rel=0.02)

@@ -21,7 +21,7 @@ import numpy as np
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import ResolveGrid, SensitivityRequest, SetTaps
 from g2gsim.grid.config import StorageSpec
-from g2gsim.grid.state import GridState, SensitivityReply, VoltageIndex
+from g2gsim.grid.state import GridState, VoltageIndex
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.mailbox import Mailbox
@@ -71,8 +71,6 @@ class ScriptedGrid(Grid):
     Every delivered command is kept in :attr:`received` as (arrival time s, command);
     :attr:`sensitivity_calls` counts the H served either way.
     """
-
-    accepts = (*Grid.accepts, SensitivityRequest)  # type: ignore[assignment]  # Grid declares its three
 
     def __init__(
         self,
@@ -137,9 +135,6 @@ class ScriptedGrid(Grid):
     def reset(self, ctx: RunContext) -> None:
         super().reset(ctx)
         self._box: Mailbox[GridState] = ctx.mailbox("state")
-        self._replies: dict[str, Mailbox[SensitivityReply]] = {
-            site: ctx.mailbox(f"sensitivity/{site}") for site in self._sites
-        }
         self.taps = dict(self.initial_taps)
         self.received = []
         self.sensitivity_calls = 0
@@ -150,23 +145,12 @@ class ScriptedGrid(Grid):
     def deliver(self, command: Command) -> None:
         self.received.append((self.ctx.now_s, command))
         if isinstance(command, SensitivityRequest):
-            self._reply(command)
+            super().deliver(command)  # the Grid base answers in sensitivity/<site> at once
         elif isinstance(command, ResolveGrid) or (isinstance(command, SetTaps) and command.resolve):
             super().deliver(command)
             self.resolve_now()
         else:
             super().deliver(command)
-
-    def _reply(self, request: SensitivityRequest) -> None:
-        box = self._replies.get(request.site)
-        if box is None:
-            raise KeyError(
-                f"SensitivityRequest for site {request.site!r}, which is not attached to {self.name!r}; "
-                f"attached: {sorted(self._sites)}"
-            )
-        h = self.estimate_sensitivity(request.site, request.delta_kw)
-        reply = SensitivityReply(self.name, request.site, self.ctx.now_s, self._index, h, request.delta_kw)
-        box.publish(self.ctx.now, reply)
 
     def step(self, tick: int) -> None:
         self._take_commands()
