@@ -187,28 +187,40 @@ class ServerPool:
 
 
 class AllocationCache:
-    """Least-recently-used allocations keyed by the replica-count tuple (sorted label order)."""
+    """Least-recently-used allocations of replica counts (sorted label order).
+
+    An allocation depends on the replica counts only through the servers each model needs,
+    ceil(replicas * gpus_per_replica / gpus_per_server), so counts that need the same
+    servers share one allocation (the same object): it is computed once per server layout.
+    """
 
     def __init__(self, pool: ServerPool, labels: Sequence[str], gpus_per_replica: Mapping[str, int], size: int = 256):
         self.pool = pool
         self.labels = tuple(sorted(labels))
         self._per_replica = {label: int(gpus_per_replica[label]) for label in self.labels}
+        self._gpr = tuple(self._per_replica[label] for label in self.labels)
         self._size = size
         self._cache: OrderedDict[tuple[int, ...], Allocation] = OrderedDict()
         self.computed = 0
         self.hits = 0
 
+    def servers(self, replicas: tuple[int, ...]) -> tuple[int, ...]:
+        """Servers each model needs for one replica count per model."""
+        per_server = self.pool.gpus_per_server
+        return tuple(-(-max(int(n), 0) * gpr // per_server) for n, gpr in zip(replicas, self._gpr))
+
     def get(self, replicas: tuple[int, ...]) -> Allocation:
         """The allocation for one replica count per model (computed at most once while cached)."""
-        found = self._cache.get(replicas)
+        key = self.servers(replicas)
+        found = self._cache.get(key)
         if found is not None:
-            self._cache.move_to_end(replicas)
+            self._cache.move_to_end(key)
             self.hits += 1
             return found
         demand = {label: n * self._per_replica[label] for label, n in zip(self.labels, replicas)}
         allocation = self.pool.allocate(demand, self._per_replica)
         self.computed += 1
-        self._cache[replicas] = allocation
+        self._cache[key] = allocation
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)
         return allocation
