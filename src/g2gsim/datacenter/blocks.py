@@ -34,28 +34,39 @@ class NormalStream:
         self._kept = np.zeros(0)
         self._state: Mapping[str, Any] | None = None
         self._taken = 0
+        self._buffer = np.zeros(0)  # reused by every take: what a take returns lives until the next
 
     def take(self, count: int) -> np.ndarray:
-        """The stream's next `count` standard normals (do not modify them)."""
+        """The stream's next `count` standard normals (valid until the next take; do not modify)."""
         if self._rewind:
             self._state = self.rng.bit_generator.state
             self._taken = count
-            return self.rng.standard_normal(count)
+            return self.rng.standard_normal(out=self._room(count))
         kept = self._kept
         if not kept.size:
-            return self.rng.standard_normal(count)
+            return self.rng.standard_normal(out=self._room(count))
         if kept.size >= count:
             self._kept = kept[count:]
             return kept[:count]
         self._kept = np.zeros(0)
-        return np.concatenate((kept, self.rng.standard_normal(count - kept.size)))
+        out = np.empty(count)
+        out[: kept.size] = kept
+        self.rng.standard_normal(out=out[kept.size :])
+        return out
+
+    def _room(self, count: int) -> np.ndarray:
+        """The first `count` entries of the reused buffer (grown when too small)."""
+        if self._buffer.size < count:
+            self._buffer = np.empty(count)
+        return self._buffer[:count]
 
     def unused(self, values: np.ndarray) -> None:
         """Give back the tail of the last :meth:`take` that was not used."""
         if not values.size:
             return
         if not self._rewind:
-            self._kept = np.concatenate((values, self._kept)) if self._kept.size else values
+            kept = np.concatenate((values, self._kept)) if self._kept.size else values.copy()
+            self._kept = kept
             return
         if self._state is None or values.size > self._taken:
             raise ValueError(f"{values.size} normals given back, but the last take drew {self._taken}")
@@ -88,8 +99,12 @@ class BlockLength:
 
 @dataclass(eq=False)
 class Block:
-    """Steps start .. stop - 1 of a site, computed ahead; `normals` and `latency` are the noise
-    and latency normals they took (per step: `noise_draws`, `latency_draws`)."""
+    """Steps start .. stop - 1 of a site, computed ahead.
+
+    `normals` and `latency` are the noise and latency normals the block took (per step:
+    `noise_draws`, `latency_draws`). The row lists hold, per step, its time and read-only
+    views of its recorded phase power, model power and ITL (what the step publishes).
+    """
 
     start: int
     stop: int
@@ -98,3 +113,7 @@ class Block:
     noise_draws: int
     latency: np.ndarray | None  # None: the ITL is sampled at each step
     latency_draws: int
+    times: list[float]
+    phase_rows: list[np.ndarray]
+    model_rows: list[np.ndarray]
+    itl_rows: list[np.ndarray]

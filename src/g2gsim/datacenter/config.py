@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -280,8 +280,17 @@ class TrainingRun(_Frozen):
 
     def power(self, t_local: ArrayLike) -> np.ndarray:
         """Total power (W over all GPUs) at times since the run started (periodic replay)."""
-        local = np.mod(np.asarray(t_local, dtype=float), self._period)
-        return self.n_gpus * np.interp(local, self._t, self._w)
+        return self.power_function()(t_local)
+
+    def power_function(self) -> Callable[[ArrayLike], np.ndarray]:
+        """:meth:`power` as a plain function of the times (for repeated calls: no attribute
+        lookups on the model)."""
+        t, w, period, n_gpus = self._t, self._w, self._period, self.n_gpus
+
+        def power(t_local: ArrayLike) -> np.ndarray:
+            return n_gpus * np.interp(np.mod(np.asarray(t_local, dtype=float), period), t, w)
+
+        return power
 
 
 class ScheduledTraining(_Frozen):

@@ -100,7 +100,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     accepts = (SetBatchSize, ShiftReplicas, SetPowerCap)
     #: Most steps computed ahead in one pass (1: step by step; the results are the same).
-    longest_block: ClassVar[int] = 128
+    longest_block: ClassVar[int] = 64
 
     def __init__(
         self,
@@ -159,6 +159,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         n_models = len(self._labels)
         self._offset = np.zeros(n_models, dtype=np.int64)
         self._replicas_stale = True
+        self._layout_steps = self._layout_changes()
         self._replica_key: tuple[int, ...] | None = None
         self._allocation: Allocation | None = None
         self._fleet: FleetPower | None = None
@@ -308,18 +309,18 @@ class OfflineDatacenter(ConfiguredDatacenter):
         if self._cap_log and self._cap_log[-1][1] is not self._caps_state:
             self._cap_log.append((k, self._caps_state))
         self._rows = k + 1
-        power = self._power_out[k]
+        i = k - block.start
         self._box.publish(
             tick,
             DatacenterState(
                 site=self.name,
-                time_s=self._clock.seconds(k),
+                time_s=block.times[i],
                 models=self._labels,
-                power_w=power[:PHASES],
-                model_power_w=power[PHASES:],
+                power_w=block.phase_rows[i],
+                model_power_w=block.model_rows[i],
                 batch=batch,
                 replicas=replicas,
-                itl_s=self._itl_out[k],
+                itl_s=block.itl_rows[i],
                 phase_share=allocation.phase_share,
                 power_cap_w=self._caps_state,
             ),
@@ -350,7 +351,20 @@ class OfflineDatacenter(ConfiguredDatacenter):
             if self._slowdown is not None:
                 itl *= self._slowdown
             self._rec_itl[k:stop] = itl
-        self._block = Block(k, stop, servers, normals, noise_draws, latency, latency_draws or 0)
+        # Row views are made here in C (iterating the block), not one by one in every step.
+        self._block = Block(
+            k,
+            stop,
+            servers,
+            normals,
+            noise_draws,
+            latency,
+            latency_draws or 0,
+            times=self._clock.times(k, stop).tolist(),
+            phase_rows=list(self._power_out[k:stop, :PHASES]),
+            model_rows=list(self._power_out[k:stop, PHASES:]),
+            itl_rows=list(self._itl_out[k:stop]),
+        )
         self._block_allocation = fleet.allocation
         self._computed_until = stop
 
@@ -370,9 +384,13 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._lengths.cut()
 
     def _block_stop(self, k: int) -> int:
-        """End of a block from step k: its length, the horizon, or the next scheduled change."""
+        """End of a block from step k: its length, the horizon, or the next scheduled change of
+        the state (new servers for the replicas, a training edge, a batch ramp step)."""
         stop = min(k + self._lengths.value, self._n_steps)
-        for change in (self._replica_timeline().next_change(k), self._training.next_edge(k), *self._ramp_next.values()):
+        layout = self._layout_steps
+        i = int(np.searchsorted(layout, k, side="right"))
+        next_layout = int(layout[i]) if i < layout.size else None
+        for change in (next_layout, self._training.next_edge(k), *self._ramp_next.values()):
             if change is not None and k < change < stop:
                 stop = change
         return stop
@@ -523,6 +541,15 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     def _offset_changed(self) -> None:
         self._replicas_stale = True
+        self._layout_steps = self._layout_changes()
+
+    def _layout_changes(self) -> np.ndarray:
+        """Steps where the servers the scheduled replicas (plus offsets) need change: the
+        replica changes that give a new allocation (the others keep the fleet and its block)."""
+        timeline = self._replica_timeline()
+        requested = np.maximum(timeline.replicas + self._offset, 0)
+        servers = -(-(requested * self._gpr) // self.config.facility.gpus_per_server)
+        return timeline.steps[1:][np.any(servers[1:] != servers[:-1], axis=1)]
 
     @staticmethod
     def _frozen(array: np.ndarray) -> np.ndarray:

@@ -257,6 +257,7 @@ class TemplateBank:
         self.data.setflags(write=False)
         self.starts = starts
         self.lengths = lengths
+        self._minima = {key: float(self.template(*key).min()) for key in starts}
         self.run_length = max(int(n_steps), 1)
         """Consecutive steps readable from one offset."""
 
@@ -272,7 +273,7 @@ class TemplateBank:
 
     def minimum(self, label: str, batch: int) -> float:
         """Smallest value of one template, W per GPU."""
-        return float(self.template(label, batch).min())
+        return self._minima[(label, batch)]
 
     def offsets(self, label: str, batch: int, stagger: np.ndarray) -> np.ndarray:
         """Bank index of step 0 for servers with the given staggers."""
@@ -363,6 +364,8 @@ class FleetPower:
         members[PHASES + allocation.flat_model, columns] = 1.0
         members[:PHASES, n] = 1.0
         self._members = members[None]  # one matrix for every step of a block
+        self._rows = np.arange(self._run_length, dtype=np.int64)[:, None]  # step offsets within a block
+        self._buffers: dict[str, np.ndarray] = {}
         self._last = np.zeros(n)
         # GPU power caps (W per GPU, inf = none) as a per-server limit on gpu power * amplitude
         self._cap: np.ndarray | None = None
@@ -394,16 +397,17 @@ class FleetPower:
 
         `normals` holds the noise stream's next count * n standard normals, step by step
         (None: no noise); `overlay_w` the per-phase overlay of each step. Sums are phases
-        a, b, c (with the overlay), then inference power per model.
+        a, b, c (with the overlay), then inference power per model (a new array); the server
+        array is a work buffer, overwritten by the next block.
         """
         if not 0 < count <= self._run_length:
             raise ValueError(f"a block covers 1 to {self._run_length} steps (the template bank's run), got {count}")
         n = self.n_servers
-        extended = np.empty((count, n + 1))  # allocated servers, then the overlay per phase
+        extended = self._work("extended", count, n + 1)  # allocated servers, then the overlay per phase
         servers = extended[:, :n]
-        power = self._bank.take(self._index(self._lo, step, count))
+        power = self._templates(self._lo, step, count, "power")
         if self._blend:
-            upper = self._bank.take(self._index(self._hi, step, count))
+            upper = self._templates(self._hi, step, count, "upper")
             upper -= power
             upper *= self._weight
             power += upper
@@ -423,23 +427,33 @@ class FleetPower:
         sums = np.matmul(self._members, extended[:, :, None])
         return sums.reshape(count, PHASES + self.n_models), servers
 
-    def _index(self, template: tuple[np.ndarray, np.ndarray, np.ndarray], step: int, count: int) -> np.ndarray:
-        """Bank index of every server (columns) at every step of a block (rows)."""
+    def _work(self, name: str, rows: int, width: int, dtype: type = float) -> np.ndarray:
+        """A reused (rows, width) work array (the first rows of one sized for the longest block)."""
+        buffer = self._buffers.get(name)
+        if buffer is None:
+            buffer = self._buffers[name] = np.empty((self._run_length, width), dtype=dtype)
+        return buffer[:rows]
+
+    def _templates(
+        self, template: tuple[np.ndarray, np.ndarray, np.ndarray], step: int, count: int, name: str
+    ) -> np.ndarray:
+        """Per-GPU template power of every server (columns) at every step of a block (rows)."""
         start, phase, length = template
-        first = start + (phase + step) % length
-        return first + np.arange(count, dtype=np.int64)[:, None]
+        index = self._work("index", count, self.n_servers, np.int64)
+        np.add((phase + step) % length + start, self._rows[:count], out=index)
+        return self._bank.take(index, out=self._work(name, count, self.n_servers), mode="clip")
 
     def _unit_normal(self, z: np.ndarray) -> np.ndarray:
         """max(1 + noise_fraction * z, 0): the noise factors, as ``rng.normal(1.0, sd)`` computes them."""
-        factor = z * self.noise_fraction
+        factor = np.multiply(z, self.noise_fraction, out=self._work("factor", len(z), self.n_servers))
         factor += 1.0
         np.maximum(factor, 0.0, out=factor)
         return factor
 
     def _add_noise(self, power: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
         """max(P + noise_fraction * z * max(P, 1), 0) into `out` (``rng.normal(0, sd)`` draws)."""
-        noise = z * self.noise_fraction
-        noise *= np.maximum(power, 1.0)
+        noise = np.multiply(z, self.noise_fraction, out=self._work("factor", len(z), self.n_servers))
+        noise *= np.maximum(power, 1.0, out=self._work("upper", len(z), self.n_servers))
         power += noise
         np.maximum(power, 0.0, out=out)
 

@@ -132,6 +132,7 @@ class TrainingWindows:
     def __init__(self, schedule: TrainingSchedule, clock: StepClock, n_steps: int) -> None:
         self.entries = schedule.entries
         self.active = [False] * len(self.entries)
+        self._power = [(entry.t_start_s, entry.run.power_function()) for entry in self.entries]
         edges: list[tuple[int, int, bool]] = []
         for i, entry in enumerate(self.entries):
             on = clock.first_step(entry.t_start_s)
@@ -165,9 +166,9 @@ class TrainingWindows:
     def power(self, times: np.ndarray) -> np.ndarray:
         """Total power of the active runs at `times`, W (zero when none is active)."""
         total = np.zeros(times.shape)
-        for entry, on in zip(self.entries, self.active):
+        for (start, power), on in zip(self._power, self.active):
             if on:
-                total += entry.run.power(times - entry.t_start_s)
+                total += power(times - start)
         return total
 
 
