@@ -177,6 +177,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._block: Block | None = None
         self._block_allocation: Allocation | None = None
         self._computed_until = 0  # steps before this are computed for the present state
+        self._blocks = self._blocks_cut = self._steps_recomputed = 0
         longest = self.longest_block
         self._lengths = BlockLength(first=min(16, longest), shortest=min(4, longest), longest=longest)
 
@@ -329,6 +330,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
     def _compute_block(self, k: int) -> None:
         """Power (and ITL, in the normal regime) of steps k .. until the next known change."""
         self._close_block(k)
+        self._blocks += 1
         fleet = self._fleet
         if fleet is None:
             assert self._allocation is not None
@@ -377,6 +379,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
             self._lengths.ran_out()
             return
         used = k - block.start
+        self._blocks_cut += 1
+        self._steps_recomputed += block.stop - k
         if self._noise is not None and block.noise_draws:
             self._noise.unused(block.normals[used * block.noise_draws :])
         if block.latency is not None and block.latency_draws:
@@ -612,6 +616,9 @@ class OfflineDatacenter(ConfiguredDatacenter):
                 allocations_computed=self._allocations.computed,
                 allocation_cache_hits=self._allocations.hits,
                 shifts_refused=self._refused,
+                blocks=self._blocks,
+                blocks_cut=self._blocks_cut,
+                steps_recomputed=self._steps_recomputed,
             )
         return facts
 
