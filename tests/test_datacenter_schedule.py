@@ -218,6 +218,15 @@ def test_blocks_give_the_numbers_of_single_steps(plan, noise, replicas, seed) ->
     _assert_same_run(config, [(k / 10, command) for k, command in plan], 8.0, seed)
 
 
+def test_blocks_with_an_idle_model_give_the_numbers_of_single_steps() -> None:
+    """Normal-regime ITL with a model that has no replicas (NaN), cut by commands."""
+    config = site({"a": 40, "b": 31, "c": 0}, noise_fraction=0.01, capacity_gpus=256)
+    plan = [(0.7, ShiftReplicas(model="c", delta=33, target="dc")), (1.9, SetBatchSize(batch={"a": 8}, target="dc"))]
+    _assert_same_run(config, plan, 4.0, 5)
+    itl = _run(OfflineDatacenter, config, plan, 4.0, 5).tables["dc/state"].set_index("time_s")["c.itl_s"]
+    assert np.isnan(itl[0.7]) and np.isfinite(itl[0.8])
+
+
 def test_a_shift_refusal_names_the_first_time_a_later_ramp_would_not_fit() -> None:
     schedule = ReplicaSchedule(initial=40).ramp_to(180, 1.0, 2.0)  # 180 + 40 = 220 of 240 GPUs
     dc = OfflineDatacenter("dc", site({"a": schedule, "b": 10}), FakeSource())

@@ -143,11 +143,13 @@ class FleetLatency:
         steps x :attr:`block_draws` standard normals (step by step); the same values
         :meth:`sample` would give step after step."""
         z = normals.reshape(steps, self._mu.size)
+        draws = z * self._sd
+        draws += self._mu
+        np.maximum(draws, 0.0, out=draws)
+        if self._all_valid:
+            return draws
         out = np.full((steps, self._valid.size), math.nan)
-        if self._mu.size:
-            draws = z * self._sd
-            draws += self._mu
-            out[:, self._valid] = np.maximum(draws, 0.0, out=draws)
+        out[:, self._valid] = draws
         return out
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:

@@ -342,7 +342,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
         count = stop - k
         noise_draws = fleet.noise_draws if self._noise is not None else 0
         normals = self._noise.take(count * noise_draws) if self._noise is not None and noise_draws else _NO_DRAWS
-        overlay = self._base_overlay_w + self._training.power(self._clock.times(k, stop)) / PHASES
+        times = self._clock.times(k, stop)
+        overlay = self._base_overlay_w + self._training.power(times) / PHASES
         sums, servers = fleet.block(k, count, normals if noise_draws else None, overlay)
         self._rec_power[k:stop] = sums
         latency_draws = self._latency.block_draws
@@ -362,7 +363,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
             noise_draws,
             latency,
             latency_draws or 0,
-            times=self._clock.times(k, stop).tolist(),
+            times=times.tolist(),
             phase_rows=list(self._power_out[k:stop, :PHASES]),
             model_rows=list(self._power_out[k:stop, PHASES:]),
             itl_rows=list(self._itl_out[k:stop]),
