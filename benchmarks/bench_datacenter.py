@@ -7,6 +7,9 @@ noise 0.005, on the bundled dataset, dt = 0.1 s.
 Measured:
 - g2gsim's step: mean time inside ``OfflineDatacenter.step`` and the whole kernel step
   (SimPy scheduling, mailboxes) per simulated 0.1 s, over a 600 s run without ramps;
+- block mode: the same step computed one step at a time (``longest_block = 1``) against the
+  default blocks of up to 64 steps (identical results), and the floor no block can go under:
+  drawing the 900 servers' noise normals of a step from the same generator;
 - the naive baseline: the same physics the way OpenG2G computes it, allocation recomputed
   in a pure-Python loop over servers at every step, per-model NumPy work over all servers,
   ITL through the library one model at a time (written here, never in the library);
@@ -74,7 +77,7 @@ def ieee13_site(ramp_down: bool = True) -> DatacenterConfig:
 
 
 class TimedDatacenter(OfflineDatacenter):
-    """The datacenter with a stopwatch around its step."""
+    """The datacenter with a stopwatch around its step (blocks of steps, the default)."""
 
     def reset(self, ctx) -> None:
         super().reset(ctx)
@@ -88,9 +91,15 @@ class TimedDatacenter(OfflineDatacenter):
         self.steps += 1
 
 
-def measure_fast(horizon_s: float = 600.0, repeats: int = 3) -> dict[str, float]:
+class TimedStepByStep(TimedDatacenter):
+    """The timed datacenter computing one step at a time."""
+
+    longest_block = 1
+
+
+def measure_fast(horizon_s: float = 600.0, repeats: int = 3, cls: type = TimedDatacenter) -> dict[str, float]:
     """g2gsim per-step cost: inside the datacenter step, and per kernel step (reset excluded)."""
-    dc = TimedDatacenter("dc", ieee13_site(), open_data_source(None))
+    dc = cls("dc", ieee13_site(), open_data_source(None))
     Simulation([dc], 0.1).run()  # warm the template cache
     best_step, best_kernel = math.inf, math.inf
     for _ in range(repeats):
@@ -144,6 +153,19 @@ def naive_allocate(phase: np.ndarray, priority: dict[str, np.ndarray], demand: d
     return result
 
 
+def measure_noise_floor(steps: int = 6000, repeats: int = 3) -> float:
+    """Per-step time of drawing the site's noise normals alone (900 servers), in blocks of 64 steps, us."""
+    rng = np.random.default_rng(0)
+    out = np.empty(64 * 900)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps // 64):
+            rng.standard_normal(out=out)
+        best = min(best, (time.perf_counter() - start) / (steps // 64 * 64))
+    return best * 1e6
+
+
 def measure_naive(steps: int = 300) -> dict[str, float]:
     """Per-step cost of the naive formulation on the same pool, templates and fits."""
     dc = OfflineDatacenter("dc", ieee13_site(), open_data_source(None))
@@ -195,6 +217,8 @@ def measure_memory(horizon_s: float = 3600.0) -> dict[str, float]:
 
 def main() -> dict[str, Any]:
     fast = measure_fast()
+    single = measure_fast(cls=TimedStepByStep)
+    floor_us = measure_noise_floor()
     naive = measure_naive()
     memory = measure_memory()
     results = {
@@ -204,6 +228,9 @@ def main() -> dict[str, Any]:
         "kernel_step_us": round(fast["kernel_step_us"], 2),
         "naive_step_us": round(naive["step_us"], 1),
         "speedup": round(naive["step_us"] / fast["step_us"], 1),
+        "step_by_step_us": round(single["step_us"], 2),
+        "block_speedup": round(single["step_us"] / fast["step_us"], 2),
+        "noise_draw_floor_us": round(floor_us, 2),
         "target_step_us": TARGET_STEP_US,
         "state_table_mb": round(memory["state_table_bytes"] / 1e6, 2),
         "tracemalloc_peak_mb": round(memory["tracemalloc_peak_bytes"] / 1e6, 2),

@@ -130,15 +130,33 @@ def test_allocation_properties(num_servers: int, seed: int, demand: dict[str, in
     assert np.array_equal(allocation.flat_key, allocation.flat_model * 3 + pool.phase[all_servers])
 
 
-def test_allocation_cache_computes_once_per_count_tuple() -> None:
+def test_allocation_cache_computes_once_per_server_layout() -> None:
     pool = make_pool(20)
     cache = AllocationCache(pool, ["b", "a", "c"], {"a": 1, "b": 2, "c": 8}, size=2)
     first = cache.get((8, 4, 1))
     assert cache.get((8, 4, 1)) is first and cache.computed == 1 and cache.hits == 1
-    cache.get((1, 1, 1))
+    assert cache.get((1, 1, 1)) is first and cache.computed == 1  # the same servers: 1, 1, 1
+    cache.get((9, 1, 1))
     cache.get((2, 2, 2))
     assert cache.get((8, 4, 1)) is not first and cache.computed == 4  # evicted (size 2)
     assert first.n_servers.tolist() == [1, 1, 1]
+
+
+@given(st.integers(0, 500), st.tuples(st.integers(0, 40), st.integers(0, 20), st.integers(0, 5)))
+def test_counts_that_need_the_same_servers_share_the_allocation_they_would_get(seed, replicas) -> None:
+    pool = make_pool(30, seed=seed)
+    per_replica = {"a": 1, "b": 2, "c": 8}
+    cache = AllocationCache(pool, ["a", "b", "c"], per_replica)
+    servers = cache.servers(replicas)
+    if sum(servers) > 30:
+        return
+    fullest = tuple(k * 8 // per_replica[label] for k, label in zip(servers, "abc"))  # most replicas on them
+    assert cache.servers(fullest) == servers
+    shared = cache.get(fullest)
+    assert cache.get(replicas) is shared and cache.computed == 1
+    alone = pool.allocate({label: n * per_replica[label] for label, n in zip("abc", replicas)}, per_replica)
+    for field in ("phase_counts", "active_replicas", "phase_share", "flat_servers", "flat_model", "flat_key"):
+        assert np.array_equal(getattr(shared, field), getattr(alone, field))
 
 
 @given(st.integers(1, 40), st.integers(0, 30), st.integers(0, 200))

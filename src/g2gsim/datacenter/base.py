@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
+from g2gsim.datacenter.schedule import ReplicaTimeline
 from g2gsim.kernel.component import DatacenterComponent
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from g2gsim.data.spec import ModelSpec
     from g2gsim.datacenter.config import DatacenterConfig
     from g2gsim.kernel.commands import Command
+    from g2gsim.kernel.context import RunContext
 
 
 class Datacenter(DatacenterComponent):
@@ -25,7 +27,7 @@ class Datacenter(DatacenterComponent):
     batch sizes, deadlines), the data source behind the fitted curves, GPU capacity.
     """
 
-    accepts = (SetBatchSize, ShiftReplicas)
+    accepts: ClassVar[tuple[type[Command], ...]] = (SetBatchSize, ShiftReplicas)
 
     @property
     @abstractmethod
@@ -53,19 +55,22 @@ class ConfiguredDatacenter(Datacenter):
     properties read from them, and the replica bookkeeping both the trace-driven and the live
     datacenter share (model lookup, capacity checks, ShiftReplicas).
 
-    Subclasses set, at reset: ``_times`` (step times, s), ``_scheduled`` ((steps, models)
-    scheduled replicas), ``_offset`` (replicas shifted per model), ``_gpr`` (GPUs per
-    replica) and ``_refused`` (refused shifts).
+    Subclasses set, at reset: ``_offset`` (replicas shifted per model), ``_gpr`` (GPUs per
+    replica) and ``_refused`` (refused shifts). The scheduled replicas come from the run's
+    :class:`ReplicaTimeline` (built from the config at first use, or set by the subclass).
     """
 
     config: DatacenterConfig
     _data: DataSource
     _labels: tuple[str, ...]
-    _times: np.ndarray
-    _scheduled: np.ndarray
     _offset: np.ndarray
     _gpr: np.ndarray
     _refused: int
+    _timeline: ReplicaTimeline | None = None
+
+    def reset(self, ctx: RunContext) -> None:
+        super().reset(ctx)
+        self._timeline = None
 
     @property
     def specs(self) -> Mapping[str, ModelSpec]:
@@ -89,6 +94,18 @@ class ConfiguredDatacenter(Datacenter):
         return self._labels
 
     # -- replica bookkeeping --------------------------------------------------------------------
+    def _replica_timeline(self) -> ReplicaTimeline:
+        """This run's scheduled replicas as change events."""
+        if self._timeline is None:
+            assert self.period is not None
+            self._timeline = ReplicaTimeline.build(self.config, self.period, self.ctx.step_count(self.period))
+        return self._timeline
+
+    def _step_seconds(self, step: int) -> float:
+        """Time of one of this site's steps, s."""
+        assert self.period is not None
+        return self.ctx.seconds(step * self.ctx.clock.ticks(self.period))
+
     def _index(self, label: str, command: Command) -> int:
         """Position of a model label; a KeyError naming the served labels otherwise."""
         try:
@@ -100,7 +117,7 @@ class ConfiguredDatacenter(Datacenter):
             ) from None
 
     def _servers(self, replicas: np.ndarray) -> np.ndarray:
-        """Servers needed per row of a (steps, models) replica table."""
+        """Servers needed per row of a (rows, models) replica table."""
         per_server = self.config.facility.gpus_per_server
         return (-(-(replicas * self._gpr) // per_server)).sum(axis=1)
 
@@ -111,24 +128,26 @@ class ConfiguredDatacenter(Datacenter):
 
     def _shift(self, command: ShiftReplicas, k: int) -> None:
         """Add a replica offset if it keeps the model >= 0 now and the site within capacity
-        for the rest of the run; otherwise record a ``shift_refused`` event."""
+        for the rest of the run (now and at every later scheduled change); otherwise record
+        a ``shift_refused`` event naming the first time it would not fit."""
         m = self._index(command.model, command)
         offset = self._offset.copy()
         offset[m] += int(command.delta)
-        now = int(self._scheduled[k, m] + offset[m])
+        steps, scheduled = self._replica_timeline().from_step(k)
+        now = int(scheduled[0, m] + offset[m])
         payload: dict[str, Any] = {"model": command.model, "delta": int(command.delta)}
         if now < 0:
             self._refuse(payload, f"the model would have {now} replicas")
             return
-        future = np.maximum(self._scheduled[k:] + offset, 0)
+        future = np.maximum(scheduled + offset, 0)
         bad = self._misfits(future)
         if bad.size:
             j = int(bad[0])
             self._refuse(
                 payload,
-                f"at t = {self._times[k + j]:g} s the site would need {int(future[j] @ self._gpr)} GPUs / "
-                f"{int(self._servers(future[j : j + 1])[0])} servers (capacity {self.config.capacity_gpus} GPUs, "
-                f"{self.config.num_servers} servers)",
+                f"at t = {self._step_seconds(int(steps[j])):g} s the site would need {int(future[j] @ self._gpr)} "
+                f"GPUs / {int(self._servers(future[j : j + 1])[0])} servers (capacity {self.config.capacity_gpus} "
+                f"GPUs, {self.config.num_servers} servers)",
             )
             return
         self._offset = offset

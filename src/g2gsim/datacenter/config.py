@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -151,6 +151,28 @@ class ReplicaSchedule(_Frozen):
             level = Fraction(ramp.target)
         return level
 
+    def changes(self, period: Fraction, n_steps: int) -> tuple[tuple[int, int], ...]:
+        """Where round(count) changes at the steps k * period, k < n_steps: (first step, value).
+
+        The first entry is step 0. Exact arithmetic (ramp times taken as the decimals they
+        print as), halves rounded to even: inside a ramp from L to T the count crosses each
+        half-integer h between them once, at tau = t_start + (h - L) (t_end - t_start) / (T - L),
+        so each change step is a floor or a ceiling of tau / period; no step is visited.
+        """
+        period = Fraction(period)
+        out: list[tuple[int, int]] = [(0, round(self.count_exact(Fraction(0))))]
+        level = Fraction(self.initial)
+        previous_end: Fraction | None = None
+        for ramp in self.ramps:
+            start, end = _exact(ramp.t_start_s), _exact(ramp.t_end_s)
+            for step, value in _ramp_changes(level, ramp.target, start, end, period, touching=previous_end == start):
+                if step >= n_steps:
+                    break
+                if step > 0:
+                    _record_change(out, step, value)
+            level, previous_end = Fraction(ramp.target), end
+        return tuple(out)
+
     def boundaries(self) -> tuple[float, ...]:
         """Sorted distinct ramp start and end times, s."""
         return tuple(sorted({t for r in self.ramps for t in (r.t_start_s, r.t_end_s)}))
@@ -178,7 +200,7 @@ class ModelDeployment(_Frozen):
 
     @model_validator(mode="after")
     def _feasible_batch(self) -> ModelDeployment:
-        feasible = sorted(self.spec.feasible_batch_sizes)
+        feasible = sorted(self.spec.feasible_batch_sizes or ())
         if self.initial_batch not in feasible:
             raise ValueError(
                 f"initial_batch = {self.initial_batch} is not a feasible batch size of "
@@ -258,8 +280,17 @@ class TrainingRun(_Frozen):
 
     def power(self, t_local: ArrayLike) -> np.ndarray:
         """Total power (W over all GPUs) at times since the run started (periodic replay)."""
-        local = np.mod(np.asarray(t_local, dtype=float), self._period)
-        return self.n_gpus * np.interp(local, self._t, self._w)
+        return self.power_function()(t_local)
+
+    def power_function(self) -> Callable[[ArrayLike], np.ndarray]:
+        """:meth:`power` as a plain function of the times (for repeated calls: no attribute
+        lookups on the model)."""
+        t, w, period, n_gpus = self._t, self._w, self._period, self.n_gpus
+
+        def power(t_local: ArrayLike) -> np.ndarray:
+            return n_gpus * np.interp(np.mod(np.asarray(t_local, dtype=float), period), t, w)
+
+        return power
 
 
 class ScheduledTraining(_Frozen):
@@ -390,25 +421,49 @@ def check_capacity(config: DatacenterConfig, t: float, replicas: Mapping[str, in
 def replica_table(config: DatacenterConfig, n_steps: int, period: Fraction) -> np.ndarray:
     """round(count(k * period)) for k < n_steps, shape (n_steps, n_models), sorted labels.
 
-    Counts are evaluated in floating point, vectorised; the few that land within 1e-6 of a
-    half-integer are re-evaluated exactly, so rounding (half to even) never depends on
-    float noise in the step times.
+    The change events of :meth:`ReplicaSchedule.changes` held for the steps between them; for
+    callers that want one row per step (the trace-driven site follows the events instead).
     """
-    period = Fraction(period)
-    steps = np.arange(n_steps, dtype=np.int64)
-    times = (steps * period.numerator) / period.denominator
-    table = np.zeros((n_steps, len(config.deployments)), dtype=np.int64)
+    table = np.zeros((max(int(n_steps), 0), len(config.deployments)), dtype=np.int64)
     for m, deployment in enumerate(config.deployments):
-        counts = deployment.replicas.counts(times)
-        rounded = np.rint(counts)
-        for k in np.flatnonzero(np.abs(counts - np.floor(counts) - 0.5) < _TIE_TOLERANCE):
-            rounded[k] = round(deployment.replicas.count_exact(int(k) * period))
-        table[:, m] = rounded
+        changes = deployment.replicas.changes(Fraction(period), n_steps)
+        steps = [step for step, _ in changes] + [table.shape[0]]
+        values = [value for _, value in changes]
+        table[:, m] = np.repeat(values, np.diff(steps))
     return table
 
 
-#: Distance from a half-integer below which a count is rounded in exact arithmetic.
-_TIE_TOLERANCE = 1e-6
+def _ramp_changes(
+    level: Fraction, target: int, start: Fraction, end: Fraction, period: Fraction, *, touching: bool
+) -> Iterator[tuple[int, int]]:
+    """(step, round(count)) of one ramp from `level`, at each step where the rounded count moves.
+
+    A zero-width ramp jumps at its start, or just after it when the previous ramp ends there
+    (that ramp still rules its own end time). Otherwise the count passes value v's rounding
+    threshold h = v -+ 1/2 at tau; at exactly h, half-to-even rounding reaches v only if v is
+    even, so the step is the first k with k * period >= tau (v even) or > tau (v odd).
+    """
+    if end == start:
+        step = math.floor(start / period) + 1 if touching else math.ceil(start / period)
+        yield step, target
+        return
+    if target == level:
+        return
+    sign = 1 if target > level else -1
+    slope = (end - start) / (target - level)
+    value = int(level)  # levels are whole replica counts
+    while value != target:
+        value += sign
+        tau = start + (value - Fraction(sign, 2) - level) * slope
+        yield (math.ceil(tau / period) if value % 2 == 0 else math.floor(tau / period) + 1), value
+
+
+def _record_change(changes: list[tuple[int, int]], step: int, value: int) -> None:
+    """Append (step, value) to a change list, folding changes that land on the same step."""
+    if changes[-1][0] == step:
+        changes.pop()
+    if changes[-1][1] != value:
+        changes.append((step, value))
 
 
 def _exact(seconds: float) -> Fraction:

@@ -53,12 +53,12 @@ def sample_fleet_itl(
     n = int(n_replicas)
     if n <= 0 or lo is None or (weight > 0.0 and hi is None):
         return math.nan
-    if weight <= 0.0:
+    if weight <= 0.0 or hi is None:
         return lo.sample_avg(n_replicas=n, rng=rng, exact_threshold=EXACT_THRESHOLD)
     if n <= EXACT_THRESHOLD:
         draws = [(hi if rng.random() < weight else lo).sample_one(rng) for _ in range(n)]
         return float(np.mean(draws))
-    mean, var = blend_moments(lo, hi, weight)  # type: ignore[arg-type]
+    mean, var = blend_moments(lo, hi, weight)
     return float(max(float(rng.normal(mean, math.sqrt(max(var / float(n), 0.0)))), 0.0))
 
 
@@ -66,7 +66,7 @@ class FleetLatency:
     """Per-step observed ITL of every model of a site (sorted label order).
 
     Call :meth:`set_points` when a batch changes, :meth:`set_replicas` when active replicas
-    change, and :meth:`sample` at every step.
+    change, and :meth:`sample` at every step (or :meth:`sample_block` for a block of steps).
     """
 
     def __init__(self, fits: Sequence[Mapping[int, ITLMixtureModel | None]]) -> None:
@@ -95,7 +95,7 @@ class FleetLatency:
             if lo is None or (point.weight > 0.0 and hi is None):
                 self._mean[m] = self._var[m] = math.nan
             else:
-                self._mean[m], self._var[m] = blend_moments(lo, hi, point.weight)  # type: ignore[arg-type]
+                self._mean[m], self._var[m] = blend_moments(lo, lo if hi is None else hi, point.weight)
         self._refresh()
 
     def set_replicas(self, replicas: np.ndarray) -> None:
@@ -131,6 +131,26 @@ class FleetLatency:
         size-1 arrays."""
         z = rng.standard_normal()
         return np.array([max(z * self._sd_one + self._mu_one, 0.0)])
+
+    @property
+    def block_draws(self) -> int | None:
+        """Standard normals one step of :meth:`sample_block` takes; None when every step must
+        call :meth:`sample` (a small fleet averages the library's own draws)."""
+        return int(self._mu.size) if self._vector else None
+
+    def sample_block(self, normals: np.ndarray, steps: int) -> np.ndarray:
+        """Observed ITL per model at `steps` steps (rows), s, from the latency stream's next
+        steps x :attr:`block_draws` standard normals (step by step); the same values
+        :meth:`sample` would give step after step."""
+        z = normals.reshape(steps, self._mu.size)
+        draws = z * self._sd
+        draws += self._mu
+        np.maximum(draws, 0.0, out=draws)
+        if self._all_valid:
+            return draws
+        out = np.full((steps, self._valid.size), math.nan)
+        out[:, self._valid] = draws
+        return out
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """Observed ITL per model, s (NaN for no replicas or no fit)."""

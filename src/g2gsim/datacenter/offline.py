@@ -1,43 +1,50 @@
 """The trace-driven ("offline") datacenter process (SPEC 2.2-2.5).
 
-At each step the site applies the commands delivered since its last step, updates replica
-counts from the schedules and accepted shifts, computes the power of every allocated server
-from per-GPU templates (vectorised, see :mod:`g2gsim.datacenter.pool`), samples the observed
-ITL of every model, publishes a :class:`DatacenterState` in mailbox ``state`` and records the
-step into preallocated column buffers.
+At each step the site applies the commands delivered since its last step, then publishes a
+:class:`DatacenterState` in mailbox ``state`` and records the step into preallocated column
+buffers. The power of every allocated server (from per-GPU templates, see
+:mod:`g2gsim.datacenter.pool`), the measurement noise and the observed ITL of every model
+are computed ahead for a block of steps in one vectorised pass; a step only publishes its
+row. A block ends where the state is known to change (the next scheduled change) and is
+recomputed from the current step when a command changes it earlier; the random streams are
+consumed exactly as a step-by-step computation would (:mod:`g2gsim.datacenter.blocks`).
 
-Everything that depends on time only (scheduled replicas, training power, step times) is
-evaluated once per run as arrays over all steps; the allocation is recomputed only when a
-replica count changes; the per-step path is a few NumPy calls.
+Scheduled changes are kernel events (:mod:`g2gsim.datacenter.schedule`): one process per
+replica schedule sets the scheduled count at each step where its rounded value changes,
+one process switches training runs on and off, and one process per batch ramp-up marks
+the steps where the ramped batch moves, each in the DELIVER phase before the site's step.
+No table of the horizon's steps is computed. Capacity is checked at t = 0 and at every
+replica change, for the schedule at reset and for every ShiftReplicas.
 
-A batch ramp-up (SetBatchSize with a rate R > 0 requests/s) is evaluated from exact times
-at every step: the effective batch is min(target, b0 + floor(R (t - t0))), where t0 is the
-time of the step that applied the command and b0 the batch then. A batch between two
-measured sizes blends their operating points (power and ITL alike). Lowering a batch is
-immediate.
+A batch ramp-up (SetBatchSize with a rate R > 0 requests/s) moves the effective batch to
+min(target, b0 + floor(R (t - t0))), where t0 is the time of the step that applied the
+command and b0 the batch then, evaluated in exact time at the steps where it changes. A
+batch between two measured sizes blends their operating points (power and ITL alike).
+Lowering a batch is immediate. Commands of a step apply before the ramp changes of that step.
 
 GPU power caps (SetPowerCap, W per GPU per model, ``None`` removes one) follow the
 performance model of :mod:`g2gsim.datacenter.power_cap` (``config.gpu_power``): caps are
 rounded down to 25 W steps within [min cap, rated power]; each GPU draws min(template,
 cap); below the model's power floor its ITL is multiplied by floor / cap (so throughput
-batch / ITL shrinks by the same factor). The per-server cap is one extra ``minimum`` in the
-vectorised step; the ITL factor is one multiply per model. States report the caps.
+batch / ITL shrinks by the same factor). States report the caps.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from g2gsim.datacenter.base import ConfiguredDatacenter
+from g2gsim.datacenter.blocks import Block, BlockLength, NormalStream
 from g2gsim.datacenter.commands import SetBatchSize, SetPowerCap, ShiftReplicas
-from g2gsim.datacenter.config import DatacenterConfig, replica_table
+from g2gsim.datacenter.config import DatacenterConfig
 from g2gsim.datacenter.latency import FleetLatency
 from g2gsim.datacenter.pool import (
     PHASES,
@@ -50,12 +57,14 @@ from g2gsim.datacenter.pool import (
     TemplateBank,
 )
 from g2gsim.datacenter.power_cap import cap_slowdown
+from g2gsim.datacenter.schedule import BatchRamp, ReplicaTimeline, StepClock, TrainingWindows, follow
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.time import TimeLike, as_seconds
 
 if TYPE_CHECKING:
     from mlenergy.data.modeling import ITLMixtureModel
+    from simpy.events import Event
 
     from g2gsim.data.source import DataSource
     from g2gsim.kernel.context import RunContext
@@ -64,20 +73,7 @@ __all__ = ["OfflineDatacenter"]
 
 
 _NO_RAMP = Fraction(0)  # ramp-up rate of a model a SetBatchSize gives no rate for
-
-
-@dataclass(frozen=True)
-class _BatchRamp:
-    """A batch rising from `start` at t0 toward `target` at `rate` requests/s (exact times)."""
-
-    start: int
-    target: int
-    rate: Fraction
-    t0: Fraction
-
-    def batch_at(self, t: Fraction) -> int:
-        """Effective batch at time t >= t0."""
-        return min(self.target, self.start + math.floor(self.rate * (t - self.t0)))
+_NO_DRAWS = np.zeros(0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +99,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
     """
 
     accepts = (SetBatchSize, ShiftReplicas, SetPowerCap)
+    #: Most steps computed ahead in one pass (1: step by step; the results are the same).
+    longest_block: ClassVar[int] = 64
 
     def __init__(
         self,
@@ -123,16 +121,15 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def reset(self, ctx: RunContext) -> None:
-        """Fresh run: data products for the horizon, new pool and streams, time arrays, buffers."""
+        """Fresh run: data products, new pool and streams, the schedules' events, buffers."""
         super().reset(ctx)
         assert self.period is not None
         config = self.config
         self._box = ctx.mailbox("state")
         self._period_ticks = ctx.clock.ticks(self.period)
-        n = ctx.step_count(self.period)
-        tick = ctx.clock.tick
-        self._times = (np.arange(n, dtype=np.int64) * self._period_ticks * tick.numerator) / tick.denominator
-        run_data = self._load_data(ctx.horizon, n)
+        self._n_steps = n = ctx.step_count(self.period)
+        self._clock = StepClock(self._period_ticks, ctx.clock.tick)
+        run_data = self._load_data(ctx.horizon)
         self._known = run_data.known
         self._bank = run_data.bank
 
@@ -145,27 +142,31 @@ class OfflineDatacenter(ConfiguredDatacenter):
             rng=ctx.rng("layout"),
         )
         self._allocations = AllocationCache(self._pool, self._labels, self._per_replica)
-        self._noise_rng = ctx.rng("noise") if config.augmentation.noise_fraction > 0 else None
+        self._noise = NormalStream(ctx.rng("noise")) if config.augmentation.noise_fraction > 0 else None
         self._latency_rng = ctx.rng("latency")
+        self._latency_normals = NormalStream(self._latency_rng, rewind=True)
         self._latency = FleetLatency(run_data.fits)
 
-        self._scheduled = replica_table(config, n, self.period)
+        self._timeline = ReplicaTimeline.build(config, self.period, n)
         self._check_schedule_fits()
-        changes = np.ones(n, dtype=bool)
-        if n > 1:
-            changes[1:] = np.any(np.diff(self._scheduled, axis=0) != 0, axis=1)
-        self._schedule_changes: list[bool] = changes.tolist()
-        overlay = config.facility.base_kw_per_phase * 1000.0 + config.training.power(self._times) / PHASES
-        self._overlay: list[float] = overlay.tolist()
+        self._scheduled_now = self._replica_timeline().at(0).copy()
+        self._training = TrainingWindows(config.training, self._clock, n)
+        self._reset_state()
+        self._reset_recording(n)
 
+    def _reset_state(self) -> None:
+        """Run state at t = 0: initial batches, no offsets, caps, ramps or computed block."""
         n_models = len(self._labels)
         self._offset = np.zeros(n_models, dtype=np.int64)
         self._replicas_stale = True
+        self._layout_steps = self._layout_changes()
         self._replica_key: tuple[int, ...] | None = None
         self._allocation: Allocation | None = None
         self._fleet: FleetPower | None = None
-        self._ramps: dict[int, _BatchRamp] = {}
-        self._batch = self._frozen(np.array([d.initial_batch for d in config.deployments], dtype=np.int64))
+        self._ramps: dict[int, BatchRamp] = {}
+        self._ramp_next: dict[int, int] = {}  # model -> next step its ramp changes the batch
+        self._ramp_due = False
+        self._batch = self._frozen(np.array([d.initial_batch for d in self.config.deployments], dtype=np.int64))
         self._points = [OperatingPoint.of(int(b), k) for b, k in zip(self._batch, self._known)]
         self._latency.set_points(self._points)
         self._refused = 0
@@ -173,15 +174,38 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._caps_state = self._frozen(np.full(n_models, math.nan))
         self._slowdown: np.ndarray | None = None
         self._cap_log: list[tuple[int, np.ndarray]] = []
+        self._block: Block | None = None
+        self._block_allocation: Allocation | None = None
+        self._computed_until = 0  # steps before this are computed for the present state
+        self._blocks = self._blocks_cut = self._steps_recomputed = 0
+        longest = self.longest_block
+        self._lengths = BlockLength(first=min(16, longest), shortest=min(4, longest), longest=longest)
 
+    def _reset_recording(self, n: int) -> None:
+        """Column buffers for n steps, and read-only views of them for published states."""
+        n_models = len(self._labels)
         self._rows = 0
         self._rec_power = np.zeros((n, PHASES + n_models))  # phases a, b, c, then models
         self._rec_itl = np.full((n, n_models), math.nan)
+        self._power_out = self._rec_power.view()
+        self._power_out.flags.writeable = False
+        self._itl_out = self._rec_itl.view()
+        self._itl_out.flags.writeable = False
         # batch and replicas change rarely: (first step, values) whenever they change
         self._batch_log: list[tuple[int, np.ndarray]] = []
         self._replica_log: list[tuple[int, np.ndarray]] = []
 
-    def _load_data(self, horizon: Fraction, n_steps: int) -> _RunData:
+    def run(self) -> Generator[Event, Any, None]:
+        """The site's steps, and one kernel process per schedule that changes it."""
+        ctx = self.ctx
+        for m, changes in enumerate(self._replica_timeline().changes):
+            if len(changes) > 1:
+                ctx.env.process(follow(ctx, self._period_ticks, changes[1:], partial(self._scheduled_change, m)))
+        if self._training.edges:
+            ctx.env.process(follow(ctx, self._period_ticks, self._training.changes(), self._training_edge))
+        yield from super().run()
+
+    def _load_data(self, horizon: Fraction) -> _RunData:
         """Templates and fits for this horizon (kept across runs: they are immutable)."""
         cached = self._run_data
         if cached is not None and cached.horizon == horizon:
@@ -192,7 +216,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         fits: list[dict[int, ITLMixtureModel | None]] = []
         for deployment in self.config.deployments:
             spec = deployment.spec
-            batches = tuple(sorted(set(spec.feasible_batch_sizes) | {deployment.initial_batch}))
+            batches = tuple(sorted(set(spec.feasible_batch_sizes or ()) | {deployment.initial_batch}))
             model_fits: dict[int, ITLMixtureModel | None] = {}
             for batch in batches:
                 template = self._data.power_template(spec, batch, self.period, float(horizon))
@@ -201,52 +225,84 @@ class OfflineDatacenter(ConfiguredDatacenter):
                 model_fits[batch] = self._data.itl_fit(spec, batch)
             known.append(batches)
             fits.append(model_fits)
-        self._run_data = _RunData(horizon, TemplateBank(templates, n_steps), tuple(known), tuple(fits))
+        bank = TemplateBank(templates, self.longest_block)
+        self._run_data = _RunData(horizon, bank, tuple(known), tuple(fits))
         return self._run_data
 
     def _check_schedule_fits(self) -> None:
-        """Every step's scheduled replicas must fit the pool (GPUs and whole servers)."""
-        bad = self._misfits(self._scheduled)
+        """The scheduled replicas must fit the pool (GPUs and whole servers) at every change."""
+        steps, rows = self._replica_timeline().from_step(0)
+        bad = self._misfits(rows)
         if bad.size:
-            k = int(bad[0])
-            replicas = dict(zip(self._labels, self._scheduled[k].tolist()))
+            j = int(bad[0])
+            replicas = dict(zip(self._labels, rows[j].tolist()))
             raise ValueError(
-                f"site {self.name!r}: at t = {self._times[k]:g} s the scheduled replicas {replicas} need "
-                f"{int(self._scheduled[k] @ self._gpr)} GPUs / {int(self._servers(self._scheduled[k : k + 1])[0])} "
+                f"site {self.name!r}: at t = {self._clock.seconds(int(steps[j])):g} s the scheduled replicas "
+                f"{replicas} need {int(rows[j] @ self._gpr)} GPUs / {int(self._servers(rows[j : j + 1])[0])} "
                 f"servers but capacity_gpus = {self.config.capacity_gpus} ({self.config.num_servers} servers)"
             )
 
+    # -- scheduled changes (kernel events, DELIVER phase) ---------------------------------------
+    def _scheduled_change(self, m: int, replicas: int) -> bool:
+        """Model m's scheduled replica count changes now."""
+        self._scheduled_now[m] = replicas
+        self._replicas_stale = True
+        return True
+
+    def _training_edge(self, edge: tuple[int, bool]) -> bool:
+        """A training run starts or ends now."""
+        self._training.switch(edge)
+        self._computed_until = 0
+        return True
+
+    def _ramp_change(self, m: int, ramp: BatchRamp, next_step: int | None) -> bool:
+        """Model m's ramped batch moves at this step (False: the ramp was replaced)."""
+        if self._ramps.get(m) is not ramp:
+            return False
+        self._ramp_due = True
+        if next_step is None:
+            self._ramp_next.pop(m, None)
+        else:
+            self._ramp_next[m] = next_step
+        return True
+
+    def _follow_ramp(self, m: int, ramp: BatchRamp, k: int) -> None:
+        """Start the process that marks each step where a new ramp moves the batch."""
+        assert self.period is not None
+        steps = []
+        for step, _batch in ramp.changes(k, self.period):
+            if step >= self._n_steps:
+                break
+            steps.append(step)
+        if not steps:
+            return
+        self._ramp_next[m] = steps[0]
+        changes = zip(steps, [*steps[1:], None])
+        self.ctx.env.process(follow(self.ctx, self._period_ticks, changes, partial(self._ramp_change, m, ramp)))
+
     # -- one step -------------------------------------------------------------------------------
     def step(self, tick: int) -> None:
-        """Apply commands, update replicas and operating points, compute, publish, record."""
+        """Apply commands and due changes, compute a block if needed, publish and record."""
         k = tick // self._period_ticks
         if self._inbox:
             self._apply(self.take_commands(), tick, k)
-        if self._ramps:
+        if self._ramp_due:
             self._advance_ramps(tick)
-        if self._replicas_stale or self._schedule_changes[k]:
+        if self._replicas_stale:
             self._update_replicas(k)
-        fleet = self._fleet
-        if fleet is None:
-            assert self._allocation is not None
-            fleet = self._fleet = FleetPower(
-                self._pool,
-                self._allocation,
-                self._bank,
-                self._points,
-                self.config.augmentation.noise_fraction,
-                self._caps if self._slowdown is not None else None,
-            )
-        power = fleet.step(k, self._noise_rng, self._overlay[k])
-        itl = self._latency.sample(self._latency_rng)
-        if self._slowdown is not None:
-            itl *= self._slowdown
-        allocation = fleet.allocation
+        if k >= self._computed_until:
+            self._compute_block(k)
+        block = self._block
+        assert block is not None
+        if block.latency is None:
+            itl = self._latency.sample(self._latency_rng)
+            if self._slowdown is not None:
+                itl *= self._slowdown
+            self._rec_itl[k] = itl
+        allocation = self._block_allocation
+        assert allocation is not None
         batch = self._batch
         replicas = allocation.active_replicas
-
-        self._rec_power[k] = power
-        self._rec_itl[k] = itl
         if not self._batch_log or self._batch_log[-1][1] is not batch:
             self._batch_log.append((k, batch))
         if not self._replica_log or self._replica_log[-1][1] is not replicas:
@@ -254,44 +310,123 @@ class OfflineDatacenter(ConfiguredDatacenter):
         if self._cap_log and self._cap_log[-1][1] is not self._caps_state:
             self._cap_log.append((k, self._caps_state))
         self._rows = k + 1
+        i = k - block.start
         self._box.publish(
             tick,
             DatacenterState(
                 site=self.name,
-                time_s=float(self._times[k]),
+                time_s=block.times[i],
                 models=self._labels,
-                power_w=power[:PHASES],
-                model_power_w=power[PHASES:],
+                power_w=block.phase_rows[i],
+                model_power_w=block.model_rows[i],
                 batch=batch,
                 replicas=replicas,
-                itl_s=itl,
+                itl_s=block.itl_rows[i],
                 phase_share=allocation.phase_share,
                 power_cap_w=self._caps_state,
             ),
         )
 
+    def _compute_block(self, k: int) -> None:
+        """Power (and ITL, in the normal regime) of steps k .. until the next known change."""
+        self._close_block(k)
+        self._blocks += 1
+        fleet = self._fleet
+        if fleet is None:
+            assert self._allocation is not None
+            caps = self._caps if self._slowdown is not None else None
+            fleet = self._fleet = FleetPower(
+                self._pool, self._allocation, self._bank, self._points, self.config.augmentation.noise_fraction, caps
+            )
+        stop = self._block_stop(k)
+        count = stop - k
+        noise_draws = fleet.noise_draws if self._noise is not None else 0
+        normals = self._noise.take(count * noise_draws) if self._noise is not None and noise_draws else _NO_DRAWS
+        times = self._clock.times(k, stop)
+        overlay = self._base_overlay_w + self._training.power(times) / PHASES
+        sums, servers = fleet.block(k, count, normals if noise_draws else None, overlay)
+        self._rec_power[k:stop] = sums
+        latency_draws = self._latency.block_draws
+        latency = None
+        if latency_draws is not None:
+            latency = self._latency_normals.take(count * latency_draws) if latency_draws else _NO_DRAWS
+            itl = self._latency.sample_block(latency, count)
+            if self._slowdown is not None:
+                itl *= self._slowdown
+            self._rec_itl[k:stop] = itl
+        # Row views are made here in C (iterating the block), not one by one in every step.
+        self._block = Block(
+            k,
+            stop,
+            servers,
+            normals,
+            noise_draws,
+            latency,
+            latency_draws or 0,
+            times=times.tolist(),
+            phase_rows=list(self._power_out[k:stop, :PHASES]),
+            model_rows=list(self._power_out[k:stop, PHASES:]),
+            itl_rows=list(self._itl_out[k:stop]),
+        )
+        self._block_allocation = fleet.allocation
+        self._computed_until = stop
+
+    def _close_block(self, k: int) -> None:
+        """Before a new block at step k: give back the draws of the old block's unused steps."""
+        block = self._block
+        if block is None:
+            return
+        if k >= block.stop:
+            self._lengths.ran_out()
+            return
+        used = k - block.start
+        self._blocks_cut += 1
+        self._steps_recomputed += block.stop - k
+        if self._noise is not None and block.noise_draws:
+            self._noise.unused(block.normals[used * block.noise_draws :])
+        if block.latency is not None and block.latency_draws:
+            self._latency_normals.unused(block.latency[used * block.latency_draws :])
+        self._lengths.cut()
+
+    def _block_stop(self, k: int) -> int:
+        """End of a block from step k: its length, the horizon, or the next scheduled change of
+        the state (new servers for the replicas, a training edge, a batch ramp step)."""
+        stop = min(k + self._lengths.value, self._n_steps)
+        layout = self._layout_steps
+        i = int(np.searchsorted(layout, k, side="right"))
+        next_layout = int(layout[i]) if i < layout.size else None
+        for change in (next_layout, self._training.next_edge(k), *self._ramp_next.values()):
+            if change is not None and k < change < stop:
+                stop = change
+        return stop
+
+    @property
+    def _base_overlay_w(self) -> float:
+        return self.config.facility.base_kw_per_phase * 1000.0
+
     def _update_replicas(self, k: int) -> None:
         """Requested replicas from schedule + offsets; a new allocation when they changed."""
         self._replicas_stale = False
-        requested = np.maximum(self._scheduled[k] + self._offset, 0)
+        requested = np.maximum(self._scheduled_now + self._offset, 0)
         key = tuple(requested.tolist())
         if key == self._replica_key:
             return
         try:
             allocation = self._allocations.get(key)
         except OversubscribedError as exc:
-            raise ValueError(f"site {self.name!r} at t = {self._times[k]:g} s: {exc}") from exc
+            raise ValueError(f"site {self.name!r} at t = {self._clock.seconds(k):g} s: {exc}") from exc
         self._replica_key = key
         if allocation is not self._allocation:
             self._allocation = allocation
             self._fleet = None
+            self._computed_until = 0
             self._latency.set_replicas(allocation.active_replicas)
 
     # -- commands -------------------------------------------------------------------------------
     def _apply(self, commands: Sequence[Command], tick: int, k: int) -> None:
         for command in commands:
             if isinstance(command, SetBatchSize):
-                self._set_batch(command, tick)
+                self._set_batch(command, tick, k)
             elif isinstance(command, ShiftReplicas):
                 self._shift(command, k)
             elif isinstance(command, SetPowerCap):
@@ -299,40 +434,45 @@ class OfflineDatacenter(ConfiguredDatacenter):
             else:
                 raise self.reject(command)
 
-    def _set_batch(self, command: SetBatchSize, tick: int) -> None:
+    def _set_batch(self, command: SetBatchSize, tick: int, k: int) -> None:
         """Validate the whole command, then set batches (at once, or as a ramp-up)."""
         targets: dict[int, tuple[int, Fraction]] = {}
         rates = command.ramp_up_rate
-        for label, batch in command.batch.items():
+        for label, size in command.batch.items():
             m = self._index(label, command)
-            if batch not in self._known[m]:
+            if size not in self._known[m]:
                 raise ValueError(
-                    f"SetBatchSize for site {self.name!r}: batch {batch} of {label!r} is not a known "
+                    f"SetBatchSize for site {self.name!r}: batch {size} of {label!r} is not a known "
                     f"batch size; allowed: {list(self._known[m])}"
                 )
             # Most commands carry no ramp: skip the exact (Fraction) conversion of a default 0.
             rate = as_seconds(rates[label], name=f"ramp_up_rate[{label!r}]") if label in rates else _NO_RAMP
-            targets[m] = (int(batch), rate)
+            targets[m] = (int(size), rate)
         for label in rates:
             self._index(label, command)
         batch = self._batch.copy()
         for m, (target, rate) in targets.items():
             if self._ramps:
                 self._ramps.pop(m, None)
+                self._ramp_next.pop(m, None)
             if rate > 0 and target > batch[m]:
-                self._ramps[m] = _BatchRamp(int(batch[m]), target, rate, self.ctx.clock.seconds(tick))
+                ramp = BatchRamp(int(batch[m]), target, rate, self.ctx.clock.seconds(tick))
+                self._ramps[m] = ramp
+                self._follow_ramp(m, ramp, k)
             else:
                 batch[m] = target
         self._set_batches(batch)
 
     def _advance_ramps(self, tick: int) -> None:
-        """Move ramping batches to their value at this step's exact time."""
+        """Move ramping batches to their value at this step's exact time (a ramp event is due)."""
+        self._ramp_due = False
         t_now = self.ctx.clock.seconds(tick)
         batch = self._batch.copy()
         for m, ramp in list(self._ramps.items()):
             batch[m] = ramp.batch_at(t_now)
             if batch[m] >= ramp.target:
                 del self._ramps[m]
+                self._ramp_next.pop(m, None)
                 self.ctx.event("batch_ramp_done", {"model": self._labels[m], "batch": ramp.target})
         self._set_batches(batch)
 
@@ -345,6 +485,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._batch = self._frozen(batch)
         self._latency.set_points(self._points)
         self._fleet = None
+        self._computed_until = 0
         if self._slowdown is not None:
             self._refresh_slowdown()
 
@@ -369,6 +510,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         if not self._cap_log:
             self._cap_log.append((0, self._frozen(np.full(len(self._labels), math.nan))))
         self._fleet = None
+        self._computed_until = 0
         self._refresh_slowdown()
         self.ctx.event(
             "power_caps",
@@ -404,6 +546,15 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     def _offset_changed(self) -> None:
         self._replicas_stale = True
+        self._layout_steps = self._layout_changes()
+
+    def _layout_changes(self) -> np.ndarray:
+        """Steps where the servers the scheduled replicas (plus offsets) need change: the
+        replica changes that give a new allocation (the others keep the fleet and its block)."""
+        timeline = self._replica_timeline()
+        requested = np.maximum(timeline.replicas + self._offset, 0)
+        servers = -(-(requested * self._gpr) // self.config.facility.gpus_per_server)
+        return timeline.steps[1:][np.any(servers[1:] != servers[:-1], axis=1)]
 
     @staticmethod
     def _frozen(array: np.ndarray) -> np.ndarray:
@@ -413,11 +564,12 @@ class OfflineDatacenter(ConfiguredDatacenter):
     # -- results --------------------------------------------------------------------------------
     def server_power(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Last step's allocated servers, their phases and their power, W (for diagnostics)."""
-        if self._fleet is None:
+        block, allocation = self._block, self._block_allocation
+        if block is None or allocation is None or not block.start < self._rows <= block.stop:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, np.zeros(0)
-        servers = self._fleet.allocation.flat_servers
-        return servers, self._pool.phase[servers], self._fleet.last_server_power
+        servers = allocation.flat_servers
+        return servers, self._pool.phase[servers], block.servers[self._rows - 1 - block.start].copy()
 
     @property
     def pool(self) -> ServerPool:
@@ -432,7 +584,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         # Views of the recording buffers: the DataFrame constructor copies a dict's arrays into
         # its own blocks, so a copy here would only raise the peak memory.
         columns: dict[str, np.ndarray] = {
-            "time_s": self._times[:rows],
+            "time_s": self._clock.times(0, rows),
             "power_a_w": self._rec_power[:rows, 0],
             "power_b_w": self._rec_power[:rows, 1],
             "power_c_w": self._rec_power[:rows, 2],
@@ -465,6 +617,9 @@ class OfflineDatacenter(ConfiguredDatacenter):
                 allocations_computed=self._allocations.computed,
                 allocation_cache_hits=self._allocations.hits,
                 shifts_refused=self._refused,
+                blocks=self._blocks,
+                blocks_cut=self._blocks_cut,
+                steps_recomputed=self._steps_recomputed,
             )
         return facts
 

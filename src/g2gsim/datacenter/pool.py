@@ -187,28 +187,40 @@ class ServerPool:
 
 
 class AllocationCache:
-    """Least-recently-used allocations keyed by the replica-count tuple (sorted label order)."""
+    """Least-recently-used allocations of replica counts (sorted label order).
+
+    An allocation depends on the replica counts only through the servers each model needs,
+    ceil(replicas * gpus_per_replica / gpus_per_server), so counts that need the same
+    servers share one allocation (the same object): it is computed once per server layout.
+    """
 
     def __init__(self, pool: ServerPool, labels: Sequence[str], gpus_per_replica: Mapping[str, int], size: int = 256):
         self.pool = pool
         self.labels = tuple(sorted(labels))
         self._per_replica = {label: int(gpus_per_replica[label]) for label in self.labels}
+        self._gpr = tuple(self._per_replica[label] for label in self.labels)
         self._size = size
         self._cache: OrderedDict[tuple[int, ...], Allocation] = OrderedDict()
         self.computed = 0
         self.hits = 0
 
+    def servers(self, replicas: tuple[int, ...]) -> tuple[int, ...]:
+        """Servers each model needs for one replica count per model."""
+        per_server = self.pool.gpus_per_server
+        return tuple(-(-max(int(n), 0) * gpr // per_server) for n, gpr in zip(replicas, self._gpr))
+
     def get(self, replicas: tuple[int, ...]) -> Allocation:
         """The allocation for one replica count per model (computed at most once while cached)."""
-        found = self._cache.get(replicas)
+        key = self.servers(replicas)
+        found = self._cache.get(key)
         if found is not None:
-            self._cache.move_to_end(replicas)
+            self._cache.move_to_end(key)
             self.hits += 1
             return found
         demand = {label: n * self._per_replica[label] for label, n in zip(self.labels, replicas)}
         allocation = self.pool.allocate(demand, self._per_replica)
         self.computed += 1
-        self._cache[replicas] = allocation
+        self._cache[key] = allocation
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)
         return allocation
@@ -216,11 +228,11 @@ class AllocationCache:
 
 # -- templates and per-step power ----------------------------------------------------------------
 class TemplateBank:
-    """Per-GPU power templates of every (model, batch), stored so a step needs no modulo.
+    """Per-GPU power templates of every (model, batch), stored so a run of steps needs no modulo.
 
     Template i of length L_i is stored as a row of L_i + n_steps values with row[j] =
-    template[j mod L_i]. A server with stagger s reads row[(s mod L_i) + step], which equals
-    template[(step + s) mod L_i] for every step of the run.
+    template[j mod L_i]. A server with stagger s reads row[((s + k) mod L_i) + j], which equals
+    template[(k + j + s) mod L_i] for the `n_steps` consecutive steps k + j, j < n_steps.
     """
 
     def __init__(self, templates: Mapping[tuple[str, int], np.ndarray], n_steps: int) -> None:
@@ -245,6 +257,9 @@ class TemplateBank:
         self.data.setflags(write=False)
         self.starts = starts
         self.lengths = lengths
+        self._minima = {key: float(self.template(*key).min()) for key in starts}
+        self.run_length = max(int(n_steps), 1)
+        """Consecutive steps readable from one offset."""
 
     @property
     def max_length(self) -> int:
@@ -258,7 +273,7 @@ class TemplateBank:
 
     def minimum(self, label: str, batch: int) -> float:
         """Smallest value of one template, W per GPU."""
-        return float(self.template(label, batch).min())
+        return self._minima[(label, batch)]
 
     def offsets(self, label: str, batch: int, stagger: np.ndarray) -> np.ndarray:
         """Bank index of step 0 for servers with the given staggers."""
@@ -290,19 +305,21 @@ class OperatingPoint:
 
 
 class FleetPower:
-    """Per-step server power of one allocation at fixed operating points (rebuilt on change).
+    """Server power of one allocation at fixed operating points, a block of steps at a time.
 
     server power = P[(step + stagger) mod L] * gpus_per_server * amplitude, plus
     N(0, 1) * noise_fraction * max(power, 1) when noise is on, clipped at 0. During a batch
     ramp a model's template is the blend (1 - w) P_lo + w P_hi. With GPU power caps (W per
     GPU per model) the gpu power is min(P * amplitude, cap) before noise (see
-    :mod:`g2gsim.datacenter.power_cap`).
+    :mod:`g2gsim.datacenter.power_cap`). The object is rebuilt whenever any of that changes.
 
     When no allocated server can draw under 1 W, max(power, 1) is the power itself and the
     noisy power is evaluated as P * gain * max(1 + noise_fraction * z, 0), the same formula
-    in one pass fewer. Sums by phase and by model are one matrix-vector product with a
-    fixed 0/1 membership matrix; the site's per-phase overlay (base load and training) enters
-    that product as one extra virtual server that belongs to every phase and no model.
+    in one pass fewer. Sums by phase and by model are a matrix-vector product per step with a
+    fixed 0/1 membership matrix (the same BLAS routine for a block as for one step, so a
+    block's rows are bit-identical to single steps); the site's per-phase overlay (base load
+    and training) enters that product as one extra virtual server that belongs to every phase
+    and no model.
     """
 
     def __init__(
@@ -319,35 +336,37 @@ class FleetPower:
         self.noise_fraction = float(noise_fraction)
         servers = allocation.flat_servers
         stagger = pool.stagger[servers]
-        lo = np.empty(servers.size, dtype=np.int64)
-        hi = np.empty(servers.size, dtype=np.int64)
+        lo_start = np.empty(servers.size, dtype=np.int64)
+        hi_start = np.empty(servers.size, dtype=np.int64)
+        lo_length = np.ones(servers.size, dtype=np.int64)
+        hi_length = np.ones(servers.size, dtype=np.int64)
         weight = np.zeros(servers.size)
         floor = np.empty(servers.size)
         for m, (label, point) in enumerate(zip(allocation.labels, points)):
             mine = allocation.flat_model == m
-            lo[mine] = bank.offsets(label, point.lo, stagger[mine])
-            hi[mine] = bank.offsets(label, point.hi, stagger[mine])
+            lo_start[mine], lo_length[mine] = bank.starts[(label, point.lo)], bank.lengths[(label, point.lo)]
+            hi_start[mine], hi_length[mine] = bank.starts[(label, point.hi)], bank.lengths[(label, point.hi)]
             weight[mine] = point.weight
             floor[mine] = min(bank.minimum(label, point.lo), bank.minimum(label, point.hi))
         self._bank = bank.data
-        self._lo = lo
-        self._hi = hi
+        self._run_length = bank.run_length
+        self._lo = (lo_start, stagger % lo_length, lo_length)
+        self._hi = (hi_start, stagger % hi_length, hi_length)
         self._weight = weight
         self._blend = bool(np.any(weight > 0))
         self._gain = pool.gpus_per_server * pool.amplitude[servers]
         self._at_least_one = bool(servers.size == 0 or np.min(floor * self._gain) >= 1.0)
         self._noisy = self.noise_fraction > 0.0 and servers.size > 0
         n = servers.size
-        self._extended = np.zeros(n + 1)  # allocated servers, then the overlay per phase
-        self._power = self._extended[:n]
-        self._upper = np.empty(n)
-        self._factor = np.empty(n)  # noise factors, reused every step
         members = np.zeros((PHASES + self.n_models, n + 1))
         columns = np.arange(n)
         members[pool.phase[servers], columns] = 1.0
         members[PHASES + allocation.flat_model, columns] = 1.0
         members[:PHASES, n] = 1.0
-        self._members = members
+        self._members = members[None]  # one matrix for every step of a block
+        self._rows = np.arange(self._run_length, dtype=np.int64)[:, None]  # step offsets within a block
+        self._buffers: dict[str, np.ndarray] = {}
+        self._last = np.zeros(n)
         # GPU power caps (W per GPU, inf = none) as a per-server limit on gpu power * amplitude
         self._cap: np.ndarray | None = None
         if caps_w is not None:
@@ -359,70 +378,102 @@ class FleetPower:
     @property
     def n_servers(self) -> int:
         """Allocated servers."""
-        return int(self._lo.size)
+        return int(self._gain.size)
+
+    @property
+    def noise_draws(self) -> int:
+        """Standard normals one step consumes (0 without noise)."""
+        return self.n_servers if self._noisy else 0
 
     @property
     def last_server_power(self) -> np.ndarray:
-        """Power of every allocated server at the last computed step, W (a copy)."""
-        return self._power.copy()
+        """Power of every allocated server at the last step of :meth:`step` or :meth:`server_power`, W (a copy)."""
+        return self._last.copy()
 
-    def server_power(self, step: int, rng: np.random.Generator | None) -> np.ndarray:
-        """Power of every allocated server at `step`, W (flat allocation order).
+    def block(
+        self, step: int, count: int, normals: np.ndarray | None, overlay_w: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Power at steps step .. step + count - 1: sums (count, 3 + M) and servers (count, n), W.
 
-        The result is a work array, overwritten by the next call.
+        `normals` holds the noise stream's next count * n standard normals, step by step
+        (None: no noise); `overlay_w` the per-phase overlay of each step. Sums are phases
+        a, b, c (with the overlay), then inference power per model (a new array); the server
+        array is a work buffer, overwritten by the next block.
         """
-        power = self._bank[step:].take(self._lo, out=self._power)
+        if not 0 < count <= self._run_length:
+            raise ValueError(f"a block covers 1 to {self._run_length} steps (the template bank's run), got {count}")
+        n = self.n_servers
+        extended = self._work("extended", count, n + 1)  # allocated servers, then the overlay per phase
+        servers = extended[:, :n]
+        power = self._templates(self._lo, step, count, "power")
         if self._blend:
-            upper = self._bank[step:].take(self._hi, out=self._upper)
+            upper = self._templates(self._hi, step, count, "upper")
             upper -= power
             upper *= self._weight
             power += upper
+        z = None if normals is None or not self._noisy else normals.reshape(count, n)
         if self._cap is not None:
-            return self._capped(power, rng)
-        if not (self._noisy and rng is not None):
-            power *= self._gain
-            return power
-        nf = self.noise_fraction
-        if self._at_least_one:
-            factor = self._unit_normal(rng, nf)
-            np.maximum(factor, 0.0, out=factor)
+            self._capped(power, z, servers)
+        elif z is None:
+            np.multiply(power, self._gain, out=servers)
+        elif self._at_least_one:
+            factor = self._unit_normal(z)
             factor *= self._gain
-            power *= factor
-            return power
-        power *= self._gain
-        noise = rng.normal(0.0, nf, power.size)
-        noise *= np.maximum(power, 1.0)
-        power += noise
-        np.maximum(power, 0.0, out=power)
-        return power
+            np.multiply(power, factor, out=servers)
+        else:
+            power *= self._gain
+            self._add_noise(power, z, servers)
+        extended[:, n] = overlay_w
+        sums = np.matmul(self._members, extended[:, :, None])
+        return sums.reshape(count, PHASES + self.n_models), servers
 
-    def _unit_normal(self, rng: np.random.Generator, sd: float) -> np.ndarray:
-        """Normal(1, sd) per server in a reused work array: the same draws and arithmetic as
-        ``rng.normal(1.0, sd, n)`` (loc + scale * z), without its argument handling and
-        allocation."""
-        factor = rng.standard_normal(out=self._factor)
-        factor *= sd
+    def _work(self, name: str, rows: int, width: int, dtype: type = float) -> np.ndarray:
+        """A reused (rows, width) work array (the first rows of one sized for the longest block)."""
+        buffer = self._buffers.get(name)
+        if buffer is None:
+            buffer = self._buffers[name] = np.empty((self._run_length, width), dtype=dtype)
+        return buffer[:rows]
+
+    def _templates(
+        self, template: tuple[np.ndarray, np.ndarray, np.ndarray], step: int, count: int, name: str
+    ) -> np.ndarray:
+        """Per-GPU template power of every server (columns) at every step of a block (rows)."""
+        start, phase, length = template
+        index = self._work("index", count, self.n_servers, np.int64)
+        np.add((phase + step) % length + start, self._rows[:count], out=index)
+        return self._bank.take(index, out=self._work(name, count, self.n_servers), mode="clip")
+
+    def _unit_normal(self, z: np.ndarray) -> np.ndarray:
+        """max(1 + noise_fraction * z, 0): the noise factors, as ``rng.normal(1.0, sd)`` computes them."""
+        factor = np.multiply(z, self.noise_fraction, out=self._work("factor", len(z), self.n_servers))
         factor += 1.0
+        np.maximum(factor, 0.0, out=factor)
         return factor
 
-    def _capped(self, power: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    def _add_noise(self, power: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
+        """max(P + noise_fraction * z * max(P, 1), 0) into `out` (``rng.normal(0, sd)`` draws)."""
+        noise = np.multiply(z, self.noise_fraction, out=self._work("factor", len(z), self.n_servers))
+        noise *= np.maximum(power, 1.0, out=self._work("upper", len(z), self.n_servers))
+        power += noise
+        np.maximum(power, 0.0, out=out)
+
+    def _capped(self, power: np.ndarray, z: np.ndarray | None, out: np.ndarray) -> None:
         """Capped servers: min(P * gain, cap * gpus_per_server), then noise as above."""
         assert self._cap is not None
         power *= self._gain
+        if z is None:
+            np.minimum(power, self._cap, out=out)
+            return
         np.minimum(power, self._cap, out=power)
-        if not (self._noisy and rng is not None):
-            return power
-        nf = self.noise_fraction
         if self._at_least_one:
-            factor = self._unit_normal(rng, nf)
-            np.maximum(factor, 0.0, out=factor)
-            power *= factor
-            return power
-        noise = rng.normal(0.0, nf, power.size)
-        noise *= np.maximum(power, 1.0)
-        power += noise
-        np.maximum(power, 0.0, out=power)
-        return power
+            np.multiply(power, self._unit_normal(z), out=out)
+        else:
+            self._add_noise(power, z, out)
+
+    def server_power(self, step: int, rng: np.random.Generator | None) -> np.ndarray:
+        """Power of every allocated server at `step`, W (flat allocation order; noise from `rng`)."""
+        self.step(step, rng)
+        return self._last
 
     def by_model_phase(self, server_power: np.ndarray) -> np.ndarray:
         """Server powers summed into a (models, 3) matrix, W."""
@@ -431,11 +482,12 @@ class FleetPower:
         return sums.reshape(self.n_models, PHASES)
 
     def step(self, step: int, rng: np.random.Generator | None, overlay_w: float = 0.0) -> np.ndarray:
-        """Power [phase a, b, c, model 1..M] at `step`, W (a new array).
+        """Power [phase a, b, c, model 1..M] at `step`, W (a new array); a block of one step.
 
         Phase entries include `overlay_w` (the same on every phase); model entries are
         inference power only.
         """
-        self.server_power(step, rng)
-        self._extended[-1] = overlay_w
-        return np.dot(self._members, self._extended)
+        normals = rng.standard_normal(self.noise_draws) if rng is not None and self._noisy else None
+        sums, servers = self.block(step, 1, normals, np.array([overlay_w]))
+        self._last = servers[0]
+        return sums[0]

@@ -63,6 +63,8 @@ from g2gsim.kernel.mailbox import Mailbox, QueueMailbox
 __all__ = ["OpenDSSGrid", "Regulator", "circuit_structure_key"]
 
 _NO_STORAGE: Mapping[str, Mapping[str, float]] = MappingProxyType({})
+#: Grid steps whose generator and load profiles are evaluated together.
+_INJECTION_CHUNK = 1024
 
 
 @dataclass(slots=True)
@@ -234,8 +236,9 @@ class OpenDSSGrid(Grid):
         self._taps_view: Mapping[str, float] = MappingProxyType({})
         self._tap_row = np.zeros(0)
         self._sites: list[_Site] = []
-        self._injection_kw = np.zeros((0, 0))  # (n_steps, 3 per injection), signed as written
+        self._injection_kw = np.zeros((0, 0))  # (steps of a chunk, 3 per injection), signed as written
         self._injection_kvar = np.zeros((0, 0))
+        self._injection_first = 0  # step of the chunk's first row
         self._storage: list[_Storage] = []
         self._box: Mailbox[GridState] | None = None
         self._period_ticks = 1
@@ -276,9 +279,7 @@ class OpenDSSGrid(Grid):
         self._index, self._vmag_rows = self._voltage_layout(prepared.snapshot)
         self._period_ticks = ctx.clock.ticks(self.config.period_s)
         self._n_steps = ctx.step_count(self.config.period_s)
-        self._injection_kw, self._injection_kvar = injection_schedule(
-            self.config.generators, self.config.loads, self._step_times(), grid=self.name
-        )
+        self._load_injections(0)  # the first chunk now: a bad profile is an error before the run
         indices = [i for site in self._sites for i in site.load_indices]
         indices += [i for attachment in prepared.attachments.injections for i in attachment]
         self._loads = LoadBatch(prepared.engine, indices)
@@ -502,9 +503,15 @@ class OpenDSSGrid(Grid):
                 raise self.reject(command)
 
     # -- profiles ------------------------------------------------------------------------------
-    def _step_times(self) -> np.ndarray:
-        """Time (s) of every grid step of the run, each correctly rounded from exact ticks."""
-        return np.array([self.ctx.seconds(k * self._period_ticks) for k in range(self._n_steps)], dtype=float)
+    def _load_injections(self, first: int) -> None:
+        """Generator and external-load kW/kvar for a chunk of steps from `first` (profiles are
+        evaluated a chunk at a time, so memory does not grow with the horizon)."""
+        stop = min(first + _INJECTION_CHUNK, self._n_steps)
+        times = np.array([self.ctx.seconds(k * self._period_ticks) for k in range(first, stop)], dtype=float)
+        self._injection_kw, self._injection_kvar = injection_schedule(
+            self.config.generators, self.config.loads, times, grid=self.name
+        )
+        self._injection_first = first
 
     # -- regulators -----------------------------------------------------------------------------
     def resolve_tap_key(self, key: str) -> str:
@@ -619,9 +626,13 @@ class OpenDSSGrid(Grid):
             kvar[j], kvar[j + 1], kvar[j + 2] = kw_a * tphi, kw_b * tphi, kw_c * tphi
             site.power_w = power_w
         if self._injection_kw.shape[1]:
+            row = k - self._injection_first
+            if not 0 <= row < self._injection_kw.shape[0]:
+                self._load_injections(k)
+                row = 0
             start = 3 * len(self._sites)
-            kw[start:] = self._injection_kw[k]
-            kvar[start:] = self._injection_kvar[k]
+            kw[start:] = self._injection_kw[row]
+            kvar[start:] = self._injection_kvar[row]
 
     def _solve(self, time_s: float) -> None:
         """One power flow: SolveNoControl, or OpenDSS's own control loop when self-control is on."""
