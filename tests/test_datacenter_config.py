@@ -20,11 +20,18 @@ from g2gsim.datacenter.config import (
     ReplicaSchedule,
     TrainingRun,
     TrainingSchedule,
-    replica_table,
 )
 from test_datacenter_fakes import flat_trace, make_spec, site
 
 # -- replica schedules ---------------------------------------------------------------------
+
+
+def replica_table(config: DatacenterConfig, n_steps: int, period: Fraction) -> np.ndarray:
+    """Test oracle: round(count_exact(k * period)) per step and model (one row per step)."""
+    return np.array(
+        [[round(d.replicas.count_exact(k * period)) for d in config.deployments] for k in range(n_steps)],
+        dtype=np.int64,
+    ).reshape(n_steps, len(config.deployments))
 
 
 def test_count_before_inside_after_a_ramp() -> None:

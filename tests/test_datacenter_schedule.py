@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from fractions import Fraction
 
@@ -15,13 +14,21 @@ from hypothesis import strategies as st
 
 from g2gsim.datacenter.blocks import BlockLength, NormalStream
 from g2gsim.datacenter.commands import SetBatchSize, SetPowerCap, ShiftReplicas
-from g2gsim.datacenter.config import ReplicaSchedule, TrainingRun, replica_table
+from g2gsim.datacenter.config import DatacenterConfig, ReplicaSchedule, TrainingRun
 from g2gsim.datacenter.offline import OfflineDatacenter
 from g2gsim.datacenter.schedule import BatchRamp, ReplicaTimeline, StepClock, TrainingWindows
 from g2gsim.kernel import Simulation
 from test_datacenter_fakes import FakeSource, Script, flat_trace, site
 
 PERIODS = [Fraction(1, 10), Fraction(1, 4), Fraction(1, 3), Fraction(1), Fraction(1, 20)]
+
+
+def replica_table(config: DatacenterConfig, n_steps: int, period: Fraction) -> np.ndarray:
+    """Test oracle: round(count_exact(k * period)) per step and model (one row per step)."""
+    return np.array(
+        [[round(d.replicas.count_exact(k * period)) for d in config.deployments] for k in range(n_steps)],
+        dtype=np.int64,
+    ).reshape(n_steps, len(config.deployments))
 
 
 @st.composite
@@ -233,5 +240,5 @@ def test_a_shift_refusal_names_the_first_time_a_later_ramp_would_not_fit() -> No
     plan = [(0.2, ShiftReplicas(model="b", delta=10, target="dc"))]  # 20 servers left for a: 160
     result = Simulation([dc, Script(plan)], 3.0).run()
     [payload] = result.events[result.events["topic"] == "shift_refused"]["payload"]
-    assert json.loads(payload)["reason"].startswith("at t = 1.9 s the site would need 246 GPUs / 31 servers")
+    assert payload["reason"].startswith("at t = 1.9 s the site would need 246 GPUs / 31 servers")
     assert round(schedule.count(1.9)) == 166 and math.ceil(166 / 8) + 10 == 31

@@ -43,7 +43,6 @@ __all__ = [
     "TrainingRun",
     "TrainingSchedule",
     "check_capacity",
-    "replica_table",
 ]
 
 
@@ -416,21 +415,6 @@ def check_capacity(config: DatacenterConfig, t: float, replicas: Mapping[str, in
             f"at t = {t:g} s the replicas need {servers} servers of {per_server} GPUs ({detail}) "
             f"but the site has {config.num_servers} (capacity_gpus = {config.capacity_gpus})"
         )
-
-
-def replica_table(config: DatacenterConfig, n_steps: int, period: Fraction) -> np.ndarray:
-    """round(count(k * period)) for k < n_steps, shape (n_steps, n_models), sorted labels.
-
-    The change events of :meth:`ReplicaSchedule.changes` held for the steps between them; for
-    callers that want one row per step (the trace-driven site follows the events instead).
-    """
-    table = np.zeros((max(int(n_steps), 0), len(config.deployments)), dtype=np.int64)
-    for m, deployment in enumerate(config.deployments):
-        changes = deployment.replicas.changes(Fraction(period), n_steps)
-        steps = [step for step, _ in changes] + [table.shape[0]]
-        values = [value for _, value in changes]
-        table[:, m] = np.repeat(values, np.diff(steps))
-    return table
 
 
 def _ramp_changes(

@@ -9,6 +9,7 @@ their primitive admittances or the system Y matrix, and the solved circuit is th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -98,3 +99,43 @@ def injection_schedule(
         kw[:, 3 * j : 3 * j + 3] = per_phase[:, None]
         kvar[:, 3 * j : 3 * j + 3] = (per_phase * tan_phi(spec.power_factor))[:, None]
     return kw, kvar
+
+
+class InjectionProfiles:
+    """Generator and external-load kW/kvar per grid step, evaluated a chunk of steps at a time
+    (so memory does not grow with the horizon); the first chunk at once, so a bad profile is an
+    error before the run."""
+
+    #: Grid steps whose profiles are evaluated together.
+    CHUNK = 1024
+
+    def __init__(
+        self,
+        generators: tuple[GeneratorAttachment, ...],
+        loads: tuple[LoadAttachment, ...],
+        step_time: Callable[[int], float],
+        n_steps: int,
+        *,
+        grid: str,
+    ) -> None:
+        self._generators, self._loads = generators, loads
+        self._step_time = step_time
+        self._n_steps = n_steps
+        self._grid = grid
+        self.width = 3 * (len(generators) + len(loads))
+        self._first = 0
+        self._load(0)
+
+    def _load(self, first: int) -> None:
+        stop = min(first + self.CHUNK, self._n_steps)
+        times = np.array([self._step_time(k) for k in range(first, stop)], dtype=float)
+        self._kw, self._kvar = injection_schedule(self._generators, self._loads, times, grid=self._grid)
+        self._first = first
+
+    def row(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """kW and kvar of every injection phase at step k, signed as written to OpenDSS."""
+        row = k - self._first
+        if not 0 <= row < self._kw.shape[0]:
+            self._load(k)
+            row = 0
+        return self._kw[row], self._kvar[row]

@@ -48,7 +48,7 @@ from g2gsim.grid.config import GridConfig, StorageSpec, tan_phi
 from g2gsim.grid.engine import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DSSEngine
 from g2gsim.grid.feeders import Feeder, load_feeder
 from g2gsim.grid.layout import voltage_layout
-from g2gsim.grid.loads import LoadBatch, injection_schedule, phase_kw
+from g2gsim.grid.loads import InjectionProfiles, LoadBatch, phase_kw
 from g2gsim.grid.recording import StepRecorder
 from g2gsim.grid.reuse import CircuitSnapshot, circuit_structure_key, keep_snapshot, restore_compiled_circuit
 from g2gsim.grid.sensitivity import finite_difference
@@ -63,8 +63,6 @@ from g2gsim.kernel.mailbox import Mailbox, QueueMailbox
 __all__ = ["OpenDSSGrid", "Regulator", "circuit_structure_key"]
 
 _NO_STORAGE: Mapping[str, Mapping[str, float]] = MappingProxyType({})
-#: Grid steps whose generator and load profiles are evaluated together.
-_INJECTION_CHUNK = 1024
 
 
 @dataclass(slots=True)
@@ -236,9 +234,7 @@ class OpenDSSGrid(Grid):
         self._taps_view: Mapping[str, float] = MappingProxyType({})
         self._tap_row = np.zeros(0)
         self._sites: list[_Site] = []
-        self._injection_kw = np.zeros((0, 0))  # (steps of a chunk, 3 per injection), signed as written
-        self._injection_kvar = np.zeros((0, 0))
-        self._injection_first = 0  # step of the chunk's first row
+        self._injections: InjectionProfiles | None = None
         self._storage: list[_Storage] = []
         self._box: Mailbox[GridState] | None = None
         self._period_ticks = 1
@@ -279,7 +275,9 @@ class OpenDSSGrid(Grid):
         self._index, self._vmag_rows = self._voltage_layout(prepared.snapshot)
         self._period_ticks = ctx.clock.ticks(self.config.period_s)
         self._n_steps = ctx.step_count(self.config.period_s)
-        self._load_injections(0)  # the first chunk now: a bad profile is an error before the run
+        self._injections = InjectionProfiles(
+            self.config.generators, self.config.loads, self._step_time, self._n_steps, grid=self.name
+        )
         indices = [i for site in self._sites for i in site.load_indices]
         indices += [i for attachment in prepared.attachments.injections for i in attachment]
         self._loads = LoadBatch(prepared.engine, indices)
@@ -502,16 +500,9 @@ class OpenDSSGrid(Grid):
             else:
                 raise self.reject(command)
 
-    # -- profiles ------------------------------------------------------------------------------
-    def _load_injections(self, first: int) -> None:
-        """Generator and external-load kW/kvar for a chunk of steps from `first` (profiles are
-        evaluated a chunk at a time, so memory does not grow with the horizon)."""
-        stop = min(first + _INJECTION_CHUNK, self._n_steps)
-        times = np.array([self.ctx.seconds(k * self._period_ticks) for k in range(first, stop)], dtype=float)
-        self._injection_kw, self._injection_kvar = injection_schedule(
-            self.config.generators, self.config.loads, times, grid=self.name
-        )
-        self._injection_first = first
+    def _step_time(self, k: int) -> float:
+        """Time (s) of grid step k, correctly rounded from exact ticks."""
+        return self.ctx.seconds(k * self._period_ticks)
 
     # -- regulators -----------------------------------------------------------------------------
     def resolve_tap_key(self, key: str) -> str:
@@ -625,14 +616,10 @@ class OpenDSSGrid(Grid):
             kw[j], kw[j + 1], kw[j + 2] = kw_a, kw_b, kw_c
             kvar[j], kvar[j + 1], kvar[j + 2] = kw_a * tphi, kw_b * tphi, kw_c * tphi
             site.power_w = power_w
-        if self._injection_kw.shape[1]:
-            row = k - self._injection_first
-            if not 0 <= row < self._injection_kw.shape[0]:
-                self._load_injections(k)
-                row = 0
+        injections = self._injections
+        if injections is not None and injections.width:
             start = 3 * len(self._sites)
-            kw[start:] = self._injection_kw[row]
-            kvar[start:] = self._injection_kvar[row]
+            kw[start:], kvar[start:] = injections.row(k)
 
     def _solve(self, time_s: float) -> None:
         """One power flow: SolveNoControl, or OpenDSS's own control loop when self-control is on."""

@@ -44,7 +44,7 @@ import pandas as pd
 
 from g2gsim.datacenter.base import ConfiguredDatacenter
 from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
-from g2gsim.datacenter.config import DatacenterConfig, replica_table
+from g2gsim.datacenter.config import DatacenterConfig
 from g2gsim.datacenter.pool import PHASES, Allocation, AllocationCache, OversubscribedError, ServerPool
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.time import TimeLike
@@ -133,9 +133,8 @@ class LiveDatacenter(ConfiguredDatacenter):
         )
         self._allocations = AllocationCache(self._pool, self._labels, self._per_replica)
         self._noise_rng = ctx.rng("noise") if config.augmentation.noise_fraction > 0 else None
-        self._scheduled = replica_table(config, n, self.period)
         self._offset = np.zeros(len(self._labels), dtype=np.int64)
-        self._overlay = config.facility.base_kw_per_phase * 1000.0 + config.training.power(self._times) / PHASES
+        self._base_w = config.facility.base_kw_per_phase * 1000.0
         self._replica_key: tuple[int, ...] | None = None
         self._allocation: Allocation | None = None
         self._reader: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -409,7 +408,7 @@ class LiveDatacenter(ConfiguredDatacenter):
             self._senders.discard(m)
 
     def _update_replicas(self, k: int) -> None:
-        requested = np.maximum(self._scheduled[k] + self._offset, 0)
+        requested = np.maximum(self._replica_timeline().at(k) + self._offset, 0)
         key = tuple(requested.tolist())
         if key == self._replica_key:
             return
@@ -421,6 +420,13 @@ class LiveDatacenter(ConfiguredDatacenter):
         if allocation is not self._allocation:
             self._allocation = allocation
             self._reader = self._buffer_reader(allocation)
+
+    def _overlay(self, k: int) -> float:
+        """Base load plus training power per phase at step k (training evaluated at its time)."""
+        training = self.config.training
+        if not len(training):
+            return self._base_w
+        return self._base_w + float(training.power(self._times[k : k + 1])[0]) / PHASES
 
     def _buffer_reader(self, allocation: Allocation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per allocated virtual server: its real-GPU buffer row, its stagger (samples), its gain."""
@@ -450,7 +456,7 @@ class LiveDatacenter(ConfiguredDatacenter):
         sums = np.bincount(self._allocation.flat_key, weights=server_power, minlength=n_models * PHASES)
         sums = sums.reshape(n_models, PHASES)
         out = np.empty(PHASES + n_models)
-        out[:PHASES] = sums.sum(axis=0) + self._overlay[k]
+        out[:PHASES] = sums.sum(axis=0) + self._overlay(k)
         out[PHASES:] = sums.sum(axis=1)
         return out
 
