@@ -1,4 +1,4 @@
-"""GPU power caps of a trace-driven site: the configurable performance model (issue 10).
+"""GPU power caps of a trace-driven site: the configurable performance model.
 
 A :class:`~g2gsim.datacenter.commands.SetPowerCap` sets a cap in W per GPU for every GPU of a model
 (``None`` removes it). The site applies it with this model:
