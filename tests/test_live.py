@@ -417,7 +417,11 @@ def test_live_tables_carry_measured_and_augmented_power(tmp_path: Path, no_leaks
     assert (factor == state[f"{MODEL}.replicas"]).all()  # one real GPU = one real replica of the 8B
     for name in PROMETHEUS_FIELDS:
         assert state[f"{MODEL}.{name}"].notna().all()
-    assert state[f"{MODEL}.running"].iloc[-1] == 8 and 0 < state[f"{MODEL}.kv_cache_usage"].iloc[-1] <= 1
+    # the batch limit (8) is reached in the last second and never exceeded; a scrape may fall
+    # between a request finishing and the load generator's next one, so not every row shows 8.
+    running = state[f"{MODEL}.running"]
+    assert running.iloc[-10:].max() == 8 and running.max() <= 8, running.tail(10).tolist()
+    assert 0 < state[f"{MODEL}.kv_cache_usage"].iloc[-1] <= 1
     ttft = state[f"{MODEL}.ttft_s"].iloc[-1]
     assert 0 < ttft < 5 and ttft > state[f"{MODEL}.itl_s"].iloc[-1]
     assert not state[f"{MODEL}.server_down"].any() and not state[f"{MODEL}.power_stale"].any()
