@@ -452,7 +452,7 @@ class OFOBatchController(Controller):
 
     def _primal_step(
         self, state: Any, cols: np.ndarray, replicas: np.ndarray, eta: np.ndarray, h: np.ndarray | None
-    ) -> np.ndarray:
+    ) -> list[int]:
         """Step 4: the gradient in x = log2(batch), the clipped step, the nearest feasible batches."""
         cfg = self.config
         batches, slopes = self._batches, self._slopes
@@ -481,7 +481,7 @@ class OFOBatchController(Controller):
         self._x_prev, self._x = x, x_new
         return batches.nearest(x_new)
 
-    def _emit(self, tick: int, chosen: np.ndarray, estimated: bool) -> tuple[Command, ...]:
+    def _emit(self, tick: int, chosen: list[int], estimated: bool) -> tuple[Command, ...]:
         """Step 5: one record row, one ``ofo_step`` event, one SetBatchSize."""
         assert self._lambda_under is not None and self._lambda_over is not None
         row = self._steps

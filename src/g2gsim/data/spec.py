@@ -74,9 +74,8 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        if self.feasible_batch_sizes is None:
-            object.__setattr__(self, "feasible_batch_sizes", self.batch_sizes)
-        feasible = tuple(sorted(set(self.feasible_batch_sizes)))
+        given = self.batch_sizes if self.feasible_batch_sizes is None else self.feasible_batch_sizes
+        feasible = tuple(sorted(set(given)))
         if not feasible:
             raise ValueError("feasible_batch_sizes must not be empty")
         outside = sorted(set(feasible) - set(self.batch_sizes))
@@ -135,7 +134,7 @@ def _paper_model(
         model_id=model_id,
         gpu_model="H100",
         task=task,
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         gpus_per_replica=gpus,
         itl_deadline_s=deadline,
         batch_sizes=batch_sizes,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 import simpy
@@ -71,7 +71,7 @@ class RunContext:
     @property
     def now(self) -> int:
         """Current tick."""
-        return self.env.now
+        return cast(int, self.env.now)  # the clock counts integer ticks
 
     def seconds(self, tick: int) -> float:
         """Seconds of a tick as a correctly rounded float (for numerics and records)."""
@@ -80,7 +80,7 @@ class RunContext:
     @property
     def now_s(self) -> float:
         """Current time in seconds (float, correctly rounded)."""
-        return self.seconds(self.env.now)
+        return self.seconds(self.now)
 
     def step_count(self, period: Fraction) -> int:
         """Steps of a period strictly before the horizon."""
@@ -89,7 +89,7 @@ class RunContext:
     def at_tick(self, tick: int, phase: Phase | None = None) -> Event:
         """An event processed at `tick` in this component's phase slot (or another phase)."""
         event_priority = self.priority if phase is None else priority(phase)
-        return PhasedTimeout(self.env, tick - self.env.now, event_priority)
+        return PhasedTimeout(self.env, tick - self.now, event_priority)
 
     # -- randomness ---------------------------------------------------------------------
     def rng(self, purpose: str) -> np.random.Generator:
@@ -151,7 +151,6 @@ class RunContext:
         """
         mirror: Mailbox[Any] = Mailbox(self.env, f"{box.name}@{self.component.name}")
         link = Link(self.env, self.clock, spec, self.rng(f"measurement:{box.name}"), self._drop, name)
-        env = self.env
         newest = [-1]  # source tick of the newest value delivered so far
 
         def deliver(sent_tick: int, value: Any) -> None:
@@ -164,9 +163,12 @@ class RunContext:
                 )
                 return
             newest[0] = sent_tick
-            mirror.publish(env.now, value)
+            mirror.publish(self.now, value)
 
-        box.add_listener(lambda tick, value: link.send(value, lambda v, t=tick: deliver(t, v)))
+        def forward(tick: int, value: Any) -> None:
+            link.send(value, lambda v: deliver(tick, v))
+
+        box.add_listener(forward)
         return mirror
 
     # -- commands -----------------------------------------------------------------------

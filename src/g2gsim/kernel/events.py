@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import simpy
-from simpy.events import Event
+from simpy.events import Event, EventPriority
 
 __all__ = ["PhasedTimeout", "Wakeup"]
 
@@ -24,7 +24,7 @@ class PhasedTimeout(Event):
         super().__init__(env)
         self._ok = True
         self._value = value
-        env.schedule(self, priority, delay)
+        env.schedule(self, EventPriority(priority), delay)
 
 
 class Wakeup(Event):
@@ -36,4 +36,4 @@ class Wakeup(Event):
         """Succeed now with `value`, processed at `priority` within the current tick."""
         self._ok = True
         self._value = value
-        self.env.schedule(self, priority)
+        self.env.schedule(self, EventPriority(priority))

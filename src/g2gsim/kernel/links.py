@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 import numpy as np
 import simpy
@@ -60,6 +60,9 @@ class LinkSpec(BaseModel):
 INSTANT = LinkSpec()
 
 
+M = TypeVar("M")  # the message type a link carries
+
+
 class Link:
     """A runtime link: schedules deliveries on the kernel and reports drops."""
 
@@ -91,7 +94,7 @@ class Link:
             return self._delay + int(self._rng.integers(0, self._jitter + 1))
         return self._delay
 
-    def send(self, message: object, deliver: Callable[[object], None]) -> int | None:
+    def send(self, message: M, deliver: Callable[[M], None]) -> int | None:
         """Send a message; returns its delivery tick, or None if it was dropped."""
         delay = self.delay_ticks()
         if delay is None:
@@ -99,7 +102,7 @@ class Link:
             return None
         if delay == 0:
             deliver(message)
-            return self._env.now
+            return cast(int, self._env.now)  # the clock counts integer ticks
         event = PhasedTimeout(self._env, delay, self._priority, message)
         event.callbacks.append(lambda ev: deliver(ev.value))
-        return self._env.now + delay
+        return cast(int, self._env.now) + delay
