@@ -33,7 +33,7 @@ from g2gsim.grid.config import StorageSpec
 from g2gsim.kernel.component import Component
 from g2gsim.kernel.links import INSTANT, LinkSpec, Seconds
 from g2gsim.kernel.registry import ComponentKind, Section, register
-from g2gsim.kernel.time import as_period
+from g2gsim.kernel.time import TimeLike, as_period
 from g2gsim.kernel.triggers import PERIODIC, Trigger
 
 __all__ = [
@@ -41,9 +41,12 @@ __all__ = [
     "ControllerKeywords",
     "ControllerSection",
     "Links",
+    "VoltageLimits",
+    "config_or_default",
     "register_controller",
     "renamed_attribute",
     "renamed_keyword",
+    "required_period",
     "scenario_path",
     "with_voltage_limits",
 ]
@@ -169,7 +172,24 @@ def scenario_path(context: BuildContext, path: str | Path) -> Path:
     return given if given.is_absolute() or context.folder is None else context.folder / given
 
 
-def with_voltage_limits(config: C, context: BuildContext) -> C:
+class VoltageLimits(Section):
+    """The voltage band a controller holds (its ``v_min`` / ``v_max`` params): unset, they are the
+    scenario's limits (see :func:`with_voltage_limits`)."""
+
+    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu (default: the scenario's v_min)")
+    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu (default: the scenario's v_max)")
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> VoltageLimits:
+        if self.v_min >= self.v_max:
+            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
+        return self
+
+
+V = TypeVar("V", bound=VoltageLimits)
+
+
+def with_voltage_limits(config: V, context: BuildContext) -> V:
     """`config` with the scenario's v_min / v_max wherever its own params do not set them."""
     missing = {name: getattr(context, name) for name in ("v_min", "v_max") if name not in config.model_fields_set}
     if not missing:
@@ -219,6 +239,25 @@ def _checked(type_name: str, build: Callable[..., Any]) -> Callable[[Any, Any], 
         return component
 
     return checked
+
+
+# -- constructor checks shared by the controllers ----------------------------------------------------
+def required_period(period: TimeLike | None, owner: str, what: str = "control period") -> TimeLike:
+    """`period`, or a ValueError saying `owner` (e.g. "OFO controller 'ofo'") needs one."""
+    if period is None:
+        raise ValueError(f"{owner} needs a {what}")
+    return period
+
+
+def config_or_default(name: str, config: object | None, kind: type[C]) -> C:
+    """A controller's typed parameters: `config`, or `kind`'s defaults when None; a TypeError
+    naming the controller when `config` is of another type (a dict, a sibling's config)."""
+    if config is None:
+        return kind()
+    if not isinstance(config, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{name!r}: config must be {article} {kind.__name__}, got {type(config).__name__}")
+    return config
 
 
 # -- renamed arguments ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from g2gsim.controllers.base import (
     ControllerSection,
     register_controller,
     renamed_attribute,
+    required_period,
     scenario_path,
 )
 from g2gsim.controllers.schedules import Schedule, merged
@@ -197,8 +198,7 @@ class BudgetFollower(Controller):
         measurement_link: LinkSpec = INSTANT,
         trigger: TriggerLike = PERIODIC,
     ) -> None:
-        if period is None:
-            raise ValueError(f"{name!r} needs a polling period")
+        period = required_period(period, repr(name), "polling period")
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         self.site = site
         self.budget = budget

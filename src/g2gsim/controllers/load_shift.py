@@ -25,14 +25,17 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from g2gsim.controllers.base import (
     BuildContext,
     ControllerSection,
+    VoltageLimits,
+    config_or_default,
     register_controller,
     renamed_attribute,
     renamed_keyword,
+    required_period,
     with_voltage_limits,
 )
 from g2gsim.controllers.batching import FeasibleBatches
@@ -43,24 +46,15 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
-from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 
-class LoadShiftConfig(Section):
+class LoadShiftConfig(VoltageLimits):
     """Load-shift settings (SPEC 5.4): the ``params`` of a ``load_shift`` section."""
 
     enabled: bool = Field(default=False, description="shift replicas at all (off by default, as in OpenG2G)")
     gpus_per_shift: int = Field(default=8, gt=0, description="GPUs moved per shift (at least one replica)")
-    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu (default: the scenario's v_min)")
-    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu (default: the scenario's v_max)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LoadShiftConfig:
-        if self.v_min >= self.v_max:
-            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
-        return self
 
 
 class LoadShiftSection(ControllerSection):
@@ -184,17 +178,14 @@ class LoadShiftController(Controller):
         measurement_link: LinkSpec = INSTANT,
         trigger: TriggerLike = PERIODIC,
     ) -> None:
-        if period is None:
-            raise ValueError(f"load-shift controller {name!r} needs a control period")
+        period = required_period(period, f"load-shift controller {name!r}")
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
         if isinstance(sites, str):
             raise TypeError(f"{name!r}: sites must be a list of site names, not one string")
         names = tuple(sites)
         if len(names) < 2 or len(set(names)) != len(names):
             raise ValueError(f"{name!r}: load shift needs two or more distinct sites, got {list(names)}")
-        if config is not None and not isinstance(config, LoadShiftConfig):
-            raise TypeError(f"{name!r}: config must be a LoadShiftConfig, got {type(config).__name__}")
-        self.config = config or LoadShiftConfig()
+        self.config = config_or_default(name, config, LoadShiftConfig)
         self.sites = names
         self.grid = grid
         self._boxes: dict[str, Any] = {}

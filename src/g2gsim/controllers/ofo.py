@@ -46,14 +46,17 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from g2gsim.controllers.base import (
     BuildContext,
     ControllerSection,
+    VoltageLimits,
+    config_or_default,
     register_controller,
     renamed_attribute,
     renamed_keyword,
+    required_period,
     with_voltage_limits,
 )
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
@@ -65,7 +68,6 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
-from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
@@ -76,7 +78,7 @@ _METRICS = ("power", "latency", "throughput")
 SETTLE_TOLERANCE = 1e-3
 
 
-class OFOConfig(Section):
+class OFOConfig(VoltageLimits):
     """OFO tuning (SPEC 5.2; defaults are OpenG2G's): the ``params`` of an ``ofo`` section.
 
     The step sizes act once per control step: with a longer period the same tuning moves
@@ -87,8 +89,6 @@ class OFOConfig(Section):
     w_throughput: float = Field(default=0.1, ge=0, description="w_T, weight of the normalised throughput")
     w_switch: float = Field(default=0.0, ge=0, description="weight of the switching term (x - x_prev)")
     voltage_gradient_scale: float = Field(default=1e6, ge=0, description="k_v, scale of the voltage term")
-    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu (default: the scenario's v_min)")
-    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu (default: the scenario's v_max)")
     voltage_dual_step_size: float = Field(default=0.5, ge=0, description="rho_v, voltage dual step per control step")
     latency_dual_step_size: float = Field(default=1.0, ge=0, description="rho_l, latency dual step per control step")
     sensitivity_update_interval: int = Field(
@@ -101,12 +101,6 @@ class OFOConfig(Section):
     union_feasible_sets: bool = Field(
         default=False, description="OpenG2G compatibility: every model uses the union of all feasible sets"
     )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OFOConfig:
-        if self.v_min >= self.v_max:
-            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
-        return self
 
 
 class OFOSection(ControllerSection):
@@ -238,12 +232,9 @@ class OFOBatchController(Controller):
         measurement_link: LinkSpec = INSTANT,
         trigger: TriggerLike = PERIODIC,
     ) -> None:
-        if period is None:
-            raise ValueError(f"OFO controller {name!r} needs a control period")
+        period = required_period(period, f"OFO controller {name!r}")
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
-        if config is not None and not isinstance(config, OFOConfig):
-            raise TypeError(f"{name!r}: config must be an OFOConfig, got {type(config).__name__}")
-        self.config = config or OFOConfig()
+        self.config = config_or_default(name, config, OFOConfig)
         self.site = site
         self.grid = grid
         self.fits = None if fits is None else dict(fits)

@@ -43,6 +43,7 @@ from pydantic import Field, model_validator
 from g2gsim.controllers.base import (
     BuildContext,
     ControllerSection,
+    config_or_default,
     register_controller,
     renamed_keyword,
 )
@@ -205,9 +206,7 @@ class PowerBudgetController(BudgetFollower):
         super().__init__(
             name, site, budget, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger
         )
-        if config is not None and not isinstance(config, PowerBudgetConfig):
-            raise TypeError(f"{name!r}: config must be a PowerBudgetConfig, got {type(config).__name__}")
-        self.config = config or PowerBudgetConfig()
+        self.config = config_or_default(name, config, PowerBudgetConfig)
         self.fits = None if fits is None else dict(fits)
         self.bounds = dict(bounds or {})
 

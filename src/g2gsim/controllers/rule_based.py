@@ -28,9 +28,12 @@ from pydantic import Field, field_serializer, field_validator, model_validator
 from g2gsim.controllers.base import (
     BuildContext,
     ControllerSection,
+    VoltageLimits,
+    config_or_default,
     register_controller,
     renamed_attribute,
     renamed_keyword,
+    required_period,
     with_voltage_limits,
 )
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
@@ -42,7 +45,6 @@ from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
-from g2gsim.kernel.registry import Section
 from g2gsim.kernel.time import TimeLike
 from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
@@ -55,12 +57,10 @@ def _lower_buses(value: Any) -> Any:
     return [str(b).lower() for b in value]
 
 
-class RuleBasedConfig(Section):
+class RuleBasedConfig(VoltageLimits):
     """Rule-based tuning (SPEC 5.3): the ``params`` of a ``rule_based`` section."""
 
     step_size: float = Field(default=10.0, gt=0, description="log2 units of batch per pu of violation, per step")
-    v_min: float = Field(default=0.95, gt=0, description="lower voltage limit, pu (default: the scenario's v_min)")
-    v_max: float = Field(default=1.05, gt=0, description="upper voltage limit, pu (default: the scenario's v_max)")
     deadband: float = Field(default=1e-4, ge=0, description="violations up to this (pu) are ignored")
     latency_guard: bool = Field(default=True, description="never raise a batch whose ITL exceeds its deadline")
     excluded_buses: frozenset[str] = Field(default=frozenset(), description="buses never observed")
@@ -78,8 +78,6 @@ class RuleBasedConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleBasedConfig:
-        if self.v_min >= self.v_max:
-            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
         if self.zone is not None and not self.zone:
             raise ValueError("zone must name at least one bus (or be None to observe every bus)")
         return self
@@ -140,12 +138,9 @@ class RuleBasedController(Controller):
         measurement_link: LinkSpec = INSTANT,
         trigger: TriggerLike = PERIODIC,
     ) -> None:
-        if period is None:
-            raise ValueError(f"rule-based controller {name!r} needs a control period")
+        period = required_period(period, f"rule-based controller {name!r}")
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
-        if config is not None and not isinstance(config, RuleBasedConfig):
-            raise TypeError(f"{name!r}: config must be a RuleBasedConfig, got {type(config).__name__}")
-        self.config = config or RuleBasedConfig()
+        self.config = config_or_default(name, config, RuleBasedConfig)
         self.site = site
         self.grid = grid
         self._clear()

@@ -26,7 +26,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from g2gsim.controllers.base import BuildContext, ControllerSection, register_controller
+from g2gsim.controllers.base import (
+    BuildContext,
+    ControllerSection,
+    config_or_default,
+    register_controller,
+    required_period,
+)
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import SetStoragePower
 from g2gsim.kernel.commands import Command
@@ -161,14 +167,11 @@ class StorageDroopController(Controller):
         measurement_link: LinkSpec = INSTANT,
         trigger: TriggerLike = PERIODIC,
     ) -> None:
-        if period is None:
-            raise ValueError(f"storage droop {name!r} needs a control period")
+        period = required_period(period, f"storage droop {name!r}")
         super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
-        if config is not None and not isinstance(config, StorageDroopConfig):
-            raise TypeError(f"{name!r}: config must be a StorageDroopConfig, got {type(config).__name__}")
         if isinstance(storage, str) or not storage:
             raise ValueError(f"{name!r}: give a non-empty list of batteries")
-        self.config = config or StorageDroopConfig()
+        self.config = config_or_default(name, config, StorageDroopConfig)
         self.grid = grid
         self.storage = tuple(s if isinstance(s, str) else DroopStorage.of(s) for s in storage)
         names = [s if isinstance(s, str) else s.name for s in self.storage]
