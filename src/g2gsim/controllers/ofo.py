@@ -49,23 +49,18 @@ import pandas as pd
 from pydantic import Field
 
 from g2gsim.controllers.base import (
-    BuildContext,
     ControllerSection,
     VoltageLimits,
-    config_or_default,
     register_controller,
-    renamed_attribute,
     renamed_keyword,
-    required_period,
-    with_voltage_limits,
 )
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
+from g2gsim.controllers.site_batch import SiteBatchController
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import SensitivityRequest
 from g2gsim.kernel.commands import Command
-from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.time import TimeLike
@@ -198,7 +193,7 @@ def _fit_part(fit: Any, metric: str, label: str, owner: str) -> Any:
     return part
 
 
-class OFOBatchController(Controller):
+class OFOBatchController(SiteBatchController):
     """Primal-dual OFO of one datacenter's batch sizes against the grid's voltages (SPEC 5.2).
 
     Args:
@@ -216,7 +211,9 @@ class OFOBatchController(Controller):
     model tables; the first step initialises x from the observed batch sizes.
     """
 
-    datacenter = renamed_attribute("site", "datacenter")
+    kind = "OFO controller"
+    config_type = OFOConfig
+    config: OFOConfig
 
     @renamed_keyword("datacenter", "site")
     def __init__(
@@ -232,23 +229,17 @@ class OFOBatchController(Controller):
         measurement_link: LinkSpec = INSTANT,
         trigger: TriggerLike = PERIODIC,
     ) -> None:
-        period = required_period(period, f"OFO controller {name!r}")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
-        self.config = config_or_default(name, config, OFOConfig)
-        self.site = site
-        self.grid = grid
+        super().__init__(
+            name,
+            site,
+            grid,
+            config,
+            period,
+            command_link=command_link,
+            measurement_link=measurement_link,
+            trigger=trigger,
+        )
         self.fits = None if fits is None else dict(fits)
-        self._clear()
-
-    @classmethod
-    def from_config(cls, section: OFOSection, context: BuildContext) -> OFOBatchController:
-        """From its scenario section; the scenario's voltage limits fill in unset ones."""
-        config = with_voltage_limits(section.params, context)
-        return cls(section.name, section.site, section.grid, config, section.period_s, **section.controller_keywords())
-
-    # -- declarations ---------------------------------------------------------------------
-    def dependencies(self) -> Mapping[str, type]:
-        return {self.site: Datacenter, self.grid: Grid}
 
     # -- lifecycle ------------------------------------------------------------------------
     def _clear(self) -> None:

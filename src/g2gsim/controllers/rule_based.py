@@ -19,34 +19,23 @@ some batch differs from the observed one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_serializer, field_validator, model_validator
 
 from g2gsim.controllers.base import (
-    BuildContext,
     ControllerSection,
     VoltageLimits,
-    config_or_default,
     register_controller,
-    renamed_attribute,
-    renamed_keyword,
-    required_period,
-    with_voltage_limits,
 )
 from g2gsim.controllers.batching import FeasibleBatches, state_columns
+from g2gsim.controllers.site_batch import SiteBatchController
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
-from g2gsim.grid.base import Grid
 from g2gsim.grid.state import VoltageIndex
 from g2gsim.kernel.commands import Command
-from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
-from g2gsim.kernel.links import INSTANT, LinkSpec
-from g2gsim.kernel.time import TimeLike
-from g2gsim.kernel.triggers import PERIODIC, TriggerLike
 
 
 def _lower_buses(value: Any) -> Any:
@@ -112,7 +101,7 @@ def regulator_zone(topology: Any, regulator: str) -> frozenset[str]:
     return frozenset(str(bus).lower() for bus in zones[key])
 
 
-class RuleBasedController(Controller):
+class RuleBasedController(SiteBatchController):
     """Proportional batch-size control from the worst observed voltage violation (SPEC 5.3).
 
     Args:
@@ -123,36 +112,9 @@ class RuleBasedController(Controller):
         period: Control period, s.
     """
 
-    datacenter = renamed_attribute("site", "datacenter")
-
-    @renamed_keyword("datacenter", "site")
-    def __init__(
-        self,
-        name: str,
-        site: str,
-        grid: str,
-        config: RuleBasedConfig | None = None,
-        period: TimeLike | None = Fraction(1),
-        *,
-        command_link: LinkSpec = INSTANT,
-        measurement_link: LinkSpec = INSTANT,
-        trigger: TriggerLike = PERIODIC,
-    ) -> None:
-        period = required_period(period, f"rule-based controller {name!r}")
-        super().__init__(name, period, command_link=command_link, measurement_link=measurement_link, trigger=trigger)
-        self.config = config_or_default(name, config, RuleBasedConfig)
-        self.site = site
-        self.grid = grid
-        self._clear()
-
-    @classmethod
-    def from_config(cls, section: RuleBasedSection, context: BuildContext) -> RuleBasedController:
-        """From its scenario section; the scenario's voltage limits fill in unset ones."""
-        config = with_voltage_limits(section.params, context)
-        return cls(section.name, section.site, section.grid, config, section.period_s, **section.controller_keywords())
-
-    def dependencies(self) -> Mapping[str, type]:
-        return {self.site: Datacenter, self.grid: Grid}
+    kind = "rule-based controller"
+    config_type = RuleBasedConfig
+    config: RuleBasedConfig
 
     def _clear(self) -> None:
         self._labels: tuple[str, ...] = ()
