@@ -3,10 +3,8 @@ ShiftReplicas, SetPowerCap) and :mod:`g2gsim.grid.commands` (SetTaps, SetStorage
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 from g2gsim.kernel.commands import Command
+from g2gsim.kernel.moved import moved_names
 
 __all__ = ["Command"]
 
@@ -20,15 +18,4 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"g2gsim.commands.{name} moved to {module}.{name}; the old path goes in the next release",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = moved_names(__name__, _MOVED)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-import warnings
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -40,6 +39,7 @@ from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.grid.config import TAP_STEP_PU, GridOptions, tap_pu
 from g2gsim.grid.feeders import bundled_feeders, trust_feeder_dir
 from g2gsim.kernel.links import Seconds
+from g2gsim.kernel.moved import moved_names
 from g2gsim.kernel.registry import Section, UnknownKindError, kinds, lookup
 from g2gsim.kernel.time import as_period
 from g2gsim.planning.plan import SloTargets
@@ -601,25 +601,4 @@ _MOVED = {
 }
 _RENAMED = {"LiveSection": LiveSiteConfig, "LiveServerEntry": LiveServerConfig}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _RENAMED:
-        new = _RENAMED[name]
-        warnings.warn(
-            f"g2gsim.scenarios.model.{name} is now {new.__module__}.{new.__name__}; "
-            "the old name goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return new
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"g2gsim.scenarios.model.{name} moved to {module}.{name}; the old path goes in the next release",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = moved_names(__name__, _MOVED, _RENAMED)
