@@ -61,7 +61,6 @@ from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import SensitivityRequest
 from g2gsim.kernel.commands import Command
-from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.time import TimeLike
 from g2gsim.kernel.triggers import PERIODIC, TriggerLike
@@ -267,11 +266,6 @@ class OFOBatchController(SiteBatchController):
         self._rec_x = np.zeros((0, 0))
         self._rec_mu = np.zeros((0, 0))
         self._rec_lambda = np.zeros((0, 2))  # max lambda_under, max lambda_over
-
-    def reset(self, ctx: RunContext) -> None:
-        """Forget duals, x, H and records of a previous run."""
-        super().reset(ctx)
-        self._clear()
 
     def start(self) -> None:
         """Subscribe to the site and the grid; build feasible sets, deadlines and fits."""

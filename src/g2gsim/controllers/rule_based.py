@@ -35,7 +35,6 @@ from g2gsim.datacenter.base import Datacenter
 from g2gsim.datacenter.commands import SetBatchSize
 from g2gsim.grid.state import VoltageIndex
 from g2gsim.kernel.commands import Command
-from g2gsim.kernel.context import RunContext
 
 
 def _lower_buses(value: Any) -> Any:
@@ -124,11 +123,6 @@ class RuleBasedController(SiteBatchController):
         self._mask_for: VoltageIndex | None = None
         self._mask = np.zeros(0, dtype=bool)
         self._pushing = False  # the last step saw a violation and moved a batch
-
-    def reset(self, ctx: RunContext) -> None:
-        """Forget x and the observation mask of a previous run."""
-        super().reset(ctx)
-        self._clear()
 
     def start(self) -> None:
         """Subscribe to the site and the grid; build feasible sets and deadlines."""

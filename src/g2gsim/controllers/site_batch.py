@@ -23,6 +23,7 @@ from g2gsim.controllers.base import (
 from g2gsim.datacenter.base import Datacenter
 from g2gsim.grid.base import Grid
 from g2gsim.kernel.component import Controller
+from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.links import INSTANT, LinkSpec
 from g2gsim.kernel.time import TimeLike
 from g2gsim.kernel.triggers import PERIODIC, TriggerLike
@@ -70,6 +71,11 @@ class SiteBatchController(Controller):
 
     def _clear(self) -> None:
         """Forget what a run learnt (subclasses clear their state; called on build and reset)."""
+
+    def reset(self, ctx: RunContext) -> None:
+        """Forget the state of a previous run (OFO: duals, x, H, records; rule-based: x, mask)."""
+        super().reset(ctx)
+        self._clear()
 
     def dependencies(self) -> Mapping[str, type]:
         return {self.site: Datacenter, self.grid: Grid}
