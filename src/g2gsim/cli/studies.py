@@ -478,18 +478,15 @@ def site_sweep_command(
 ) -> None:
     """The site at each three-phase bus in turn, ranked by a metric: where a datacenter fits best.
 
-    With --screen every run goes on a coarse-step surrogate first; the runs whose rank (the top
-    --screen-top) or feasibility (--threshold) its calibrated error bound leaves uncertain run
-    exactly, and the table counts each bus's exact runs (n_exact)."""
+    --screen: every run on a coarse-step surrogate, exact where its error bound leaves the rank
+    (top --screen-top) or feasibility (--threshold) uncertain; n_exact counts each bus's exact runs."""
     executor, n = executor_options(workers, scheduler)
     trust_feeder_dirs(feeder_dir)
     base = load_base(scenario, duration, sets)
     check_site(base, site)
     buses = study_buses(base, bus)
     seed_list = None if seeds is None else parse_seeds(seeds)
-    options = screen_options(screen, screen_sample, screen_confidence, screen_step, screen_top)
-    if threshold is not None and options is None:
-        fail(f"--threshold {threshold:g}: only used with --screen (the feasibility the screening checks)")
+    options = screen_options(screen, screen_sample, screen_confidence, screen_step, screen_top, threshold)
     try:
         sweep = siting_sweep(base, site=site, buses=buses, seeds=seed_list, linearized_grid=linearized)
         expected = len(sweep.tasks())
@@ -521,22 +518,30 @@ def site_sweep_command(
     _check_metric(runs, metric, counts, path, json_output)
     summary = rank_buses(runs.drop(columns=["screen_value"], errors="ignore"), path, metric, descending)
     if report is not None:
-        per_bus = runs.groupby(runs[path].astype(str))
-        summary.insert(3, "n_exact", summary["bus"].astype(str).map(per_bus["exact"].sum()).fillna(0).astype(int))
-        summary["screen_bound"] = summary["bus"].astype(str).map(per_bus["screen_bound"].max())  # 0: all exact
+        screened_columns(summary, runs, path)
     summary.to_csv(folder / "site_sweep.csv", index=False)
     plots = _site_sweep_plots(base, site, summary, metric, descending, folder)
     if not json_output:
-        order = "largest" if descending else "smallest"
-        title = f"{base.name}: site {site} at each bus, by {metric} ({order} first)"
-        screened = ["n_exact", "screen_bound"] if report is not None else []
-        Console().print(summary_table(summary, ["rank", "bus", "n_ok", *screened, metric, *TABLE_METRICS], title))
-        for text in report.lines() if report is not None else []:
-            typer.echo(text)
+        _print_site_table(f"{base.name}: site {site} at each bus", summary, metric, descending, report)
     extra = {"table": str(folder / "site_sweep.csv"), **plots, "summary": summary.to_dict("records")}
-    if report is not None:
-        extra["screening"] = report.to_dict()
-    _finish(runs, counts, path, json_output, extra)
+    _finish(runs, counts, path, json_output, {**extra, **({"screening": report.to_dict()} if report else {})})
+
+
+def _print_site_table(title: str, summary: pd.DataFrame, metric: str, descending: bool, report: Any) -> None:
+    """The ranked bus table (with each bus's exact runs and bound when screened) and the screening report."""
+    order = "largest" if descending else "smallest"
+    screened = ["n_exact", "screen_bound"] if report is not None else []
+    columns = ["rank", "bus", "n_ok", *screened, metric, *TABLE_METRICS]
+    Console().print(summary_table(summary, columns, f"{title}, by {metric} ({order} first)"))
+    for text in report.lines() if report is not None else []:
+        typer.echo(text)
+
+
+def screened_columns(summary: pd.DataFrame, runs: pd.DataFrame, path: str) -> None:
+    """Per bus, in place: its exact runs (n_exact) and the largest screen_bound of its runs (0: all exact)."""
+    per_bus = runs.groupby(runs[path].astype(str))
+    summary.insert(3, "n_exact", summary["bus"].astype(str).map(per_bus["exact"].sum()).fillna(0).astype(int))
+    summary["screen_bound"] = summary["bus"].astype(str).map(per_bus["screen_bound"].max())
 
 
 def _site_sweep_plots(

@@ -176,9 +176,14 @@ SCREEN_FLAGS = {
 }
 
 
-def screen_options(screen: bool, sample: int, confidence: float, step: float, top: float) -> ScreenOptions | None:
+def screen_options(
+    screen: bool, sample: int, confidence: float, step: float, top: float, threshold: float | None = None
+) -> ScreenOptions | None:
     """The :class:`ScreenOptions` of ``--screen`` and its options (None without ``--screen``);
-    exits 2 naming the option, the value and what is allowed."""
+    exits 2 naming the option, the value and what is allowed (a `threshold`, site-sweep's
+    feasibility limit, needs ``--screen``)."""
+    if threshold is not None and not screen:
+        fail(f"--threshold {threshold:g}: only used with --screen (the feasibility the screening checks)")
     if not screen:
         return None
     values = {"sample": sample, "confidence": confidence, "step_s": step, "top_fraction": top}

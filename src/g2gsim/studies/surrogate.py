@@ -344,8 +344,6 @@ def screen_sweep(
     `threshold`, a candidate is feasible when its metric is <= threshold (>= with
     `maximize`). Writes ``screened.csv`` and ``screening.json`` to `out`.
     """
-    import json
-
     from g2gsim.studies.studies import MetricError, numeric_metrics
 
     options = options or ScreenOptions()
@@ -396,19 +394,28 @@ def screen_sweep(
         (len(tasks), len(chosen), int(table["exact"].sum()) if len(table) else 0),
         (screened.table, exact_table, walls),
     )
+    lost = [*screened.lost, *calibration.lost, *(reruns.lost if reruns else [])]
+    return screened_result(folder, len(tasks), table, report, lost, screened.n_skipped)
+
+
+def screened_result(
+    folder: Path, n_total: int, table: pd.DataFrame, report: ScreeningReport, lost: list[str], n_skipped: int
+) -> ScreenedSweepResult:
+    """Write ``screened.csv`` and ``screening.json``; the result of a screened sweep."""
+    import json
+
     table.to_csv(folder / "screened.csv", index=False)
     (folder / "screening.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    lost = [*screened.lost, *calibration.lost, *(reruns.lost if reruns else [])]
     ok = table["status"] == "ok" if "status" in table else pd.Series(dtype=bool)
     return ScreenedSweepResult(
         out=folder,
         table=table,
-        n_total=len(tasks),
-        n_skipped=screened.n_skipped,
+        n_total=n_total,
+        n_skipped=n_skipped,
         n_ok=int(ok.sum()),
         n_failed=int(len(table) - ok.sum()),
-        n_lost=len(tasks) - len(table),
-        wall_s=sum(walls.values()),
+        n_lost=n_total - len(table),
+        wall_s=sum(report.wall_s.values()),
         lost=lost,
         screening=report,
     )
