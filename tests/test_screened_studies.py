@@ -25,7 +25,7 @@ from g2gsim.studies.surrogate import (
 )
 
 #: Columns that differ between two executions of the same run (timing, process, position in its sweep).
-VOLATILE = {"wall_s", "worker_wall_s", "worker_pid", "traceback", "order"}
+VOLATILE = {"wall_s", "worker_wall_s", "worker_cpu_s", "worker_pid", "traceback", "order"}
 #: Screening's own columns (added to a row, never part of a plain run's row).
 SCREEN_COLUMNS = {"exact", "screen_bound", "screen_value"}
 

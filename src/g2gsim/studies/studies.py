@@ -256,7 +256,7 @@ class MetricError(ValueError):
 def numeric_metrics(runs: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
     """Numeric metric columns of the ok rows of `runs` (bookkeeping and `exclude` left out)."""
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs
-    skip = set(NOT_METRICS) | set(exclude) | {"worker_wall_s"}
+    skip = set(NOT_METRICS) | set(exclude) | {"worker_wall_s", "worker_cpu_s"}
     return sorted(c for c in ok.dropna(axis=1, how="all").select_dtypes("number").columns if c not in skip)
 
 

@@ -232,7 +232,10 @@ class ScreeningReport:
     mean_error: float
     surrogate_run_s: float  # worker seconds per surrogate run (median)
     exact_run_s: float  # worker seconds per exact run (median)
+    surrogate_cpu_s: float  # worker CPU seconds per surrogate run (median): the cost on an unshared core
+    exact_cpu_s: float  # worker CPU seconds per exact run (median)
     wall_s: dict[str, float] = field(default_factory=dict)  # per pass
+    cpu_s: dict[str, float] = field(default_factory=dict)  # worker CPU seconds of each pass's runs
 
     @property
     def exact_fraction(self) -> float:
@@ -250,7 +253,8 @@ class ScreeningReport:
             f"(largest error {self.max_abs_error:.4g}, mean {self.mean_error:+.4g}; Spearman {self.spearman:.4f})",
             f"exact rows {self.n_exact} of {self.n_candidates} ({100 * self.exact_fraction:.1f}%); "
             f"{self.n_calibration} calibration runs, {self.n_rerun} candidates re-run exactly; "
-            f"per run {self.surrogate_run_s:.3f} s surrogate, {self.exact_run_s:.3f} s exact",
+            f"per run {self.surrogate_run_s:.3f} s surrogate ({self.surrogate_cpu_s:.3f} s CPU), "
+            f"{self.exact_run_s:.3f} s exact ({self.exact_cpu_s:.3f} s CPU)",
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,12 +269,19 @@ class ScreenedSweepResult(SweepResult):
     screening: ScreeningReport | None = None
 
 
-def median_wall(rows: pd.DataFrame) -> float:
-    """Median worker seconds per ok run of `rows` (NaN when there are none)."""
-    if rows.empty or "worker_wall_s" not in rows:
+def median_wall(rows: pd.DataFrame, column: str = "worker_wall_s") -> float:
+    """Median worker seconds (or `column`) per ok run of `rows` (NaN when there are none)."""
+    if rows.empty or column not in rows:
         return math.nan
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-    return float(ok["worker_wall_s"].median()) if len(ok) else math.nan
+    return float(ok[column].median()) if len(ok) else math.nan
+
+
+def total_cpu(rows: pd.DataFrame | None) -> float:
+    """Worker CPU seconds of every run in `rows` (0 for none)."""
+    if rows is None or rows.empty or "worker_cpu_s" not in rows:
+        return 0.0
+    return float(rows["worker_cpu_s"].fillna(0.0).sum())
 
 
 def calibration_pick(n: int, eligible: np.ndarray, options: ScreenOptions) -> np.ndarray:
@@ -300,9 +311,11 @@ def build_report(
     pairs: tuple[np.ndarray, np.ndarray],
     counts: tuple[int, int, int],
     walls: tuple[pd.DataFrame, pd.DataFrame, dict[str, float]],
+    cpu: dict[str, float] | None = None,
 ) -> ScreeningReport:
     """The report from the calibration pairs (surrogate, exact), the counts (candidates,
-    re-runs, exact rows) and the surrogate and exact rows (for the seconds per run)."""
+    re-runs, exact rows), the surrogate and exact rows (for the seconds per run), the walls
+    and the CPU seconds of each pass."""
     surrogate, exact = pairs
     residual = exact - surrogate
     finite = residual[np.isfinite(residual)]
@@ -323,7 +336,10 @@ def build_report(
         mean_error=float(finite.mean()) if len(finite) else math.nan,
         surrogate_run_s=median_wall(walls[0]),
         exact_run_s=median_wall(walls[1]),
+        surrogate_cpu_s=median_wall(walls[0], "worker_cpu_s"),
+        exact_cpu_s=median_wall(walls[1], "worker_cpu_s"),
         wall_s=walls[2],
+        cpu_s=cpu or {},
     )
 
 
@@ -393,6 +409,11 @@ def screen_sweep(
         pairs,
         (len(tasks), len(chosen), int(table["exact"].sum()) if len(table) else 0),
         (screened.table, exact_table, walls),
+        {
+            "surrogate": total_cpu(screened.table),
+            "calibration": total_cpu(calibration.table),
+            "reruns": total_cpu(reruns.table if reruns else None),
+        },
     )
     lost = [*screened.lost, *calibration.lost, *(reruns.lost if reruns else [])]
     return screened_result(folder, len(tasks), table, report, lost, screened.n_skipped)
@@ -512,6 +533,11 @@ def screen_hosting_capacity(
         pairs,
         (len(candidates), len(exact_buses), len(exact_buses)),
         (proxy.runs, exact_runs, walls),
+        {
+            "surrogate": total_cpu(proxy.runs),
+            "calibration": total_cpu(exact_cal),
+            "reruns": total_cpu(exact.runs if exact else None),
+        },
     )
     table.to_csv(folder / "hosting_capacity.csv", index=False)
     (folder / "screening.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
