@@ -13,7 +13,9 @@ ceil(15,225 / 64) = 238 seeds per bus; runs are ranked by ``integral_violation_p
 2. **Pipeline**: a random sample of ``--sample`` (default 300) of the study's (bus, seed) runs,
    sorted by bus (a worker keeps one compiled circuit per bus), run end to end through
    :func:`g2gsim.studies.surrogate.screen_sweep` on 2 worker processes: every run on the
-   surrogate, ``--calibration`` (default 40) exact calibration runs, the exact re-runs.
+   surrogate (``--step``, default 10 s: the comparison's cheapest surrogate with the smallest
+   error around its median), ``--calibration`` (default 40) exact calibration runs, the exact
+   re-runs.
    Printed: each pass's wall, per-run surrogate and exact worker seconds, the error bound, the
    Spearman rank correlation on the calibration sample, and the count of exact re-runs.
 3. **Projection** to the full 15,225 runs on 2 workers: the surrogate and re-run passes' walls
@@ -103,12 +105,12 @@ def compare_surrogates(points: list[dict[str, Any]], n: int) -> list[dict[str, A
     return out
 
 
-def pipeline(points: list[dict[str, Any]], calibration: int, confidence: float) -> dict[str, Any]:
+def pipeline(points: list[dict[str, Any]], calibration: int, confidence: float, step_s: float) -> dict[str, Any]:
     """The sampled study through screen_sweep on 2 worker processes; walls, counts and the report."""
     base = single_site_ieee123(3600.0)
     run_screening(base.with_overrides(horizon_s=10))  # warm-up before the pools fork
     sweep = sweep_from_points(base, points, name="ieee123 siting sample")
-    options = ScreenOptions(sample=calibration, confidence=confidence)
+    options = ScreenOptions(sample=calibration, confidence=confidence, step_s=step_s)
     root = tempfile.mkdtemp(prefix="g2g_bench_siting_")
     try:
         start = time.perf_counter()
@@ -154,12 +156,13 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=300, help="runs of the study to sample (default 300)")
     parser.add_argument("--calibration", type=int, default=40, help="exact calibration runs (default 40)")
     parser.add_argument("--confidence", type=float, default=0.95, help="coverage of the error bound")
+    parser.add_argument("--step", type=float, default=10.0, help="surrogate step, s (default 10: see the comparison)")
     parser.add_argument("--compare", type=int, default=6, help="runs for the surrogate comparison (0: skip)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample draw")
     args = parser.parse_args()
     points, n_buses, n_seeds = study_points(args.sample, args.seed)
     comparison = compare_surrogates(points, args.compare) if args.compare > 0 else []
-    run = pipeline(points, args.calibration, args.confidence)
+    run = pipeline(points, args.calibration, args.confidence, args.step)
     projection = project(run)
     report = run["report"]
     machine = bu.machine_info()
@@ -184,7 +187,7 @@ def main() -> None:
         )
     print(
         f"\n## Screening pipeline: {run['sample']} sampled runs of {n_buses} buses x {n_seeds} seeds, "
-        f"{WORKERS} worker processes\n"
+        f"{WORKERS} worker processes, surrogate steps {args.step:g} s\n"
     )
     print(
         bu.markdown_table(
