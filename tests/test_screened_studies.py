@@ -116,6 +116,8 @@ def test_surrogate_overrides_coarsen_only_finer_periods() -> None:
     assert all(v == 5.0 for v in coarse.values())
     assert surrogate_overrides(scenario, 0.05) == {}  # nothing is finer than 0.05 s
     scenario.with_changes(coarse)  # a valid scenario
+    short = scenario.with_overrides(horizon_s=8)
+    assert surrogate_overrides(short, 5.0)["grid.period_s"] == 2.0  # a quarter of the horizon at most
 
 
 # -- screened studies: exact rows are plain runs, bit for bit ------------------------------------------
@@ -187,6 +189,10 @@ def invoke(*args: str):
         (["--screen", "--screen-step", "0"], "--screen-step 0"),
         (["--screen", "--screen-top", "2"], "--screen-top 2"),
         (["--threshold", "1"], "--threshold 1: only used with --screen"),
+        (
+            ["--screen", "--screen-sample", "3", "--screen-confidence", "0.5", "--metric", "nope", "--bus", "671,675"],
+            "--metric 'nope': not a metric of these runs",
+        ),
     ],
 )
 def test_cli_site_sweep_bad_screen_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

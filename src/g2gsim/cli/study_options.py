@@ -17,7 +17,7 @@ from g2gsim.cli.common import fail, load_or_fail
 from g2gsim.grid.errors import FeederDefinitionError, GridError
 from g2gsim.scenarios import Scenario, ScenarioError
 from g2gsim.scenarios.overrides import MISSING, value_at
-from g2gsim.studies.studies import candidate_buses, feeder_topology
+from g2gsim.studies.studies import MetricError, candidate_buses, feeder_topology
 from g2gsim.studies.surrogate import ScreenOptions
 from g2gsim.studies.sweep import ExecutorError, SweepError, SweepFolderWarning
 
@@ -142,6 +142,8 @@ def running(scheduler: str | None) -> Iterator[None]:
         fail(f"--scheduler {scheduler!r}: not a scheduler address; give one like tcp://host:8786")
     except (SweepError, ScenarioError) as exc:
         fail(str(exc))
+    except MetricError as exc:  # a screened study ranks by its metric before the table is made
+        fail(f"--metric {exc.metric!r}: not a metric of these runs; metrics: {', '.join(exc.available)}")
     except ImportError as exc:
         fail(f"{exc} (--scheduler needs the dask extra: pip install 'g2gsim[dask]')", 1)
     except OSError as exc:

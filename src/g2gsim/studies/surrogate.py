@@ -167,7 +167,9 @@ def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
 
 # -- the surrogate -----------------------------------------------------------------------------
 def surrogate_overrides(scenario: Scenario, step_s: float) -> dict[str, Any]:
-    """Dotted-path overrides that coarsen every grid, datacenter and controller period below `step_s`."""
+    """Dotted-path overrides that coarsen every grid, datacenter and controller period below `step_s`
+    (at most a quarter of the horizon, so a short run keeps a few grid states)."""
+    step_s = min(float(step_s), float(scenario.horizon_s) / 4.0)
     out: dict[str, Any] = {}
     if float(scenario.grid.period_s) < step_s:
         out["grid.period_s"] = step_s
@@ -205,6 +207,22 @@ def exact_subsweep(sweep: Sweep, tasks: Sequence[RunTask], name: str) -> Sweep:
     if {t.run_id for t in sub.tasks()} != wanted:  # the screening guarantee rests on this
         raise RuntimeError("screening: exact re-runs would not have the study's run ids")
     return sub
+
+
+@dataclass
+class ExactPass:
+    """The rows and lost run ids of one exact pass (calibration or re-runs)."""
+
+    table: pd.DataFrame
+    lost: list[str]
+
+
+def run_exact(sweep: Sweep, tasks: Sequence[RunTask], name: str, folder: Path, run: Mapping[str, Any]) -> ExactPass:
+    """Run `tasks` of `sweep` exactly into `folder` (nothing when there are none)."""
+    if not tasks:
+        return ExactPass(pd.DataFrame(), [])
+    result = quiet_sweep(exact_subsweep(sweep, tasks, name), folder, run)
+    return ExactPass(result.table, result.lost)
 
 
 def quiet_sweep(sweep: Sweep, out: Path, run: Mapping[str, Any]) -> SweepResult:
@@ -375,13 +393,14 @@ def screen_sweep(
     screened = quiet_sweep(proxy, folder, run)
     walls["surrogate"] = time.perf_counter() - start
     proxy_rows = {r["run_id"]: r for r in screened.table.to_dict("records")}
-    if (screened.table.get("status") == "ok").any() and metric not in numeric_metrics(screened.table):
+    ok = "status" in screened.table and bool((screened.table["status"] == "ok").any())
+    if ok and metric not in numeric_metrics(screened.table):
         raise MetricError(metric, numeric_metrics(screened.table, exclude=list(sweep.axes)))
     values = metric_values(proxy_rows, proxy_ids, metric)
 
     start = time.perf_counter()
     picked = calibration_pick(len(tasks), np.isfinite(values), options)
-    calibration = quiet_sweep(exact_subsweep(sweep, [tasks[i] for i in picked], "calibration"), folder, run)
+    calibration = run_exact(sweep, [tasks[i] for i in picked], "calibration", folder, run)
     walls["calibration"] = time.perf_counter() - start
     exact_rows = {r["run_id"]: r for r in calibration.table.to_dict("records")}
     pairs = (values[picked], metric_values(exact_rows, [ids[i] for i in picked], metric))
@@ -396,10 +415,9 @@ def screen_sweep(
         estimate, bound, top_fraction=options.top_fraction, threshold=threshold, maximize=maximize, exact=done
     )
     chosen = [tasks[i] for i in np.flatnonzero(rerun)]
-    reruns = quiet_sweep(exact_subsweep(sweep, chosen, "re-runs"), folder, run) if chosen else None
+    reruns = run_exact(sweep, chosen, "re-runs", folder, run)
     walls["reruns"] = time.perf_counter() - start
-    if reruns is not None:
-        exact_rows.update({r["run_id"]: r for r in reruns.table.to_dict("records")})
+    exact_rows.update({r["run_id"]: r for r in reruns.table.to_dict("records")})
 
     table = screened_table(tasks, proxy_ids, proxy_rows, exact_rows, values + shift, bound)
     exact_table = pd.DataFrame(list(exact_rows.values()))
@@ -414,10 +432,10 @@ def screen_sweep(
         {
             "surrogate": total_cpu(screened.table),
             "calibration": total_cpu(calibration.table),
-            "reruns": total_cpu(reruns.table if reruns else None),
+            "reruns": total_cpu(reruns.table),
         },
     )
-    lost = [*screened.lost, *calibration.lost, *(reruns.lost if reruns else [])]
+    lost = [*screened.lost, *calibration.lost, *reruns.lost]
     return screened_result(folder, len(tasks), table, report, lost, screened.n_skipped)
 
 
