@@ -141,7 +141,7 @@ def test_screened_site_sweep_exact_rows_equal_plain_runs(tmp_path: Path) -> None
     assert (table.loc[table["exact"], "screen_bound"] == 0.0).all()
     exact = table[table["exact"]]
     reference = plain.table[plain.table["run_id"].isin(exact["run_id"])]
-    pd.testing.assert_frame_equal(plain_rows(exact), plain_rows(reference), check_dtype=False)
+    pd.testing.assert_frame_equal(plain_rows(exact), plain_rows(reference), check_dtype=False, check_exact=True)
     # the surrogate rows are the coarse runs (other run ids), one per remaining candidate
     assert not set(table.loc[~table["exact"], "run_id"]) & set(plain.table["run_id"])
     saved = json.loads((tmp_path / "screened" / "screening.json").read_text())
@@ -171,7 +171,7 @@ def test_screened_hosting_capacity_exact_buses_equal_plain_bisection(tmp_path: P
     exact = screened.table[screened.table["exact"]].drop(columns=["exact", "screen_bound"])
     assert len(exact) >= 1  # the top 30% of three buses at least
     reference = plain.table.set_index("bus").loc[exact["bus"]].reset_index()
-    pd.testing.assert_frame_equal(exact.reset_index(drop=True), reference, check_dtype=False)
+    pd.testing.assert_frame_equal(exact.reset_index(drop=True), reference, check_dtype=False, check_exact=True)
 
 
 # -- the commands ---------------------------------------------------------------------------------------
