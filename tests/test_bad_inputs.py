@@ -392,7 +392,7 @@ def test_kill_9_of_a_sweep_then_a_rerun_resumes_exactly(tmp_path: Path) -> None:
     clean.communicate(timeout=600)
     resumed = pd.read_parquet(out / "results.parquet").set_index("run_id").sort_index()
     straight = pd.read_parquet(tmp_path / "clean" / "results.parquet").set_index("run_id").sort_index()
-    volatile = [c for c in resumed.columns if "wall" in c or c == "worker_pid"]
+    volatile = [c for c in resumed.columns if "wall" in c or c in ("worker_pid", "worker_cpu_s")]
     pd.testing.assert_frame_equal(resumed.drop(columns=volatile), straight.drop(columns=volatile))
 
 

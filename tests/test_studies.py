@@ -23,7 +23,7 @@ from g2gsim.studies.studies import ensemble_summary, hosting_capacity, seed_ense
 
 STEP = "controllers.0.params.primal_step_size"
 #: Columns that legitimately differ between executions (timing, which process ran it).
-VOLATILE = {"wall_s", "worker_wall_s", "worker_pid", "traceback"}
+VOLATILE = {"wall_s", "worker_wall_s", "worker_cpu_s", "worker_pid", "traceback"}
 
 
 def small_sweep(**changes) -> Sweep:

@@ -49,6 +49,11 @@ from g2gsim.cli.common import (
     trust_feeder_dirs,
 )
 from g2gsim.cli.study_options import (
+    Screen,
+    ScreenConfidence,
+    ScreenSample,
+    ScreenStep,
+    ScreenTop,
     check_site,
     current_value,
     executor_options,
@@ -56,6 +61,7 @@ from g2gsim.cli.study_options import (
     parse_seeds,
     parse_values,
     running,
+    screen_options,
     slug,
     study_buses,
 )
@@ -145,7 +151,7 @@ def _finish(
     else:
         typer.echo(
             " ".join(f"{k}={v}" for k, v in counts.items() if k != "results")
-            + "".join(f" {k}={v}" for k, v in extra.items() if k != "summary")
+            + "".join(f" {k}={v}" for k, v in extra.items() if k not in ("summary", "screening"))
         )
     _report_failures(runs, counts["failed"], label)
     if counts["lost"]:
@@ -263,6 +269,11 @@ def hosting_capacity_command(
     max_gpus: Annotated[int | None, typer.Option(help="largest size tried (default 4x the base site)")] = None,
     resolution: Annotated[int, typer.Option(help="bisection resolution, GPUs")] = 64,
     linearized: Linearized = False,
+    screen: Screen = False,
+    screen_sample: ScreenSample = 40,
+    screen_confidence: ScreenConfidence = 0.95,
+    screen_step: ScreenStep = 5.0,
+    screen_top: ScreenTop = 0.05,
     workers: Workers = None,
     scheduler: Scheduler = None,
     out: Annotated[
@@ -287,6 +298,7 @@ def hosting_capacity_command(
     if max_gpus is not None and max_gpus < 1:
         fail(f"--max-gpus {max_gpus}: must be at least 1 GPU")
     buses = study_buses(base, bus)
+    options = screen_options(screen, screen_sample, screen_confidence, screen_step, screen_top)
     mode = "_linearized" if linearized else ""
     folder = out or Path("sweeps") / slug(f"hosting_{base.name}_site{site}_{duration:g}s{mode}")
     with running(scheduler):
@@ -305,6 +317,8 @@ def hosting_capacity_command(
                 progress=progress and not json_output,
                 linearized_grid=linearized,
                 retry_failed=retry_failed,
+                screen=options is not None,
+                screen_options=options,
             )
         except ExecutorError:
             raise  # a bad --scheduler address: running() reports it
@@ -338,9 +352,14 @@ def _report_hosting_capacity(
             "unsolved": n_unsolved,
             "out": str(folder),
         }
+        if result.screening is not None:
+            line["exact"] = dict(zip(result.table["bus"], result.table["exact"], strict=True))
+            line["screening"] = result.screening.to_dict()
         typer.echo(json.dumps(plain(line)))
     else:
         typer.echo(result.table.to_string(index=False))
+        for text in result.screening.lines() if result.screening is not None else []:
+            typer.echo(text)
         typer.echo(f"table: {folder / 'hosting_capacity.csv'}  plot: {plot}  runs: {folder / 'results.parquet'}")
         if n_unsolved:
             typer.echo(f"{n_unsolved} run(s) had no power-flow solution (site beyond the feeder): counted infeasible")
@@ -444,17 +463,30 @@ def site_sweep_command(
     progress: Progress = True,
     json_output: JsonOutput = False,
     linearized: Linearized = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="with --screen: feasible when the metric is at or below it (above, --descending)"),
+    ] = None,
+    screen: Screen = False,
+    screen_sample: ScreenSample = 40,
+    screen_confidence: ScreenConfidence = 0.95,
+    screen_step: ScreenStep = 5.0,
+    screen_top: ScreenTop = 0.05,
     sets: Sets = None,
     feeder_dir: FeederDirs = None,
     retry_failed: RetryFailed = False,
 ) -> None:
-    """The site at each three-phase bus in turn, ranked by a metric: where a datacenter fits best."""
+    """The site at each three-phase bus in turn, ranked by a metric: where a datacenter fits best.
+
+    --screen: every run on a coarse-step surrogate, exact where its error bound leaves the rank
+    (top --screen-top) or feasibility (--threshold) uncertain; n_exact counts each bus's exact runs."""
     executor, n = executor_options(workers, scheduler)
     trust_feeder_dirs(feeder_dir)
     base = load_base(scenario, duration, sets)
     check_site(base, site)
     buses = study_buses(base, bus)
     seed_list = None if seeds is None else parse_seeds(seeds)
+    options = screen_options(screen, screen_sample, screen_confidence, screen_step, screen_top, threshold)
     try:
         sweep = siting_sweep(base, site=site, buses=buses, seeds=seed_list, linearized_grid=linearized)
         expected = len(sweep.tasks())
@@ -473,20 +505,43 @@ def site_sweep_command(
             progress=progress,
             linearized_grid=linearized,
             retry_failed=retry_failed,
+            screen=options is not None,
+            screen_options=options,
+            metric=metric,
+            threshold=threshold,
+            maximize=descending,
         )
     path = f"sites.{site}.bus"
-    runs = study_runs(sweep, result.table)
+    report = getattr(result, "screening", None)
+    runs = result.table if report is not None else study_runs(sweep, result.table)  # screened: one row per run
     counts = run_counts(runs, expected, folder)
     _check_metric(runs, metric, counts, path, json_output)
-    summary = rank_buses(runs, path, metric, descending)
+    summary = rank_buses(runs.drop(columns=["screen_value"], errors="ignore"), path, metric, descending)
+    if report is not None:
+        screened_columns(summary, runs, path)
     summary.to_csv(folder / "site_sweep.csv", index=False)
     plots = _site_sweep_plots(base, site, summary, metric, descending, folder)
     if not json_output:
-        order = "largest" if descending else "smallest"
-        title = f"{base.name}: site {site} at each bus, by {metric} ({order} first)"
-        Console().print(summary_table(summary, ["rank", "bus", "n_ok", metric, *TABLE_METRICS], title))
+        _print_site_table(f"{base.name}: site {site} at each bus", summary, metric, descending, report)
     extra = {"table": str(folder / "site_sweep.csv"), **plots, "summary": summary.to_dict("records")}
-    _finish(runs, counts, path, json_output, extra)
+    _finish(runs, counts, path, json_output, {**extra, **({"screening": report.to_dict()} if report else {})})
+
+
+def _print_site_table(title: str, summary: pd.DataFrame, metric: str, descending: bool, report: Any) -> None:
+    """The ranked bus table (with each bus's exact runs and bound when screened) and the screening report."""
+    order = "largest" if descending else "smallest"
+    screened = ["n_exact", "screen_bound"] if report is not None else []
+    columns = ["rank", "bus", "n_ok", *screened, metric, *TABLE_METRICS]
+    Console().print(summary_table(summary, columns, f"{title}, by {metric} ({order} first)"))
+    for text in report.lines() if report is not None else []:
+        typer.echo(text)
+
+
+def screened_columns(summary: pd.DataFrame, runs: pd.DataFrame, path: str) -> None:
+    """Per bus, in place: its exact runs (n_exact) and the largest screen_bound of its runs (0: all exact)."""
+    per_bus = runs.groupby(runs[path].astype(str))
+    summary.insert(3, "n_exact", summary["bus"].astype(str).map(per_bus["exact"].sum()).fillna(0).astype(int))
+    summary["screen_bound"] = summary["bus"].astype(str).map(per_bus["screen_bound"].max())
 
 
 def _site_sweep_plots(

@@ -8,15 +8,17 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from g2gsim.cli.common import fail, load_or_fail
 from g2gsim.grid.errors import FeederDefinitionError, GridError
 from g2gsim.scenarios import Scenario, ScenarioError
 from g2gsim.scenarios.overrides import MISSING, value_at
-from g2gsim.studies.studies import candidate_buses, feeder_topology
+from g2gsim.studies.studies import MetricError, candidate_buses, feeder_topology
+from g2gsim.studies.surrogate import ScreenOptions
 from g2gsim.studies.sweep import ExecutorError, SweepError, SweepFolderWarning
 
 
@@ -140,6 +142,8 @@ def running(scheduler: str | None) -> Iterator[None]:
         fail(f"--scheduler {scheduler!r}: not a scheduler address; give one like tcp://host:8786")
     except (SweepError, ScenarioError) as exc:
         fail(str(exc))
+    except MetricError as exc:  # a screened study ranks by its metric before the table is made
+        fail(f"--metric {exc.metric!r}: not a metric of these runs; metrics: {', '.join(exc.available)}")
     except ImportError as exc:
         fail(f"{exc} (--scheduler needs the dask extra: pip install 'g2gsim[dask]')", 1)
     except OSError as exc:
@@ -150,3 +154,45 @@ def running(scheduler: str | None) -> Iterator[None]:
 def slug(text: str) -> str:
     """`text` as a folder or file name (runs of other characters become ``_``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "study"
+
+
+# -- screening (--screen) ------------------------------------------------------------------------
+Screen = Annotated[
+    bool,
+    typer.Option(
+        help="screen: every run on a coarse-step surrogate, exact re-runs only where its error bound is unsure"
+    ),
+]
+ScreenSample = Annotated[int, typer.Option(help="with --screen: exact calibration runs drawn at random")]
+ScreenConfidence = Annotated[float, typer.Option(help="with --screen: coverage of the error bound, in (0, 1)")]
+ScreenStep = Annotated[
+    float, typer.Option(help="with --screen: the surrogate's grid, datacenter and controller step, s")
+]
+ScreenTop = Annotated[float, typer.Option(help="with --screen: share of the best candidates always re-run exactly")]
+#: ScreenOptions field -> the option that sets it.
+SCREEN_FLAGS = {
+    "sample": "--screen-sample",
+    "confidence": "--screen-confidence",
+    "step_s": "--screen-step",
+    "top_fraction": "--screen-top",
+}
+
+
+def screen_options(
+    screen: bool, sample: int, confidence: float, step: float, top: float, threshold: float | None = None
+) -> ScreenOptions | None:
+    """The :class:`ScreenOptions` of ``--screen`` and its options (None without ``--screen``);
+    exits 2 naming the option, the value and what is allowed (a `threshold`, site-sweep's
+    feasibility limit, needs ``--screen``)."""
+    if threshold is not None and not screen:
+        fail(f"--threshold {threshold:g}: only used with --screen (the feasibility the screening checks)")
+    if not screen:
+        return None
+    values = {"sample": sample, "confidence": confidence, "step_s": step, "top_fraction": top}
+    try:
+        return ScreenOptions(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "sample"
+        flag = SCREEN_FLAGS.get(field, "--screen-sample")
+        fail(f"{flag} {values.get(field, sample)!r}: {error['msg'].removeprefix('Value error, ')}")

@@ -7,8 +7,8 @@ Entry points::
                   axes={"controllers.0.params.primal_step_size": [0.05, 0.1], "seed": [0, 1]})
     result = run_sweep(sweep, "out/step", workers=2)
 
-See :mod:`g2gsim.studies.sweep`, :mod:`g2gsim.studies.studies` and
-:mod:`g2gsim.studies.screening`; the commands are in :mod:`g2gsim.cli.studies`, the figures in
+See :mod:`g2gsim.studies.sweep`, :mod:`g2gsim.studies.studies`,
+:mod:`g2gsim.studies.screening` and :mod:`g2gsim.studies.surrogate` (screened studies); the commands are in :mod:`g2gsim.cli.studies`, the figures in
 :mod:`g2gsim.plots`.
 """
 
@@ -26,6 +26,7 @@ from g2gsim.studies.studies import (
     siting_sweep,
     summarize_by,
 )
+from g2gsim.studies.surrogate import ScreenedSweepResult, ScreeningReport, ScreenOptions, screen_sweep
 from g2gsim.studies.sweep import (
     ExecutorError,
     RangeAxis,
@@ -45,6 +46,9 @@ __all__ = [
     "MetricError",
     "RangeAxis",
     "RunTask",
+    "ScreenOptions",
+    "ScreenedSweepResult",
+    "ScreeningReport",
     "Sweep",
     "SweepError",
     "SweepFolderWarning",
@@ -57,6 +61,7 @@ __all__ = [
     "load_results",
     "parameter_sensitivity",
     "run_sweep",
+    "screen_sweep",
     "seed_ensemble",
     "sensitivity_sweep",
     "site_sweep",

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from g2gsim.scenarios import Scenario, load_scenario
+from g2gsim.studies.surrogate import ScreeningReport, ScreenOptions
 from g2gsim.studies.sweep import (
     Sweep,
     SweepFolderWarning,
@@ -167,11 +168,30 @@ def site_sweep(
     site: int = 0,
     buses: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
+    screen: bool = False,
+    screen_options: ScreenOptions | Mapping[str, Any] | None = None,
+    metric: str = "integral_violation_pu_s",
+    threshold: float | None = None,
+    maximize: bool = False,
     **run: Any,
 ) -> SweepResult:
-    """One run per three-phase bus (and seed) with site `site` moved there."""
+    """One run per three-phase bus (and seed) with site `site` moved there.
+
+    With `screen`, every run goes on the surrogate first and only the runs whose rank by
+    `metric` (top :attr:`ScreenOptions.top_fraction`, smallest first unless `maximize`) or
+    feasibility (`metric` <= `threshold`) its error bound leaves uncertain run exactly
+    (:func:`~g2gsim.studies.surrogate.screen_sweep`; returns a
+    :class:`~g2gsim.studies.surrogate.ScreenedSweepResult`). `metric`, `threshold` and
+    `maximize` matter only when screening.
+    """
     linearized = bool(run.pop("linearized_grid", False))
-    return run_sweep(siting_sweep(base, site=site, buses=buses, seeds=seeds, linearized_grid=linearized), out, **run)
+    sweep = siting_sweep(base, site=site, buses=buses, seeds=seeds, linearized_grid=linearized)
+    if not screen:
+        return run_sweep(sweep, out, **run)
+    from g2gsim.studies.surrogate import screen_sweep
+
+    options = screen_options if isinstance(screen_options, ScreenOptions) else ScreenOptions(**(screen_options or {}))
+    return screen_sweep(sweep, out, metric=metric, threshold=threshold, maximize=maximize, options=options, **run)
 
 
 # -- hosting capacity ----------------------------------------------------------------------------------
@@ -236,7 +256,7 @@ class MetricError(ValueError):
 def numeric_metrics(runs: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
     """Numeric metric columns of the ok rows of `runs` (bookkeeping and `exclude` left out)."""
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs
-    skip = set(NOT_METRICS) | set(exclude) | {"worker_wall_s"}
+    skip = set(NOT_METRICS) | set(exclude) | {"worker_wall_s", "worker_cpu_s"}
     return sorted(c for c in ok.dropna(axis=1, how="all").select_dtypes("number").columns if c not in skip)
 
 
@@ -247,6 +267,7 @@ class HostingCapacity:
     table: pd.DataFrame  # bus, capacity_gpus, infeasible_gpus, at_upper_bound, n_evaluations, n_failed
     runs: pd.DataFrame  # this study's runs (every round), not other studies' in the same folder
     out: Path
+    screening: ScreeningReport | None = None  # with screen=True: the bound and the counts (table: exact, screen_bound)
 
     @property
     def n_unsolved(self) -> int:
@@ -280,6 +301,8 @@ def hosting_capacity(
     threshold: float = 0.0,
     max_gpus: int | None = None,
     resolution_gpus: int = 64,
+    screen: bool = False,
+    screen_options: ScreenOptions | Mapping[str, Any] | None = None,
     **run: Any,
 ) -> HostingCapacity:
     """Per bus, the largest site (serving GPUs) with `metric` <= `threshold`, by bisection.
@@ -292,22 +315,69 @@ def hosting_capacity(
     this study's run ids, so other studies in the folder do not interfere. Raises
     :class:`MetricError` after the first round with an ok run when `metric` is not one of
     its numeric metrics. Assumes the metric grows with the size (true of violations under
-    load; not checked).
+    load; not checked). With `screen`, every bus is bisected on the surrogate first and
+    only the buses the error bound leaves uncertain, and the top 5% by capacity, are
+    bisected exactly (:func:`~g2gsim.studies.surrogate.screen_hosting_capacity`).
     """
     scenario = _scenario(base)
     linearized = bool(run.pop("linearized_grid", False))
     folder = Path(out)
     candidates = [b.lower() for b in (buses or candidate_buses(scenario))]
-    top = int(max_gpus or 4 * site_gpus(scenario, site))
-    step = max(1, int(resolution_gpus))
-    searches = {b: _BusSearch() for b in candidates}
-    trial = {b: top for b in candidates}
+    search = BisectionSpec(
+        site=site,
+        metric=metric,
+        threshold=threshold,
+        top=int(max_gpus or 4 * site_gpus(scenario, site)),
+        step=max(1, int(resolution_gpus)),
+        linearized=linearized,
+    )
+    if screen:
+        from g2gsim.studies.surrogate import screen_hosting_capacity
+
+        options = (
+            screen_options if isinstance(screen_options, ScreenOptions) else ScreenOptions(**(screen_options or {}))
+        )
+        return screen_hosting_capacity(scenario, candidates, search, folder, options, run)
+    done = bisect_buses(scenario, candidates, search, folder, run)
+    table = pd.DataFrame([{"bus": b, **done.searches[b].row()} for b in candidates])
+    table.to_csv(folder / "hosting_capacity.csv", index=False)
+    return HostingCapacity(table=table, runs=done.runs, out=folder)
+
+
+@dataclass(frozen=True)
+class BisectionSpec:
+    """What a hosting-capacity bisection searches: the site, the metric and its limit, the sizes."""
+
+    site: int
+    metric: str
+    threshold: float
+    top: int  # largest size tried, GPUs
+    step: int  # resolution, GPUs
+    linearized: bool = False
+
+
+@dataclass
+class Bisection:
+    """A finished bisection: each bus's search, this study's runs, and every (bus, size, run id) evaluated."""
+
+    searches: dict[str, BusSearch]
+    runs: pd.DataFrame
+    evaluations: list[tuple[str, int, str]]
+
+
+def bisect_buses(
+    scenario: Scenario, candidates: Sequence[str], spec: BisectionSpec, folder: Path, run: Mapping[str, Any]
+) -> Bisection:
+    """Bisect every bus in `candidates` (each round one sweep of the open buses) into `folder`."""
+    searches = {b: BusSearch() for b in candidates}
+    trial = {b: spec.top for b in candidates}
     round_no = 0
     checked = False
     study_rows: list[pd.DataFrame] = []
+    evaluations: list[tuple[str, int, str]] = []
     while trial:
         round_no += 1
-        sweep, points = _hosting_round(scenario, trial, site, round_no, linearized)
+        sweep, points = hosting_round(scenario, trial, spec.site, round_no, spec.linearized)
         with warnings.catch_warnings():  # the rounds are different sweeps into one folder by design
             warnings.simplefilter("ignore", SweepFolderWarning)
             result = run_sweep(sweep, folder, **run)
@@ -319,8 +389,8 @@ def hosting_capacity(
         study_rows.append(result.table)
         if not checked and "status" in result.table and (result.table["status"] == "ok").any():
             available = numeric_metrics(result.table, exclude=["site_gpus", *points[0]])
-            if metric not in available:
-                raise MetricError(metric, available)
+            if spec.metric not in available:
+                raise MetricError(spec.metric, available)
             checked = True
         run_of = {(t.labels["bus"], t.labels["site_gpus"]): t.run_id for t in sweep.tasks()}
         rows = {r["run_id"]: r for r in result.table.to_dict("records")}
@@ -330,23 +400,27 @@ def hosting_capacity(
             if row is None:  # lost to the executor: try again next round
                 next_trial[bus] = size
                 continue
-            following = searches[bus].record(size, row, metric, threshold, step)
+            evaluations.append((bus, size, run_of[(bus, size)]))
+            following = searches[bus].record(size, row, spec.metric, spec.threshold, spec.step)
             if following is not None:
                 next_trial[bus] = following
         trial = next_trial
-    table = pd.DataFrame([{"bus": b, **searches[b].row()} for b in candidates])
-    table.to_csv(folder / "hosting_capacity.csv", index=False)
-    return HostingCapacity(table=table, runs=_concat_runs(study_rows), out=folder)
+    return Bisection(searches=searches, runs=_concat_runs(study_rows), evaluations=evaluations)
 
 
-def _hosting_round(
+def hosting_points(
+    scenario: Scenario, pairs: Sequence[tuple[str, int]], site: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sweep points (site moved and resized) and labels of (bus, size) pairs."""
+    points = [{f"sites.{site}.bus": bus, **scaled_site(scenario, size, site)} for bus, size in pairs]
+    return points, [{"bus": bus, "site_gpus": size} for bus, size in pairs]
+
+
+def hosting_round(
     scenario: Scenario, trial: Mapping[str, int], site: int, round_no: int, linearized: bool
 ) -> tuple[Sweep, list[dict[str, Any]]]:
     """One bisection round as a sweep: every open bus at its trial size."""
-    points, labels = [], []
-    for bus, size in trial.items():
-        points.append({f"sites.{site}.bus": bus, **scaled_site(scenario, size, site)})
-        labels.append({"bus": bus, "site_gpus": size})
+    points, labels = hosting_points(scenario, list(trial.items()), site)
     sweep = sweep_from_points(
         scenario, points, name=f"hosting capacity round {round_no}", labels=labels, linearized_grid=linearized
     )
@@ -354,7 +428,7 @@ def _hosting_round(
 
 
 @dataclass
-class _BusSearch:
+class BusSearch:
     """Bisection state of one bus: the largest size known feasible, the smallest known infeasible."""
 
     lo: int = 0

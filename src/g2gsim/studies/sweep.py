@@ -82,7 +82,7 @@ __all__ = [
 RESULTS_FILE = "results.parquet"
 RUNS_DIR = "runs"
 #: Columns every results row has besides its parameters and metrics.
-ROW_FIELDS = ("run_id", "status", "error", "wall_s", "worker_wall_s")
+ROW_FIELDS = ("run_id", "status", "error", "wall_s", "worker_wall_s", "worker_cpu_s")
 
 
 class SweepError(ValueError):
@@ -368,7 +368,7 @@ def execute_task(task: RunTask) -> dict[str, Any]:
     """
     from g2gsim.studies.screening import run_screening
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {"run_id": task.run_id, **task.labels, **task.params}
     try:
         for folder in task.feeder_dirs:
@@ -386,6 +386,9 @@ def execute_task(task: RunTask) -> dict[str, Any]:
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         row["traceback"] = traceback.format_exc(limit=6)
     row["worker_wall_s"] = time.perf_counter() - start
+    # CPU seconds of the worker process during the run: what the run costs on an unshared core
+    # (with several task threads per worker, e.g. Dask's, the other threads' CPU is in it too)
+    row["worker_cpu_s"] = time.process_time() - cpu_start
     row["worker_pid"] = os.getpid()
     return row
 
