@@ -119,7 +119,7 @@ def _common(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of the times both have (to 1 us)."""
     ka = np.round(ta * 1e6).astype(np.int64)
     kb = np.round(tb * 1e6).astype(np.int64)
-    common, ia, ib = np.intersect1d(ka, kb, return_indices=True)
+    _, ia, ib = np.intersect1d(ka, kb, return_indices=True)
     return ia, ib
 
 

@@ -77,9 +77,9 @@ def run_openg2g(store: dict[str, Any], data: Path, seeds: int, python: Path) -> 
     from g2gsim.scenarios.library import load_scenario
 
     WORK.mkdir(parents=True, exist_ok=True)
-    for name in PRESETS:
-        scenario = load_scenario(name)
-        for k in range(seeds):
+    for k in range(seeds):  # seed by seed, so an interrupted run has every preset at a few seeds
+        for name in PRESETS:
+            scenario = load_scenario(name)
             runs = store["runs"]["openg2g"].setdefault(name, {})
             if str(k) in runs:
                 continue

@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import opendssdirect as dss
@@ -201,7 +202,7 @@ def record(path: str, log, sites: dict, grid) -> None:
 
 
 def main() -> None:
-    config = json.loads(open(sys.argv[1]).read())
+    config = json.loads(Path(sys.argv[1]).read_text())
     if config["deterministic"]:
         ITLFitStore.sample_avg = mean_itl
     coordinator, sites, specs, grid = build(config)
