@@ -185,6 +185,47 @@ def run_case(
     return out
 
 
+def edit_offset(feeder: Path, bus: str = "671", kw_per_phase: float = 1290.0) -> float:
+    """How far one OpenDSS ``Edit Load`` command moves the next solutions, pu.
+
+    OpenG2G's sensitivity estimate perturbs and restores a site's loads with ``Edit Load.X
+    kW=... kvar=...`` text commands; g2gsim (and OpenG2G's own grid step) set loads through
+    the API. The IEEE 13 feeder is solved at zero site load, then at tolerance 1e-12 with the
+    same three loads set through the API twice, once alone and once followed by an ``Edit``
+    that writes the very same kW and kvar: the returned difference is what an ``Edit`` alone
+    moves the converged voltages by, the floor of an OFO comparison on that feeder.
+    """
+    import math
+
+    import opendssdirect as dss
+
+    tan_phi = math.tan(math.acos(0.95))
+
+    def solve(edit: bool) -> np.ndarray:
+        dss.Basic.ClearAll()
+        dss.Text.Command(f'Compile "{feeder}"')
+        dss.Text.Command("Set Mode=Time")
+        dss.Text.Command("Set Stepsize=0.1s")
+        dss.Text.Command("Set ControlMode=Off")
+        dss.Text.Command("set tolerance=1e-12")
+        dss.Text.Command("set maxiterations=100")
+        dss.Circuit.SetActiveBus(bus)
+        kv = dss.Bus.kVBase()
+        for phase in (1, 2, 3):
+            dss.Text.Command(f"New Load.dc{phase} bus1={bus}.{phase} phases=1 conn=wye kV={kv:.6f} kW=0 kvar=0 model=1")
+        dss.Solution.SolveNoControl()  # the first solve, at zero load (as both simulators start)
+        for phase in (1, 2, 3):
+            dss.Loads.Name(f"dc{phase}")
+            dss.Loads.kW(kw_per_phase)
+            dss.Loads.kvar(kw_per_phase * tan_phi)
+            if edit:
+                dss.Text.Command(f"Edit Load.dc{phase} kW={kw_per_phase!r} kvar={kw_per_phase * tan_phi!r}")
+        dss.Solution.SolveNoControl()
+        return np.array(dss.Circuit.AllBusMagPu())
+
+    return float(np.max(np.abs(solve(True) - solve(False))))
+
+
 def line(r: dict[str, Any]) -> str:
     """One printed line per case, ending in max_dv_pu."""
     tol = "default" if r["tolerance"] is None else f"{r['tolerance']:g}"
@@ -213,6 +254,8 @@ def main() -> None:
         raise SystemExit(2)
     if args.data is None or not args.data.is_dir():
         parser.error("no ML.ENERGY-derived cache found; pass --data")
+    feeder = _anchor.reference_feeders() / "ieee13" / "IEEE13Bus.dss"
+    print(f"opendss_edit_offset ieee13 bus 671 1290 kW/phase tolerance=1e-12 max_dv_pu={edit_offset(feeder):.3g}")
     horizons = {k: float(v) for k, v in (item.split("=") for item in args.horizon_of)}
     results = []
     with tempfile.TemporaryDirectory(prefix="g2gsim-exact-") as tmp:
@@ -223,9 +266,9 @@ def main() -> None:
             r = run_case(case, args.data, horizon, python, Path(tmp), args.ofo_tolerance, args.ofo_iterations)
             results.append(r)
             print(line(r), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
+            if args.json:  # after every case: a long run keeps what it has
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}", file=sys.stderr)
 
 
