@@ -44,6 +44,8 @@ CASES = {
     "ieee123_ofo_tapchange": ("ieee123_ofo_tapchange", True),
 }
 TEMPLATE_S = 600.0
+#: OpenDSS's default power-flow tolerance (what OpenG2G solves at unless told otherwise).
+DEFAULT_TOLERANCE = 1e-4
 
 
 def deterministic(scenario: Any, controlled: bool, tolerance: float | None, iterations: int | None) -> Any:
@@ -58,9 +60,11 @@ def deterministic(scenario: Any, controlled: bool, tolerance: float | None, iter
                 f"sites.{i}.noise_fraction": 0.0,
             }
         )
-    if tolerance is not None:
+    if tolerance is not None:  # every solve at the tight tolerance, as OpenG2G's
         changes["grid.tolerance"] = tolerance
         changes["grid.max_iterations"] = iterations
+    if scenario.grid.measurement_tolerance is not None:  # measured steps solved as every other step
+        changes["grid.measurement_tolerance"] = tolerance if tolerance is not None else DEFAULT_TOLERANCE
     out = scenario.with_changes(changes)
     if not controlled:
         raw = out.to_dict()
