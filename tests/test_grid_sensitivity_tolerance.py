@@ -73,3 +73,15 @@ def test_ieee34_ofo_gives_one_batch_trajectory_at_power_flow_tolerances_1e4_and_
     # the voltages of the other steps keep the run's tolerance: the two runs record different ones
     va, vb = (r.table("grid/voltages").drop(columns="time_s").to_numpy() for r in (loose, tight))
     assert 1e-7 < np.max(np.abs(va - vb)) < 1e-3
+
+
+def test_measurement_settings_are_validated() -> None:
+    from pydantic import ValidationError
+
+    from g2gsim.grid.config import GridOptions
+
+    assert GridOptions(feeder="ieee13", measurement_tolerance=1e-8).measurement_period_s is None  # None: every 1 s
+    with pytest.raises(ValidationError, match="measurement_tolerance"):
+        GridOptions(feeder="ieee13", measurement_tolerance=0.0)
+    with pytest.raises((ValidationError, ValueError), match="measurement_period_s"):
+        GridOptions(feeder="ieee13", measurement_period_s=-1)
