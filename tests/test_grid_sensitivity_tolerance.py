@@ -59,3 +59,29 @@ def test_ieee34_ofo_keeps_its_batches_through_the_tap_change_at_a_tight_toleranc
         a, b = tight.table(f"{name}/ofo"), loose.table(f"{name}/ofo")
         batches = [c for c in a.columns if c.startswith("batch.")]
         assert len(a) == 1900 and a[batches].equals(b[batches])
+
+
+@pytest.mark.slow
+def test_ieee34_ofo_gives_one_batch_trajectory_at_power_flow_tolerances_1e4_and_1e8() -> None:
+    # the preset solves OFO's measurement steps (every 1 s) at 1e-8 whatever the run's tolerance
+    loose, ofos = _ieee34(3600.0, tolerance=1e-4)
+    tight, _ = _ieee34(3600.0, tolerance=1e-8)
+    for name in ofos:
+        a, b = loose.table(f"{name}/ofo"), tight.table(f"{name}/ofo")
+        batches = [c for c in a.columns if c.startswith("batch.")]
+        assert len(a) == 3600 and a[batches].equals(b[batches])
+    # the voltages of the other steps keep the run's tolerance: the two runs record different ones
+    va, vb = (r.table("grid/voltages").drop(columns="time_s").to_numpy() for r in (loose, tight))
+    assert 1e-7 < np.max(np.abs(va - vb)) < 1e-3
+
+
+def test_measurement_settings_are_validated() -> None:
+    from pydantic import ValidationError
+
+    from g2gsim.grid.config import GridOptions
+
+    assert GridOptions(feeder="ieee13", measurement_tolerance=1e-8).measurement_period_s is None  # None: every 1 s
+    with pytest.raises(ValidationError, match="measurement_tolerance"):
+        GridOptions(feeder="ieee13", measurement_tolerance=0.0)
+    with pytest.raises((ValidationError, ValueError), match="measurement_period_s"):
+        GridOptions(feeder="ieee13", measurement_period_s=-1)

@@ -32,6 +32,7 @@ from g2gsim.datacenter.config import (
     ModelDeployment,
     PowerAugmentation,
     ReplicaSchedule,
+    TraceReplay,
     TrainingRun,
     TrainingSchedule,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "SetBatchSize",
     "SetPowerCap",
     "ShiftReplicas",
+    "TraceReplay",
     "TrainingRun",
     "TrainingSchedule",
 ]

@@ -25,7 +25,7 @@ from mlenergy.data.modeling import ITLMixtureModel
 
 from g2gsim.datacenter.pool import OperatingPoint
 
-__all__ = ["EXACT_THRESHOLD", "FleetLatency", "blend_moments", "sample_fleet_itl"]
+__all__ = ["EXACT_THRESHOLD", "FleetLatency", "MeanLatency", "blend_moments", "sample_fleet_itl"]
 
 #: Fleets up to this size average exact draws; larger fleets use the normal approximation.
 EXACT_THRESHOLD = 30
@@ -166,3 +166,26 @@ class FleetLatency:
             point = self._points[m]
             out[m] = sample_fleet_itl(self._lo[m], self._hi[m], point.weight, int(self._replicas[m]), rng)
         return out
+
+
+class MeanLatency(FleetLatency):
+    """Deterministic observed ITL: every model at its fitted mixture's mean (NaN without
+    replicas or fit), whatever the fleet size; no draw from the latency stream.
+
+    With power noise off this removes the last randomness of a site, for step-by-step
+    comparisons (``replay.itl_mode = "mean"``; OpenG2G gives the same with ``sample_avg``
+    returning ``mean_var()[0]``).
+    """
+
+    @property
+    def block_draws(self) -> int | None:
+        """No draws: every step of a block is the same mean."""
+        return 0
+
+    def sample_block(self, normals: np.ndarray, steps: int) -> np.ndarray:
+        """The means, one row per step."""
+        return np.tile(self.sample(None), (steps, 1))
+
+    def sample(self, rng: np.random.Generator | None) -> np.ndarray:
+        """The mean per model, s (NaN for no replicas or no fit)."""
+        return np.where(self._valid, self._mean, math.nan)

@@ -45,7 +45,7 @@ from g2gsim.datacenter.base import ConfiguredDatacenter
 from g2gsim.datacenter.blocks import Block, BlockLength, NormalStream
 from g2gsim.datacenter.commands import SetBatchSize, SetPowerCap, ShiftReplicas
 from g2gsim.datacenter.config import DatacenterConfig
-from g2gsim.datacenter.latency import FleetLatency
+from g2gsim.datacenter.latency import FleetLatency, MeanLatency
 from g2gsim.datacenter.pool import (
     PHASES,
     Allocation,
@@ -139,13 +139,13 @@ class OfflineDatacenter(ConfiguredDatacenter):
             labels=self._labels,
             template_length=run_data.bank.max_length,
             amplitude_range=config.augmentation.amplitude_scale_range,
-            rng=ctx.rng("layout"),
+            rng=self._layout_rng(ctx),
         )
         self._allocations = AllocationCache(self._pool, self._labels, self._per_replica)
         self._noise = NormalStream(ctx.rng("noise")) if config.augmentation.noise_fraction > 0 else None
         self._latency_rng = ctx.rng("latency")
         self._latency_normals = NormalStream(self._latency_rng, rewind=True)
-        self._latency = FleetLatency(run_data.fits)
+        self._latency = MeanLatency(run_data.fits) if config.replay.itl_mode == "mean" else FleetLatency(run_data.fits)
 
         self._timeline = ReplicaTimeline.build(config, self.period, n)
         self._check_schedule_fits()
@@ -205,12 +205,22 @@ class OfflineDatacenter(ConfiguredDatacenter):
             ctx.env.process(follow(ctx, self._period_ticks, self._training.changes(), self._training_edge))
         yield from super().run()
 
+    def _layout_rng(self, ctx: RunContext) -> np.random.Generator:
+        """The stream the server layout is drawn from: the site's ``layout`` stream, or with
+        ``replay.layout = "openg2g"`` ``default_rng(seed)`` as OpenG2G draws it (the same
+        draws in the same order then give OpenG2G's layout for the same seed)."""
+        if self.config.replay.layout == "openg2g":
+            return np.random.default_rng(ctx.seed)
+        return ctx.rng("layout")
+
     def _load_data(self, horizon: Fraction) -> _RunData:
-        """Templates and fits for this horizon (kept across runs: they are immutable)."""
+        """Templates and fits for this horizon (kept across runs: they are immutable); each
+        template spans ``replay.template_s`` when set, else the horizon."""
         cached = self._run_data
         if cached is not None and cached.horizon == horizon:
             return cached
         assert self.period is not None
+        length = float(horizon) if self.config.replay.template_s is None else self.config.replay.template_s
         templates: dict[tuple[str, int], np.ndarray] = {}
         known: list[tuple[int, ...]] = []
         fits: list[dict[int, ITLMixtureModel | None]] = []
@@ -219,7 +229,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
             batches = tuple(sorted(set(spec.feasible_batch_sizes or ()) | {deployment.initial_batch}))
             model_fits: dict[int, ITLMixtureModel | None] = {}
             for batch in batches:
-                template = self._data.power_template(spec, batch, self.period, float(horizon))
+                template = self._data.power_template(spec, batch, self.period, length)
                 template.check_dt(self.period)
                 templates[(spec.model_label, batch)] = _template_values(template)
                 model_fits[batch] = self._data.itl_fit(spec, batch)

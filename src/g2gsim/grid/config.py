@@ -400,6 +400,15 @@ class GridOptions(_Frozen):
     max_iterations: int | None = Field(
         default=None, ge=1, description="power-flow iteration limit (None: OpenDSS's default, 15)"
     )
+    measurement_tolerance: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="tolerance of the solves at the steps controllers measure, every measurement_period_s "
+        "(up to 100 iterations), so what they read does not depend on the run's tolerance (None: the run's)",
+    )
+    measurement_period_s: Seconds | None = Field(
+        default=None, description="period of those steps, s (None: 1 s, the presets' control period)"
+    )
 
     @staticmethod
     def tap_pu(step: int) -> float:
@@ -410,6 +419,11 @@ class GridOptions(_Frozen):
     @classmethod
     def _positive_period(cls, value: Any) -> Fraction:
         return as_period(value, name="period_s")
+
+    @field_validator("measurement_period_s", mode="before")
+    @classmethod
+    def _positive_measurement_period(cls, value: Any) -> Fraction | None:
+        return None if value is None else as_period(value, name="measurement_period_s")
 
     @field_validator("initial_taps")
     @classmethod

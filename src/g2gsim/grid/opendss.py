@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
@@ -53,7 +54,7 @@ from g2gsim.grid.recording import StepRecorder
 from g2gsim.grid.reuse import CircuitSnapshot, circuit_structure_key, keep_snapshot, restore_compiled_circuit
 from g2gsim.grid.sensitivity import finite_difference
 from g2gsim.grid.sites import LoadSite, SitePower
-from g2gsim.grid.solving import SolveGate, solve_with_retry
+from g2gsim.grid.solving import SolveGate, solve_with_retry, solver_settings
 from g2gsim.grid.state import GridState, VoltageIndex
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Component, DatacenterComponent
@@ -274,6 +275,8 @@ class OpenDSSGrid(Grid):
         self._solve(0.0)
         self._index, self._vmag_rows = self._voltage_layout(prepared.snapshot)
         self._period_ticks = ctx.clock.ticks(self.config.period_s)
+        every = self.config.measurement_period_s or Fraction(1)
+        self._measured = None if self.config.measurement_tolerance is None else ctx.clock.ticks(every)
         self._n_steps = ctx.step_count(self.config.period_s)
         self._injections = InjectionProfiles(
             self.config.generators, self.config.loads, self._step_time, self._n_steps, grid=self.name
@@ -433,7 +436,13 @@ class OpenDSSGrid(Grid):
         if gate is not None:
             gate.solved(loads)
         self._write_storage()
-        self._solve(time_s)
+        if self._measured is not None and tick % self._measured == 0:  # a step controllers measure
+            tolerance, iterations = self.engine.solver_settings()
+            tight = min(tolerance, self.config.measurement_tolerance or tolerance)
+            with solver_settings(self.engine, tight, max(iterations, 100)):
+                self._solve(time_s)
+        else:
+            self._solve(time_s)
         voltages = self._read_vector()
         self._finish_storage_step()
         self._publish(tick, time_s, voltages)

@@ -237,6 +237,7 @@ def datacenter_config(
         capacity_gpus=site.capacity_gpus,
         facility=site.facility(),
         augmentation=site.augmentation(),
+        replay=site.replay(),
         training=_training(site.training),
         seed=site.seed,
         gpu_power=site.gpu_power,

@@ -33,7 +33,7 @@ from pydantic import (
 import g2gsim.controllers  # noqa: F401  (registers the built-in controller kinds)
 from g2gsim.controllers.base import ControllerSection
 from g2gsim.data.spec import PAPER_MODELS, ModelSpec
-from g2gsim.datacenter.config import Facility, PowerAugmentation
+from g2gsim.datacenter.config import Facility, PowerAugmentation, TraceReplay
 from g2gsim.datacenter.live_config import LiveServerConfig, LiveSiteConfig
 from g2gsim.datacenter.power_cap import GpuPowerCaps
 from g2gsim.grid.config import TAP_STEP_PU, GridOptions, tap_pu
@@ -170,11 +170,12 @@ class TrainingEntry(Section):
     """Seed of the synthetic trace."""
 
 
-class SiteSection(Facility, PowerAugmentation, Section):
+class SiteSection(Facility, PowerAugmentation, TraceReplay, Section):
     """A datacenter site and where it connects to the grid.
 
-    Facility fields (gpus_per_server, base_kw_per_phase, power_factor) and power
-    augmentation fields (amplitude_scale_range, noise_fraction) sit directly in the table.
+    Facility fields (gpus_per_server, base_kw_per_phase, power_factor), power augmentation
+    fields (amplitude_scale_range, noise_fraction) and trace replay fields (template_s,
+    itl_mode, layout) sit directly in the table.
     """
 
     name: str = Field(min_length=1)
@@ -248,6 +249,10 @@ class SiteSection(Facility, PowerAugmentation, Section):
     def augmentation(self) -> PowerAugmentation:
         """Its augmentation fields as the datacenter's model."""
         return PowerAugmentation(**{name: getattr(self, name) for name in PowerAugmentation.model_fields})
+
+    def replay(self) -> TraceReplay:
+        """Its trace replay fields as the datacenter's model."""
+        return TraceReplay(**{name: getattr(self, name) for name in TraceReplay.model_fields})
 
 
 # -- grid -------------------------------------------------------------------------------
