@@ -69,6 +69,12 @@ def parse_payload(text: Any) -> Any:
     return json.loads(text) if isinstance(text, str) else None
 
 
+def _command_payload(command: Command) -> dict[str, Any]:
+    """A command's payload as plain Python (its plain fields when it has only plain ones)."""
+    fields = command.plain_fields()
+    return plain_payload(command.payload()) if fields is None else fields
+
+
 def _object_column(values: Iterable[Any]) -> pd.Series:
     return pd.Series(list(values), dtype=object)
 
@@ -191,7 +197,7 @@ class CommandLog:
                 "source": pd.Series(self._source, dtype="string"),
                 "target": pd.Series(self._target, dtype="string"),
                 "kind": pd.Series(self._kind, dtype="string"),
-                "payload": _object_column(plain_payload(c.payload()) for c in self._payload),
+                "payload": _object_column(_command_payload(c) for c in self._payload),
                 "status": pd.Series(self._status, dtype="string"),
                 "applied_s": np.asarray(self._applied_s, dtype=np.float64),
             }
