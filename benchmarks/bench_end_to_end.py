@@ -44,6 +44,8 @@ import _benchutil as bu
 HOUR_S = 3600.0
 QUICK_SCENARIOS = ("ieee13_ofo_tapchange", "ieee34_ofo_tapchange", "ieee123_ofo_tapchange")
 MEMORY_TARGET_MB = {"ieee13": 300.0}
+#: Target of issue 19: every preset's wall time at most this multiple of its solver floor.
+FLOOR_TARGET = 3.0
 
 
 # -- inside a worker process -------------------------------------------------------------------
@@ -252,6 +254,7 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
         "solves",
         "floor s/h",
         "end-to-end / floor",
+        f"<= {FLOOR_TARGET:g}x",
         "solve-only floor s/h",
         "peak RSS MB",
     ]
@@ -270,6 +273,7 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
                 r["n_solves"],
                 floor,
                 wall / floor,
+                "met" if wall / floor <= FLOOR_TARGET else "NOT met",
                 per_hour(r["floor_solve_only_s"], h),
                 r["rss_peak_mb"],
             ]
@@ -278,6 +282,20 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
 
 
 SPLIT_PARTS = ("datacenter", "grid_solve", "grid_rest", "controllers", "kernel", "setup", "collect")
+
+
+def floor_verdict(rows: list[dict[str, Any]]) -> str:
+    """One line: how many presets are within the floor target, and the worst ratio."""
+    ratios = {r["scenario"]: r["warm_median_s"] / r["floor_s"] for r in rows}
+    if not ratios:
+        return "no scenarios"
+    worst = max(ratios, key=ratios.__getitem__)
+    met = sum(1 for v in ratios.values() if v <= FLOOR_TARGET)
+    verdict = "met" if met == len(ratios) else "NOT met"
+    return (
+        f"end-to-end / floor <= {FLOOR_TARGET:g}x: {met} of {len(ratios)} presets ({verdict}); "
+        f"range {min(ratios.values()):.2f}-{ratios[worst]:.2f}x, worst {worst}"
+    )
 
 
 def split_table(rows: list[dict[str, Any]]) -> str:
@@ -374,6 +392,8 @@ def main() -> None:
         f"{info['platform']}, {info['date_utc']})\n"
     )
     print(tables["headline"] + "\n")
+    tables["floor_verdict"] = floor_verdict(rows)
+    print(tables["floor_verdict"] + "\n")
     print("### Split of one timed run, seconds per simulated hour\n")
     print(tables["split_s_per_hour"] + "\n")
     print("### Peak memory of a one-hour run (fresh process)\n")
