@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from g2gsim.controllers.base import BuildContext, ControllerSection, register_controller
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import SetStoragePower
+from g2gsim.grid.state import GridState
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
@@ -243,13 +244,10 @@ class StorageDroopController(Controller):
 
     def local_voltage(self, states: Sequence[Any], bus: str) -> float:
         """The window statistic of a bus's per-state minimum finite phase voltage."""
-        samples = []
-        for state in states:
-            phases = np.asarray(state.bus_voltages(bus), dtype=float)
-            finite = phases[np.isfinite(phases)]
-            if finite.size == 0:
+        samples = _bus_minima(states, bus)
+        for state, sample in zip(states, samples, strict=True):
+            if not math.isfinite(sample):
                 raise ValueError(f"{self.name!r}: bus {bus!r} has no finite phase voltage at t = {state.time_s:g} s")
-            samples.append(float(finite.min()))
         statistic = self.config.voltage_statistic
         if statistic == "minimum":
             return min(samples)
@@ -283,3 +281,21 @@ class StorageDroopController(Controller):
 
 
 register_controller("storage_droop", StorageDroopSection)(StorageDroopController)
+
+
+def _bus_minima(states: Sequence[Any], bus: str) -> list[float]:
+    """Per state, the smallest finite phase voltage of `bus` (NaN where none is finite).
+
+    States of one run share their voltage index: the bus's rows are looked up once and the
+    window's voltages read in one array (a minimum is exact in any order); other states go
+    through their ``bus_voltages``."""
+    first = states[0] if states else None
+    index = getattr(first, "index", None)
+    if isinstance(first, GridState) and all(type(s) is GridState and s.index is index for s in states):
+        rows = first.index.rows_of(bus)
+        window = np.stack([s.voltages for s in states])[:, rows[rows >= 0]]
+    else:
+        window = np.stack([np.asarray(s.bus_voltages(bus), dtype=float) for s in states])
+    finite = np.isfinite(window)
+    minima = np.where(finite, window, np.inf).min(axis=1, initial=np.inf)
+    return np.where(finite.any(axis=1), minima, np.nan).tolist()

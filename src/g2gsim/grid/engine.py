@@ -304,7 +304,7 @@ class DSSEngine:
         self._check_error()
         if self._error[0]:
             self._raise_pending_error(f"{self._where()}: reading storage {idx}'s variables failed")
-        return self._ffi.unpack(self._gr_data[0], self._gr_count[0])  # type: ignore[no-any-return]
+        return self._ffi.unpack(self._gr_data[0], self._gr_count[0])
 
     def load_index(self, name: str) -> int:
         """1-based index of Load `name`, for :meth:`set_load_kw_kvar`."""

@@ -43,7 +43,11 @@ def plain_payload(payload: Any) -> Any:
     if kind in _LEAVES:
         return payload
     if kind is dict or isinstance(payload, dict):
-        return {_json_key(k): plain_payload(v) for k, v in payload.items()}
+        # leaves and text keys inline: most payloads are flat dicts of numbers and text
+        return {
+            (k if type(k) is str else _json_key(k)): (v if type(v) in _LEAVES else plain_payload(v))
+            for k, v in payload.items()
+        }
     if kind is list or kind is tuple:
         return [plain_payload(v) for v in payload]
     return plain_payload(json_default(payload))
