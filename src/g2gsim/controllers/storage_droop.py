@@ -242,9 +242,10 @@ class StorageDroopController(Controller):
         cfg = self.config
         return (cfg.v_ref - cfg.deadband_pu, cfg.v_ref + cfg.deadband_pu)
 
-    def local_voltage(self, states: Sequence[Any], bus: str) -> float:
-        """The window statistic of a bus's per-state minimum finite phase voltage."""
-        samples = _bus_minima(states, bus)
+    def local_voltage(self, states: Sequence[Any], bus: str, stacked: np.ndarray | None = None) -> float:
+        """The window statistic of a bus's per-state minimum finite phase voltage (`stacked`:
+        :func:`stacked_voltages` of the states, when the caller has it already)."""
+        samples = _bus_minima(states, bus, stacked)
         for state, sample in zip(states, samples, strict=True):
             if not math.isfinite(sample):
                 raise ValueError(f"{self.name!r}: bus {bus!r} has no finite phase voltage at t = {state.time_s:g} s")
@@ -261,8 +262,9 @@ class StorageDroopController(Controller):
             return ()
         cfg = self.config
         commands: list[Command] = []
+        stacked = stacked_voltages(window)  # once for every battery
         for unit in self._units:
-            v = self.local_voltage(window, unit.bus)
+            v = self.local_voltage(window, unit.bus, stacked)
             out = droop_output(
                 v,
                 v_ref=cfg.v_ref,
@@ -283,19 +285,30 @@ class StorageDroopController(Controller):
 register_controller("storage_droop", StorageDroopSection)(StorageDroopController)
 
 
-def _bus_minima(states: Sequence[Any], bus: str) -> list[float]:
+def _bus_minima(states: Sequence[Any], bus: str, stacked: np.ndarray | None = None) -> list[float]:
     """Per state, the smallest finite phase voltage of `bus` (NaN where none is finite).
 
-    States of one run share their voltage index: the bus's rows are looked up once and the
-    window's voltages read in one array (a minimum is exact in any order); other states go
-    through their ``bus_voltages``."""
-    first = states[0] if states else None
-    index = getattr(first, "index", None)
-    if isinstance(first, GridState) and all(type(s) is GridState and s.index is index for s in states):
-        rows = first.index.rows_of(bus)
-        window = np.stack([s.voltages for s in states])[:, rows[rows >= 0]]
+    `stacked` is :func:`stacked_voltages` of the states when they are GridStates of one
+    index: the bus's rows are looked up once and read from it (a minimum is exact in any
+    order); other states go through their ``bus_voltages``."""
+    if stacked is None:
+        stacked = stacked_voltages(states)
+    if stacked is not None:
+        rows = states[0].index.rows_of(bus)
+        window = stacked[:, rows[rows >= 0]]
     else:
         window = np.stack([np.asarray(s.bus_voltages(bus), dtype=float) for s in states])
     finite = np.isfinite(window)
     minima = np.where(finite, window, np.inf).min(axis=1, initial=np.inf)
     return np.where(finite.any(axis=1), minima, np.nan).tolist()
+
+
+def stacked_voltages(states: Sequence[Any]) -> np.ndarray | None:
+    """(states, entries) voltages of GridStates that share one voltage index; None otherwise."""
+    first = states[0] if states else None
+    if not isinstance(first, GridState):
+        return None
+    index = first.index
+    if not all(type(s) is GridState and s.index is index for s in states):
+        return None
+    return np.stack([s.voltages for s in states])
