@@ -125,6 +125,26 @@ def measure_repeated(horizon: float, runs: int) -> dict[str, Any]:
     }
 
 
+#: Targets (issue 19): an IEEE 13 hour under 300 MB; no growth over many runs in one process.
+PEAK_TARGET_MB = 300.0
+GROWTH_TARGET_MB_PER_RUN = 0.01
+
+
+def verdicts(one: list[dict[str, Any]], repeated: dict[str, Any], hour: float, runs: int) -> list[str]:
+    """One line per target: the measured figure, the target, met or not."""
+    peak = max(r["peak_mb"] for r in one)
+    growth = repeated["growth_mb_per_run_second_half"]
+    first, last = repeated["samples"][1][1], repeated["samples"][-1][1]
+    return [
+        f"peak of the {hour:g} s runs: {peak:.1f} MB (target < {PEAK_TARGET_MB:g} MB"
+        + ("" if hour == 3600.0 else ", for the hour")
+        + f"): {'met' if peak < PEAK_TARGET_MB else 'NOT met'}",
+        f"{runs} runs in one process: {first:.1f} MB after the 10th run, {last:.1f} MB after the last, "
+        f"{growth:.4f} MB per run over the second half (target flat, < {GROWTH_TARGET_MB_PER_RUN} MB per run): "
+        f"{'met' if abs(growth) < GROWTH_TARGET_MB_PER_RUN else 'NOT met'}",
+    ]
+
+
 def bu_progress(text: str) -> None:
     print(f"[memory] {text}", file=sys.stderr, flush=True)
 
@@ -156,6 +176,7 @@ def main() -> None:
         f"### {runs} runs of {args.horizon:g} s in one process\n\n{rep_table}\n\n"
         f"growth over the second half: {repeated['growth_mb_per_run_second_half']:.3f} MB per run"
     )
+    print("\n" + "\n".join(verdicts(one, repeated, hour, runs)))
     payload = {"machine": info, "one_run": one, "repeated": repeated}
     path = bu.write_results("memory", payload, quick=args.quick)
     print(f"\nwrote {path}", file=sys.stderr)

@@ -60,6 +60,8 @@ HOUR_S = 3600.0
 REQUIREMENT = "openg2g[opendss]==0.2.0.post1"
 SCENARIO = "ieee13_ofo_tapchange"
 KNOWN_OPENG2G_S_PER_HOUR = 65.0
+#: Target of issue 19: OpenG2G's simulation run / g2gsim's, the median of alternating pairs.
+RATIO_TARGET = 30.0
 DIFFERENCES = (
     "feeder: OpenG2G compiles the reference IEEE13Bus.dss, g2gsim its own IEEE 13 definition",
     "templates: OpenG2G builds power templates while loading data (in its load time), g2gsim at reset (in its run)",
@@ -437,6 +439,13 @@ def main() -> None:
         f"alternating pairs ({info['cpu_count']} CPUs, {info['platform']}, {info['date_utc']})\n"
     )
     print(tables["timing"] + "\n")
+    ratio = summary["run_s"]["ratio_openg2g_over_g2gsim"]
+    tables["verdict"] = (
+        f"simulation run, OpenG2G / g2gsim: {ratio:.1f}x (target >= {RATIO_TARGET:g}x: "
+        f"{'met' if ratio >= RATIO_TARGET else 'NOT met'}); pair ratios "
+        + ", ".join(f"{o['run_s'] / g['run_s']:.1f}x" for g, o in zip(runs["g2gsim"], runs["openg2g"], strict=True))
+    )
+    print(tables["verdict"] + "\n")
     print(f"OpenG2G's known speed on this preset: ~{KNOWN_OPENG2G_S_PER_HOUR:g} s per simulated hour.\n")
     print("### Same system? (last pair of runs)\n")
     print(tables["results"] + "\n")

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mlenergy.data.modeling import ITLMixtureModel
 
-from g2gsim.datacenter.latency import FleetLatency, blend_moments, sample_fleet_itl
+from g2gsim.datacenter.latency import FleetLatency, MixtureDraws, blend_moments, sample_fleet_itl
 from g2gsim.datacenter.pool import OperatingPoint
 
 
@@ -90,3 +90,38 @@ def test_normal_regime_is_clipped_at_zero() -> None:
     latency.set_replicas(np.array([31]))
     rng = np.random.default_rng(0)
     assert all(latency.sample(rng)[0] >= 0.0 for _ in range(500))
+
+
+@given(
+    st.lists(st.integers(0, 60), min_size=3, max_size=3),
+    st.integers(0, 2**31),
+    st.floats(0.05, 0.95),
+)
+def test_blended_and_small_fleets_follow_sample_fleet_itl_draw_for_draw(
+    replicas: list[int], seed: int, weight: float
+) -> None:
+    """During a batch ramp (a blended point) and for fleets of up to 30 replicas the site's
+    precomputed samplers give sample_fleet_itl's values from the same stream positions."""
+    points = [OperatingPoint(8, 16, weight), OperatingPoint(8, 8, 0.0), OperatingPoint(8, 8, 0.0)]
+    latency = FleetLatency(FITS)
+    latency.set_points(points)
+    latency.set_replicas(np.array(replicas))
+    rng = np.random.default_rng(seed)
+    ours = np.array([latency.sample(rng) for _ in range(3)])
+    reference = np.random.default_rng(seed)
+    expected = np.full((3, 3), math.nan)
+    for k in range(3):
+        for m, (point, n) in enumerate(zip(points, replicas, strict=True)):
+            lo, hi = FITS[m].get(point.lo), FITS[m].get(point.hi)
+            if lo is not None and n > 0:
+                expected[k, m] = sample_fleet_itl(lo, hi, point.weight, n, reference)
+    assert np.array_equal(ours, expected, equal_nan=True)
+    assert rng.random() == reference.random()  # same stream position afterwards
+
+
+def test_mixture_draws_are_the_library_sample_one() -> None:
+    model = fit(0.02)
+    for seed in range(3):
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert MixtureDraws(model).many(ours, 500) == [model.sample_one(theirs) for _ in range(500)]
+        assert ours.random() == theirs.random()

@@ -178,6 +178,18 @@ def test_block_length_grows_when_blocks_run_out_and_shrinks_when_cut() -> None:
         BlockLength(first=200, shortest=4, longest=64)
 
 
+def test_block_length_follows_the_rhythm_of_changes() -> None:
+    length = BlockLength(first=16, shortest=4, longest=64)
+    length.cut(10)  # a command after 10 steps of 16
+    assert length.value == 10
+    length.ran_out(changed=True)  # the next block ended just where the next command came
+    assert length.value == 10
+    length.ran_out()  # nothing changed at its end: grow
+    assert length.value == 20
+    length.cut(2)
+    assert length.value == 4  # never below the shortest
+
+
 class StepByStep(OfflineDatacenter):
     """The same site computing one step at a time."""
 

@@ -40,6 +40,7 @@ leaves the old H in use (the link records the drop), and a request unanswered af
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any, Literal, Protocol
@@ -172,17 +173,33 @@ class _StackedSlopes:
     so the per-step cost is one set of NumPy calls instead of one per curve.
     """
 
-    __slots__ = ("L", "k", "x0")
+    __slots__ = ("L", "_L_list", "_k_list", "k", "x0")
 
     def __init__(self, curves: Sequence[LogisticCurves]) -> None:
         self.L = np.stack([c.L for c in curves])
         self.x0 = np.stack([c.x0 for c in curves])
         self.k = np.stack([c.k for c in curves])
+        self._L_list, self._k_list = self.L.tolist(), self.k.tolist()
 
     def at(self, x: np.ndarray) -> np.ndarray:
         """(n_curves, n_models) slopes at x (one x per model)."""
         s = _sigmoid(self.k * (x - self.x0))
         return self.L * (self.k * s * (1.0 - s))
+
+    def at_lists(self, x: np.ndarray) -> list[list[float]]:
+        """:meth:`at` as one list of floats per curve: the exponentials in one NumPy call, the
+        rest of :func:`_sigmoid` and the slope in Python floats (the same IEEE operations)."""
+        a = self.k * (x - self.x0)
+        ea = np.exp(-np.abs(a))
+        out = []
+        for a_row, ea_row, l_row, k_row in zip(a.tolist(), ea.tolist(), self._L_list, self._k_list, strict=True):
+            row = []
+            for ai, e, li, ki in zip(a_row, ea_row, l_row, k_row, strict=True):
+                d = 1.0 + e
+                s = 1.0 / d if ai >= 0 else e / d
+                row.append(li * (ki * s * (1.0 - s)))
+            out.append(row)
+        return out
 
 
 def _fit_part(fit: Any, metric: str, label: str, owner: str) -> Any:
@@ -290,6 +307,9 @@ class OFOBatchController(SiteBatchController):
         r_max = self._throughput.value(self._batches.x_max)
         self._r_max = np.where(np.isfinite(r_max) & (r_max > 0), r_max, 1.0)
         self._mu = np.zeros(len(self._labels))
+        self._deadline_list = self._deadline.tolist()
+        self._r_max_list = self._r_max.tolist()
+        self._x_bounds = (self._batches.x_min.tolist(), self._batches.x_max.tolist())
         n, m = self.max_steps(), len(self._labels)
         self._rec_time = np.zeros(n)
         self._rec_batch = np.zeros((n, m), dtype=np.int64)
@@ -380,8 +400,8 @@ class OFOBatchController(SiteBatchController):
         state = self._dc_box.value
         voltages = np.asarray(self._grid_box.value.voltages, dtype=float)
         cols = state_columns(state, self._labels, owner=self._owner)
-        replicas = np.asarray(state.replicas, dtype=float)[cols]
-        itl = np.asarray(state.itl_s, dtype=float)[cols]
+        replicas = np.asarray(state.replicas, dtype=float)[cols].tolist()
+        itl = np.asarray(state.itl_s, dtype=float)[cols].tolist()
         if self._x is None:
             observed = np.maximum(np.asarray(state.batch, dtype=float)[cols], 1.0)
             self._x = batches.clip(np.log2(observed))
@@ -416,45 +436,51 @@ class OFOBatchController(SiteBatchController):
         self._lambda_over = np.maximum(self._lambda_over + cfg.voltage_dual_step_size * over_gap, 0.0)
         return self._lambda_over - self._lambda_under
 
-    def _update_latency_duals(self, replicas: np.ndarray, itl: np.ndarray) -> None:
-        """Step 3: mu_i, where the model runs and its ITL is observed."""
-        measured = (replicas > 0) & np.isfinite(itl)
+    def _update_latency_duals(self, replicas: list[float], itl: list[float]) -> None:
+        """Step 3: mu_i, where the model runs and its ITL is observed.
+
+        In Python floats: a handful of models, and the same IEEE arithmetic as NumPy's
+        element-wise ufuncs (``max(v, 0.0)`` keeps NaN and -0.0 as ``np.maximum`` does)."""
         step = self.config.latency_dual_step_size
-        self._mu = np.where(
-            measured,
-            np.maximum(self._mu + step * (np.where(measured, itl, 0.0) - self._deadline), 0.0),
-            self._mu,
-        )
+        mu = self._mu.tolist()
+        for i, (r, t, d) in enumerate(zip(replicas, itl, self._deadline_list, strict=True)):
+            if r > 0 and math.isfinite(t):
+                mu[i] = max(mu[i] + step * (t - d), 0.0)
+        self._mu = np.array(mu)
 
     def _primal_step(
-        self, state: Any, cols: np.ndarray, replicas: np.ndarray, eta: np.ndarray, h: np.ndarray | None
+        self, state: Any, cols: np.ndarray, replicas: list[float], eta: np.ndarray, h: np.ndarray | None
     ) -> list[int]:
-        """Step 4: the gradient in x = log2(batch), the clipped step, the nearest feasible batches."""
+        """Step 4: the gradient in x = log2(batch), the clipped step, the nearest feasible batches.
+
+        The exponentials and the voltage coupling are NumPy calls; the rest is per-model
+        Python float arithmetic in the same order as the vectorised form (same values)."""
         cfg = self.config
         batches, slopes = self._batches, self._slopes
         assert batches is not None and slopes is not None and self._x is not None and self._x_prev is not None
         x, x_prev = self._x, self._x_prev
-        w = np.where(np.isfinite(replicas) & (replicas > 0), replicas, 0.0)  # w_i
+        w = [r if math.isfinite(r) and r > 0 else 0.0 for r in replicas]  # w_i
         if h is None:  # no H yet: no voltage term
-            g_v = np.zeros(len(cols))
+            g_v = [0.0] * len(cols)
         else:  # g_v,i = eta . (H e_i)
-            g_v = eta @ self._coupling.he(h, getattr(state, "phase_share", None), cols)
-        p_slope, l_slope, r_slope = slopes.at(x)
-        d_p = w * p_slope / 1000.0  # dP_i, kW per unit x
-        d_r = w * r_slope / self._r_max  # dR_i, normalised
-        grad = (
-            -cfg.w_throughput * d_r
-            + cfg.voltage_gradient_scale * g_v * d_p
-            + self._mu * l_slope
-            + cfg.w_switch * (x - x_prev)
-        )
-        if not np.isfinite(grad).all():
-            bad = [m for m, ok in zip(self._labels, np.isfinite(grad), strict=True) if not ok]
+            g_v = (eta @ self._coupling.he(h, getattr(state, "phase_share", None), cols)).tolist()
+        p_slope, l_slope, r_slope = slopes.at_lists(x)
+        scale, w_t, w_s, mu = cfg.voltage_gradient_scale, -cfg.w_throughput, cfg.w_switch, self._mu.tolist()
+        grad = [
+            w_t * (w[i] * r_slope[i] / self._r_max_list[i])
+            + scale * g_v[i] * (w[i] * p_slope[i] / 1000.0)
+            + mu[i] * l_slope[i]
+            + w_s * (xi - xp)
+            for i, (xi, xp) in enumerate(zip(x.tolist(), x_prev.tolist(), strict=True))
+        ]
+        if not all(math.isfinite(g) for g in grad):
+            bad = [m for m, g in zip(self._labels, grad, strict=True) if not math.isfinite(g)]
             raise FloatingPointError(
                 f"OFO {self.name!r}: non-finite gradient for model(s) {bad} (check H, the fits and the voltages)"
             )
-        x_new = batches.clip(x - cfg.primal_step_size * grad)
-        self._x_prev, self._x = x, x_new
+        step = cfg.primal_step_size
+        x_new = [min(max(xi - step * g, lo), hi) for xi, g, lo, hi in zip(x.tolist(), grad, *self._x_bounds)]
+        self._x_prev, self._x = x, np.array(x_new)
         return batches.nearest(x_new)
 
     def _emit(self, tick: int, chosen: list[int], estimated: bool) -> tuple[Command, ...]:

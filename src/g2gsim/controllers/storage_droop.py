@@ -35,6 +35,7 @@ from g2gsim.controllers.base import (
 )
 from g2gsim.grid.base import Grid
 from g2gsim.grid.commands import SetStoragePower
+from g2gsim.grid.state import GridState
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Controller
 from g2gsim.kernel.context import RunContext
@@ -244,15 +245,13 @@ class StorageDroopController(Controller):
         cfg = self.config
         return (cfg.v_ref - cfg.deadband_pu, cfg.v_ref + cfg.deadband_pu)
 
-    def local_voltage(self, states: Sequence[Any], bus: str) -> float:
-        """The window statistic of a bus's per-state minimum finite phase voltage."""
-        samples = []
-        for state in states:
-            phases = np.asarray(state.bus_voltages(bus), dtype=float)
-            finite = phases[np.isfinite(phases)]
-            if finite.size == 0:
+    def local_voltage(self, states: Sequence[Any], bus: str, stacked: np.ndarray | None = None) -> float:
+        """The window statistic of a bus's per-state minimum finite phase voltage (`stacked`:
+        :func:`stacked_voltages` of the states, when the caller has it already)."""
+        samples = _bus_minima(states, bus, stacked)
+        for state, sample in zip(states, samples, strict=True):
+            if not math.isfinite(sample):
                 raise ValueError(f"{self.name!r}: bus {bus!r} has no finite phase voltage at t = {state.time_s:g} s")
-            samples.append(float(finite.min()))
         statistic = self.config.voltage_statistic
         if statistic == "minimum":
             return min(samples)
@@ -266,8 +265,9 @@ class StorageDroopController(Controller):
             return ()
         cfg = self.config
         commands: list[Command] = []
+        stacked = stacked_voltages(window)  # once for every battery
         for unit in self._units:
-            v = self.local_voltage(window, unit.bus)
+            v = self.local_voltage(window, unit.bus, stacked)
             out = droop_output(
                 v,
                 v_ref=cfg.v_ref,
@@ -286,3 +286,32 @@ class StorageDroopController(Controller):
 
 
 register_controller("storage_droop", StorageDroopSection)(StorageDroopController)
+
+
+def _bus_minima(states: Sequence[Any], bus: str, stacked: np.ndarray | None = None) -> list[float]:
+    """Per state, the smallest finite phase voltage of `bus` (NaN where none is finite).
+
+    `stacked` is :func:`stacked_voltages` of the states when they are GridStates of one
+    index: the bus's rows are looked up once and read from it (a minimum is exact in any
+    order); other states go through their ``bus_voltages``."""
+    if stacked is None:
+        stacked = stacked_voltages(states)
+    if stacked is not None:
+        rows = states[0].index.rows_of(bus)
+        window = stacked[:, rows[rows >= 0]]
+    else:
+        window = np.stack([np.asarray(s.bus_voltages(bus), dtype=float) for s in states])
+    finite = np.isfinite(window)
+    minima = np.where(finite, window, np.inf).min(axis=1, initial=np.inf)
+    return np.where(finite.any(axis=1), minima, np.nan).tolist()
+
+
+def stacked_voltages(states: Sequence[Any]) -> np.ndarray | None:
+    """(states, entries) voltages of GridStates that share one voltage index; None otherwise."""
+    first = states[0] if states else None
+    if not isinstance(first, GridState):
+        return None
+    index = first.index
+    if not all(type(s) is GridState and s.index is index for s in states):
+        return None
+    return np.stack([s.voltages for s in states])

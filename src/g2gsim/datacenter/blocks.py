@@ -76,8 +76,10 @@ class NormalStream:
 
 
 class BlockLength:
-    """Steps per block: doubled after a block that ran to its end, halved after one that a
-    command cut short, within [shortest, longest]."""
+    """Steps per block, within [shortest, longest]: doubled after a block that ran to its end
+    with nothing changing there; kept after one that ended just where the state changed (its
+    length matches the rhythm of the commands, e.g. a controller every ten steps); after one
+    that a command cut short, the steps it used (halved when that is not given)."""
 
     def __init__(self, first: int = 16, shortest: int = 4, longest: int = 128) -> None:
         if not 1 <= shortest <= first <= longest:
@@ -88,13 +90,15 @@ class BlockLength:
         self.shortest = shortest
         self.longest = longest
 
-    def ran_out(self) -> None:
-        """The last block was used to its end."""
-        self.value = min(2 * self.value, self.longest)
+    def ran_out(self, *, changed: bool = False) -> None:
+        """The last block was used to its end; `changed`: the state changed at its end."""
+        if not changed:
+            self.value = min(2 * self.value, self.longest)
 
-    def cut(self) -> None:
-        """The last block was cut short by a change nobody could know ahead."""
-        self.value = max(self.value // 2, self.shortest)
+    def cut(self, used: int | None = None) -> None:
+        """The last block was cut short by a change nobody could know ahead, after `used` steps."""
+        value = self.value // 2 if used is None else used
+        self.value = min(max(value, self.shortest), self.longest)
 
 
 @dataclass(eq=False)

@@ -8,7 +8,10 @@ the model has no replicas or no fit.
 Speed without changing the numbers: the mixture moments are computed when an operating
 point changes, not per step, and when every model is in the normal regime all models draw
 in one vectorised ``rng.normal`` call, which consumes the stream exactly as the library's
-per-model calls in label order would. Small fleets (n <= 30) call the library itself.
+per-model calls in label order would. Small fleets (n <= 30) draw as the library's
+``sample_one`` does (one ``rng.random()``, then ``rng.lognormal(log(scale), sigma)``, which
+is ``exp(log(scale) + sigma * rng.standard_normal())``), with each component's constants
+worked out once per operating point instead of at every draw (:class:`MixtureDraws`).
 
 During a batch ramp a model's effective batch lies between two measured batches lo < hi
 with weight w; its replicas then follow the blend (1 - w) ITL_lo + w ITL_hi (a draw comes
@@ -25,7 +28,7 @@ from mlenergy.data.modeling import ITLMixtureModel
 
 from g2gsim.datacenter.pool import OperatingPoint
 
-__all__ = ["EXACT_THRESHOLD", "FleetLatency", "MeanLatency", "blend_moments", "sample_fleet_itl"]
+__all__ = ["EXACT_THRESHOLD", "FleetLatency", "MeanLatency", "MixtureDraws", "blend_moments", "sample_fleet_itl"]
 
 #: Fleets up to this size average exact draws; larger fleets use the normal approximation.
 EXACT_THRESHOLD = 30
@@ -62,6 +65,86 @@ def sample_fleet_itl(
     return float(max(float(rng.normal(mean, math.sqrt(max(var / float(n), 0.0)))), 0.0))
 
 
+class MixtureDraws:
+    """``ITLMixtureModel.sample_one`` with its constants computed once: the same draws from the
+    stream and the same arithmetic, so the same values (the library takes ``log``, ``max``
+    and ``float`` of its parameters at every draw, which dominates a small fleet's step).
+
+    ``Generator.lognormal(mean, sigma)`` is ``exp(mean + sigma * standard_normal())`` in
+    NumPy's C code; ``math.exp`` is the same C library function."""
+
+    __slots__ = ("loc", "mu_stall", "mu_steady", "p_steady", "sigma_stall", "sigma_steady")
+
+    def __init__(self, fit: ITLMixtureModel) -> None:
+        p1 = float(fit.pi_steady)
+        p2 = float(fit.pi_stall)
+        self.p_steady = p1 / max(p1 + p2, 1e-12)
+        self.mu_steady = math.log(max(fit.scale_steady, 1e-15))
+        self.sigma_steady = max(fit.sigma_steady, 0.0)
+        self.mu_stall = math.log(max(fit.scale_stall, 1e-15))
+        self.sigma_stall = max(fit.sigma_stall, 0.0)
+        self.loc = fit.loc
+
+    @staticmethod
+    def exact(fit: ITLMixtureModel) -> bool:
+        """Whether this shortcut reproduces the library for `fit` (finite sigmas >= 0;
+        otherwise NumPy's argument checks decide, so the library is called)."""
+        return all(math.isfinite(float(s)) for s in (fit.sigma_steady, fit.sigma_stall))
+
+    def one(self, rng: np.random.Generator) -> float:
+        """One replica's ITL, s (``fit.sample_one(rng)``)."""
+        if rng.random() < self.p_steady:
+            y = math.exp(self.mu_steady + self.sigma_steady * rng.standard_normal())
+        else:
+            y = math.exp(self.mu_stall + self.sigma_stall * rng.standard_normal())
+        return float(self.loc + y)
+
+    def many(self, rng: np.random.Generator, n: int) -> list[float]:
+        """`n` replicas' ITL, s: :meth:`one` n times, with the loop's lookups hoisted (the
+        condition draws first, then the chosen component's normal, as in :meth:`one`)."""
+        rand, normal, exp = rng.random, rng.standard_normal, math.exp
+        p1, mu1, s1, mu2, s2, loc = (
+            self.p_steady,
+            self.mu_steady,
+            self.sigma_steady,
+            self.mu_stall,
+            self.sigma_stall,
+            float(self.loc),
+        )
+        return [loc + (exp(mu1 + s1 * normal()) if rand() < p1 else exp(mu2 + s2 * normal())) for _ in range(n)]
+
+
+def _mean(values: list[float]) -> float:
+    """``float(np.mean(values))``: NumPy's pairwise sum of the values, divided by their count."""
+    return float(np.add.reduce(np.array(values)) / len(values))
+
+
+class _SmallFleet:
+    """One model's observed ITL when the step-by-step path is taken: the fleet average of
+    ``sample_fleet_itl`` with its per-draw constants precomputed (same draws, same values)."""
+
+    __slots__ = ("hi", "lo", "mean", "n", "sd", "weight")
+
+    def __init__(self, lo: ITLMixtureModel, hi: ITLMixtureModel | None, weight: float, n: int, mean: float, var: float):
+        self.n = n
+        self.weight = weight if hi is not None else 0.0
+        self.lo = MixtureDraws(lo) if n <= EXACT_THRESHOLD else None
+        self.hi = MixtureDraws(hi) if n <= EXACT_THRESHOLD and hi is not None and self.weight > 0.0 else None
+        # n > 30: Normal(mean, sqrt(var / n)) clipped at 0 (the library's moments, or the blend's)
+        self.mean = mean
+        self.sd = math.sqrt(max(var / float(n), 0.0))
+
+    def sample(self, rng: np.random.Generator) -> float:
+        lo = self.lo
+        if lo is None:
+            return float(max(self.mean + self.sd * rng.standard_normal(), 0.0))
+        hi = self.hi
+        if hi is None:
+            return _mean(lo.many(rng, self.n))
+        weight = self.weight
+        return _mean([(hi if rng.random() < weight else lo).one(rng) for _ in range(self.n)])
+
+
 class FleetLatency:
     """Per-step observed ITL of every model of a site (sorted label order).
 
@@ -84,6 +167,7 @@ class FleetLatency:
         self._mu = np.zeros(0)
         self._sd = np.zeros(0)
         self._mu_one = self._sd_one = math.nan  # the one valid model's, when there is one
+        self._small: list[tuple[int, _SmallFleet | None]] = []  # per valid model, step-by-step path
 
     def set_points(self, points: Sequence[OperatingPoint]) -> None:
         """Use these operating points (one per model) from now on."""
@@ -114,6 +198,16 @@ class FleetLatency:
         self._sd = np.sqrt(np.maximum(self._var[valid] / n[valid].astype(float), 0.0))
         if self._mu.size == 1:
             self._mu_one, self._sd_one = float(self._mu[0]), float(self._sd[0])
+        self._small = [] if self._vector else [(int(m), self._small_fleet(int(m))) for m in np.flatnonzero(valid)]
+
+    def _small_fleet(self, m: int) -> _SmallFleet | None:
+        """Model m's step-by-step sampler (None: call :func:`sample_fleet_itl` itself)."""
+        lo, hi, weight = self._lo[m], self._hi[m], self._points[m].weight
+        if lo is None or not MixtureDraws.exact(lo) or (weight > 0.0 and (hi is None or not MixtureDraws.exact(hi))):
+            return None
+        return _SmallFleet(
+            lo, hi if weight > 0.0 else None, weight, int(self._replicas[m]), self._mean[m], self._var[m]
+        )
 
     def _normal(self, rng: np.random.Generator) -> np.ndarray:
         """max(Normal(mu, sd), 0) per valid model: the same draws and arithmetic as
@@ -162,9 +256,12 @@ class FleetLatency:
                 out[self._valid] = self._normal(rng)
             return out
         out = np.full(self._valid.size, math.nan)
-        for m in np.flatnonzero(self._valid):
-            point = self._points[m]
-            out[m] = sample_fleet_itl(self._lo[m], self._hi[m], point.weight, int(self._replicas[m]), rng)
+        for m, small in self._small:
+            if small is not None:
+                out[m] = small.sample(rng)
+            else:
+                point = self._points[m]
+                out[m] = sample_fleet_itl(self._lo[m], self._hi[m], point.weight, int(self._replicas[m]), rng)
         return out
 
 

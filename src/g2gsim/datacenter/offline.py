@@ -387,7 +387,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         if block is None:
             return
         if k >= block.stop:
-            self._lengths.ran_out()
+            self._lengths.ran_out(changed=self._computed_until == 0)
             return
         used = k - block.start
         self._blocks_cut += 1
@@ -396,7 +396,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
             self._noise.unused(block.normals[used * block.noise_draws :])
         if block.latency is not None and block.latency_draws:
             self._latency_normals.unused(block.latency[used * block.latency_draws :])
-        self._lengths.cut()
+        self._lengths.cut(used)
 
     def _block_stop(self, k: int) -> int:
         """End of a block from step k: its length, the horizon, or the next scheduled change of

@@ -105,6 +105,8 @@ class DSSEngine:
         self._c_solve_no_control = lib.Solution_SolveNoControl
         self._c_converged = lib.Solution_Get_Converged
         self._c_bus_mag_pu = lib.Circuit_Get_AllBusVmagPu_GR
+        self._c_storage_idx = lib.Storages_Set_idx
+        self._c_variables = lib.CktElement_Get_AllVariableValues_GR
         pointers = (ffi.new("char****"), ffi.new("double***"), ffi.new("int32_t***"), ffi.new("int8_t***"))
         counts = (ffi.new("int32_t**"), ffi.new("int32_t**"), ffi.new("int32_t**"), ffi.new("int32_t**"))
         lib.DSS_GetGRPointers(*pointers, *counts)
@@ -281,6 +283,29 @@ class DSSEngine:
         return [str(n).lower() for n in self._dss.RegControls.AllNames() if str(n).lower() != "none"]
 
     # -- fast element-API path (per step) --------------------------------------------------------
+    def storage_index(self, name: str) -> int:
+        """1-based index of Storage `name`, for :meth:`storage_variables`."""
+        storages = self._dss.Storages
+        wanted = name.lower()
+        for idx, found in enumerate(storages.AllNames(), start=1):
+            if str(found).lower() == wanted:
+                return idx
+        raise GridError(f"{self._where()} has no storage {name!r}")
+
+    def storage_variables(self, idx: int) -> list[float]:
+        """State variables of the Storage element at 1-based `idx` (``AllVariableValues``),
+        activated by index through the C-API instead of by name (no name lookup per step)."""
+        if not self._fast:
+            self._dss.Storages.idx(idx)
+            return list(self._dss.CktElement.AllVariableValues())
+        self._c_storage_idx(idx)
+        self._check_error()
+        self._c_variables()
+        self._check_error()
+        if self._error[0]:
+            self._raise_pending_error(f"{self._where()}: reading storage {idx}'s variables failed")
+        return self._ffi.unpack(self._gr_data[0], self._gr_count[0])
+
     def load_index(self, name: str) -> int:
         """1-based index of Load `name`, for :meth:`set_load_kw_kvar`."""
         loads = self._dss.Loads

@@ -89,6 +89,7 @@ class _Storage:
     kvar: float = 0.0
     pending: bool = False
     variable_rows: tuple[int, ...] = ()
+    index: int = 0  # 1-based position among the circuit's Storage elements
 
 
 @dataclass(slots=True)
@@ -367,7 +368,7 @@ class OpenDSSGrid(Grid):
             for i, (a, indices) in enumerate(zip(self.config.sites, attachments.sites, strict=True))
         ]
         self._storage = [
-            _Storage(spec=spec, variable_rows=rows)
+            _Storage(spec=spec, variable_rows=rows, index=prepared.engine.storage_index(spec.name))
             for spec, rows in zip(self.config.storage, attachments.storage, strict=True)
         ]
         self._regulators = dict(prepared.regulators)
@@ -581,7 +582,7 @@ class OpenDSSGrid(Grid):
     def _storage_states(self) -> dict[str, Mapping[str, float]]:
         states: dict[str, Mapping[str, float]] = {}
         for storage in self._storage:
-            values = self.circuit.storage_variables(storage.spec.name)
+            values = self.engine.storage_variables(storage.index)
             kwh, kw_out, kw_in, kvar_out = (values[i] for i in storage.variable_rows)
             states[storage.spec.name] = MappingProxyType(
                 {"kwh": kwh, "soc": kwh / storage.spec.rated_kwh, "kw": kw_out - kw_in, "kvar": kvar_out}

@@ -28,6 +28,20 @@ class Command:
         """Payload as canonical JSON."""
         return json.dumps(self._plain_payload() or self.payload(), sort_keys=True, default=json_default)
 
+    def plain_fields(self) -> dict[str, Any] | None:
+        """The payload as plain Python (what JSON gives back) when every field is a plain value
+        or a dict of plain values with text keys: the fields themselves, each dict copied, and
+        no deep copy of the command (a command log builds one per command). None otherwise."""
+        fields = self._plain_payload()
+        if fields is None:
+            return None
+        for name, value in fields.items():
+            if type(value) is dict:
+                if not all(type(k) is str for k in value):
+                    return None
+                fields[name] = dict(value)
+        return fields
+
     def _plain_payload(self) -> dict[str, Any] | None:
         """The fields as they are when they hold only plain values and dicts of them (their
         JSON is that of :meth:`payload`, without its deep copy); None otherwise."""

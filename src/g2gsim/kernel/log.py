@@ -43,7 +43,11 @@ def plain_payload(payload: Any) -> Any:
     if kind in _LEAVES:
         return payload
     if kind is dict or isinstance(payload, dict):
-        return {_json_key(k): plain_payload(v) for k, v in payload.items()}
+        # leaves and text keys inline: most payloads are flat dicts of numbers and text
+        return {
+            (k if type(k) is str else _json_key(k)): (v if type(v) in _LEAVES else plain_payload(v))
+            for k, v in payload.items()
+        }
     if kind is list or kind is tuple:
         return [plain_payload(v) for v in payload]
     return plain_payload(json_default(payload))
@@ -67,6 +71,12 @@ def parse_payload(text: Any) -> Any:
     if isinstance(text, dict):
         return text
     return json.loads(text) if isinstance(text, str) else None
+
+
+def _command_payload(command: Command) -> dict[str, Any]:
+    """A command's payload as plain Python (its plain fields when it has only plain ones)."""
+    fields = command.plain_fields()
+    return plain_payload(command.payload()) if fields is None else fields
 
 
 def _object_column(values: Iterable[Any]) -> pd.Series:
@@ -191,7 +201,7 @@ class CommandLog:
                 "source": pd.Series(self._source, dtype="string"),
                 "target": pd.Series(self._target, dtype="string"),
                 "kind": pd.Series(self._kind, dtype="string"),
-                "payload": _object_column(plain_payload(c.payload()) for c in self._payload),
+                "payload": _object_column(_command_payload(c) for c in self._payload),
                 "status": pd.Series(self._status, dtype="string"),
                 "applied_s": np.asarray(self._applied_s, dtype=np.float64),
             }
