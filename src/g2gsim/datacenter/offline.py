@@ -52,7 +52,6 @@ from g2gsim.datacenter.pool import (
     AllocationCache,
     FleetPower,
     OperatingPoint,
-    OversubscribedError,
     ServerPool,
     TemplateBank,
 )
@@ -421,10 +420,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         key = tuple(requested.tolist())
         if key == self._replica_key:
             return
-        try:
-            allocation = self._allocations.get(key)
-        except OversubscribedError as exc:
-            raise ValueError(f"site {self.name!r} at t = {self._clock.seconds(k):g} s: {exc}") from exc
+        allocation = self._allocations.at(key, self.name, self._clock.seconds(k))
         self._replica_key = key
         if allocation is not self._allocation:
             self._allocation = allocation

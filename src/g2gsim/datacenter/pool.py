@@ -209,6 +209,14 @@ class AllocationCache:
         per_server = self.pool.gpus_per_server
         return tuple(-(-max(int(n), 0) * gpr // per_server) for n, gpr in zip(replicas, self._gpr))
 
+    def at(self, replicas: tuple[int, ...], site: str, time_s: float) -> Allocation:
+        """:meth:`get` for a site's requested counts at a time: a pool too small is a ValueError
+        naming the site and the time (both the trace-driven and the live site ask this way)."""
+        try:
+            return self.get(replicas)
+        except OversubscribedError as exc:
+            raise ValueError(f"site {site!r} at t = {time_s:g} s: {exc}") from exc
+
     def get(self, replicas: tuple[int, ...]) -> Allocation:
         """The allocation for one replica count per model (computed at most once while cached)."""
         key = self.servers(replicas)

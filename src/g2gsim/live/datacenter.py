@@ -45,7 +45,7 @@ import pandas as pd
 from g2gsim.datacenter.base import ConfiguredDatacenter
 from g2gsim.datacenter.commands import SetBatchSize, ShiftReplicas
 from g2gsim.datacenter.config import DatacenterConfig
-from g2gsim.datacenter.pool import PHASES, Allocation, AllocationCache, OversubscribedError, ServerPool
+from g2gsim.datacenter.pool import PHASES, Allocation, AllocationCache, ServerPool
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.time import TimeLike
 from g2gsim.live.config import LiveServerError, LiveSiteConfig, LiveStartupError
@@ -412,10 +412,7 @@ class LiveDatacenter(ConfiguredDatacenter):
         key = tuple(requested.tolist())
         if key == self._replica_key:
             return
-        try:
-            allocation = self._allocations.get(key)
-        except OversubscribedError as exc:
-            raise ValueError(f"site {self.name!r} at t = {self._times[k]:g} s: {exc}") from exc
+        allocation = self._allocations.at(key, self.name, self._times[k])
         self._replica_key = key
         if allocation is not self._allocation:
             self._allocation = allocation
