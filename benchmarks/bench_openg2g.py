@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _anchor
 import _benchutil as bu
 
 HOUR_S = 3600.0
@@ -213,22 +214,6 @@ def preset() -> dict[str, Any]:
 
 
 # -- inputs ----------------------------------------------------------------------------------
-OPENG2G_SPEC_FIELDS = (
-    "model_label",
-    "model_id",
-    "gpu_model",
-    "task",
-    "precision",
-    "gpus_per_replica",
-    "tensor_parallel",
-    "expert_parallel",
-    "itl_deadline_s",
-    "batch_sizes",
-    "feasible_batch_sizes",
-    "fit_exclude_batch_sizes",
-)
-
-
 def write_inputs(folder: Path, horizon: float) -> Path:
     """Data cache, training trace, feeder and the shared config; returns the config file."""
     from g2gsim.data import open_data_source
@@ -247,7 +232,7 @@ def write_inputs(folder: Path, horizon: float) -> Path:
         "feeder_dir": str(feeder_dir),
         "feeder_master": master,
         "specs": [
-            {k: v for k, v in spec.model_dump(mode="json").items() if k in OPENG2G_SPEC_FIELDS} for spec in specs
+            {k: v for k, v in spec.model_dump(mode="json").items() if k in _anchor.SPEC_FIELDS} for spec in specs
         ],
         "preset": preset(),
     }
