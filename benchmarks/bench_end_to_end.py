@@ -13,11 +13,19 @@ For each scenario in ``processes/`` (run in its own subprocess, so memory is per
   call), the kernel (SimPy, phases, mailboxes, links: the run minus everything above), set-up
   (reset/start) and collection of the result tables.
 - **solver floor**: the same number of OpenDSS solves as the run made (at least one per grid
-  step: a preset that solves only on change still sees its loads change every step), on the same feeder,
-  with three single-phase constant-PQ loads per site at the site buses, driven by the site
-  power the run recorded; one element-API write of each load and one ``SolveNoControl`` per
-  solve, nothing else (no generators, no taps, no reads). Timed in the same process; the
-  ratio end-to-end / floor says how much the co-simulation adds to the bare power flows.
+  step: a preset that solves only on change still sees its loads change every step) on the
+  circuit the run solves, compiled as the grid compiles it (feeder, source voltage, the sites'
+  single-phase constant-PQ loads, generators and external loads, batteries, time mode, the
+  initial taps; a tap change later in the run is not replayed), at
+  the run's solver settings (tight ones at the steps controllers measure, where a preset sets
+  ``measurement_tolerance``; set when they change); per solve one batch write of every load
+  (two OpenDSS calls: the sites' recorded power, the injections' profiles, precomputed), the
+  batteries' set-points at the steps where the run changed them (its ``storage_power``
+  events, written as the grid writes them), one ``SolveNoControl`` and, with batteries,
+  OpenDSS's end-of-step energy bookkeeping; nothing else (no taps, no reads, no publishing). Timed in the same process; the ratio end-to-end /
+  floor says how much the co-simulation adds to the bare power flows. The floor of earlier
+  figures (the feeder alone with only the site loads: no batteries, generators or external
+  loads, default tolerance) is timed too and printed next to it.
 - **peak memory**: peak RSS of the scenario's subprocess, and for ``--memory-scenarios``
   (default one per feeder) the peak RSS of a fresh process that runs one simulated hour
   (target for IEEE 13: < 300 MB). RSS includes the interpreter and libraries (the
@@ -109,8 +117,134 @@ def site_power_kw(built: Any, result: Any) -> Any:
 
 
 def solver_floor(built: Any, result: Any, n_solves: int, repeats: int) -> dict[str, float]:
-    """Median seconds of `n_solves` bare write+solve iterations on the scenario's feeder."""
+    """Median seconds of `n_solves` bare write+solve iterations on the run's own circuit, and
+    (for comparison with earlier figures) on the bare feeder with only the site loads."""
+    power = site_power_kw(built, result)
+    ratios = [tan_phi_of(site.power_factor) for site in built.scenario.sites]
+    circuit, batch, rows, schedule = _run_circuit(built, power, ratios)
+    dispatch = _storage_dispatch(built, result, power.shape[0])
+    feeder_engine, feeder_loads = _bare_feeder(built)
+    totals, solves, bare = [], [], []
+    for _ in range(repeats):
+        total, solve = _circuit_loop(circuit, batch, rows, schedule, n_solves, dispatch)
+        totals.append(total)
+        solves.append(solve)
+        bare.append(_floor_loop(feeder_engine, feeder_loads, ratios, power, n_solves))
+    batch.close()
+    return {
+        "floor_s": bu.median(totals),
+        "floor_solve_only_s": bu.median(solves),
+        "floor_bare_feeder_s": bu.median(bare),
+        "n_solves": n_solves,
+    }
+
+
+def tan_phi_of(power_factor: float) -> float:
+    """kvar per kW of a lagging power factor (as the grid computes it)."""
     from g2gsim.grid.config import tan_phi
+
+    return tan_phi(power_factor)
+
+
+def _storage_dispatch(built: Any, result: Any, n_steps: int) -> dict[int, list[tuple[str, float, float]]]:
+    """The run's battery set-points (its ``storage_power`` events) by the grid step that wrote them."""
+    if not built.grid.config.storage:
+        return {}
+    period = float(built.grid.config.period_s)
+    events = result.events_of("storage_power")
+    dispatch: dict[int, list[tuple[str, float, float]]] = {}
+    for time_s, payload in zip(events["time_s"], events["payload"], strict=True):
+        k = min(int(round(float(time_s) / period)), n_steps - 1)
+        dispatch.setdefault(k, []).append((payload["storage"], float(payload["kw"]), float(payload["kvar"])))
+    return dispatch
+
+
+def _run_circuit(built: Any, power: Any, ratios: list[float]) -> tuple[Any, Any, tuple[Any, Any], list]:
+    """The circuit the run solves, compiled as the grid compiles it (feeder, source, site loads,
+    generators, external loads, batteries, time mode), at the run's solver settings; a batch
+    of all its loads (sites, then injections, as the grid writes them), the kW and kvar rows
+    of every step (the recorded site power, the injection profiles), and the solver settings
+    of each solve (tight ones at the steps controllers measure, as the grid does)."""
+    import numpy as np
+
+    from g2gsim.grid.circuit import compile_and_attach, regulators_by_phase, resolve_tap_key
+    from g2gsim.grid.engine import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DSSEngine
+    from g2gsim.grid.feeders import load_feeder
+    from g2gsim.grid.loads import InjectionProfiles, LoadBatch
+
+    config = built.grid.config
+    engine = DSSEngine()
+    circuit, attachments = compile_and_attach(engine, load_feeder(built.scenario.grid.feeder), config, config.sites)
+    tolerance = DEFAULT_TOLERANCE if config.tolerance is None else config.tolerance
+    iterations = DEFAULT_MAX_ITERATIONS if config.max_iterations is None else config.max_iterations
+    engine.set_solver_settings(tolerance, iterations)
+    regulators = {r.control: r for r in circuit.regulators()}
+    for key, ratio in config.initial_taps.items():  # the run's operating point
+        reg = regulators[resolve_tap_key(key, regulators, regulators_by_phase(regulators), built.grid.feeder.name)]
+        circuit.set_tap(reg.transformer, reg.winding, float(ratio))
+    engine.solve(0.0)
+    indices = [i for site in attachments.sites for i in site] + [i for inj in attachments.injections for i in inj]
+    batch = LoadBatch(engine, indices)
+    n_steps = power.shape[0]
+    kw = power.reshape(n_steps, -1)
+    kvar = kw * np.repeat(np.asarray(ratios, dtype=float), 3)
+    profiles = InjectionProfiles(
+        config.generators, config.loads, lambda k: k * float(config.period_s), n_steps, grid="floor"
+    )
+    if profiles.width:
+        injected = [profiles.row(k) for k in range(n_steps)]
+        kw = np.hstack([kw, np.array([row[0] for row in injected])])
+        kvar = np.hstack([kvar, np.array([row[1] for row in injected])])
+    schedule = [(tolerance, iterations)]
+    if config.measurement_tolerance is not None:
+        period = float(config.period_s)
+        steps = max(1, int(round(float(config.measurement_period_s or 1) / period)))
+        tight = (min(tolerance, config.measurement_tolerance), max(iterations, 100))
+        schedule = [tight if k % steps == 0 else (tolerance, iterations) for k in range(steps)]
+    return circuit, batch, (np.ascontiguousarray(kw), np.ascontiguousarray(kvar)), schedule
+
+
+def _circuit_loop(
+    circuit: Any, batch: Any, rows: tuple[Any, Any], schedule: list, n_solves: int, dispatch: dict
+) -> tuple[float, float]:
+    """One pass on the run's circuit: per solve, every load's kW and kvar in one batch write
+    (two OpenDSS calls), the batteries' set-points at the steps the run changed them, the
+    solver settings when they change, one solve, and with batteries OpenDSS's end-of-step
+    energy bookkeeping; (total, solve) s."""
+    clock = time.perf_counter
+    engine = circuit.engine
+    batteries = bool(circuit_storage(circuit))
+    kw_rows, kvar_rows = rows
+    n_steps = kw_rows.shape[0]
+    kw, kvar = batch.kw, batch.kvar
+    current = None
+    solve_s = 0.0
+    start = clock()
+    for k in range(n_solves):
+        kw[:] = kw_rows[k % n_steps]
+        kvar[:] = kvar_rows[k % n_steps]
+        batch.write()
+        for name, kw_set, kvar_set in dispatch.get(k % n_steps, ()):
+            circuit.set_storage_power(name, kw_set, kvar_set)
+        if len(schedule) > 1 and schedule[k % len(schedule)] != current:
+            current = schedule[k % len(schedule)]
+            engine.set_solver_settings(*current)
+        t0 = clock()
+        engine.solve(0.1 * k)
+        solve_s += clock() - t0
+        if batteries:
+            circuit.finish_time_step()
+    return clock() - start, solve_s
+
+
+def circuit_storage(circuit: Any) -> list[str]:
+    """Names of the circuit's Storage elements."""
+    return list(circuit.dss.Storages.AllNames()) if circuit.dss.Storages.Count() else []
+
+
+def _bare_feeder(built: Any) -> tuple[Any, list]:
+    """The feeder alone with three single-phase constant-PQ loads per site (the floor of the
+    README's figures before 2026-12-03: no batteries, generators or external loads)."""
     from g2gsim.grid.engine import DSSEngine
     from g2gsim.grid.feeders import load_feeder
 
@@ -125,14 +259,7 @@ def solver_floor(built: Any, result: Any, n_solves: int, repeats: int) -> dict[s
     engine.run(f"Set Stepsize={float(scenario.grid.period_s)}s")
     engine.run("Set ControlMode=Off")
     engine.solve(0.0)
-    power = site_power_kw(built, result)
-    ratios = [tan_phi(site.power_factor) for site in scenario.sites]
-    totals, solves = [], []
-    for _ in range(repeats):
-        total, solve = _floor_loop(engine, loads, ratios, power, n_solves)
-        totals.append(total)
-        solves.append(solve)
-    return {"floor_s": bu.median(totals), "floor_solve_only_s": bu.median(solves), "n_solves": n_solves}
+    return engine, loads
 
 
 def _site_loads(engine: Any, i: int, bus: str, connection: str) -> tuple[int, int, int]:
@@ -146,11 +273,10 @@ def _site_loads(engine: Any, i: int, bus: str, connection: str) -> tuple[int, in
     return tuple(engine.load_index(name) for name in names)  # type: ignore[return-value]
 
 
-def _floor_loop(engine: Any, loads: list, ratios: list, power: Any, n_solves: int) -> tuple[float, float]:
-    """One pass: per solve, write every site load (element API) and solve; (total, solve) s."""
+def _floor_loop(engine: Any, loads: list, ratios: list, power: Any, n_solves: int) -> float:
+    """One pass on the bare feeder: per solve, write every site load (element API) and solve; s."""
     clock = time.perf_counter
     n_steps = power.shape[0]
-    solve_s = 0.0
     start = clock()
     for k in range(n_solves):
         row = power[k % n_steps]
@@ -159,10 +285,8 @@ def _floor_loop(engine: Any, loads: list, ratios: list, power: Any, n_solves: in
             for j, index in enumerate(indices):
                 kw = float(row[s, j])
                 engine.set_load_kw_kvar(index, kw, kw * tphi)
-        t0 = clock()
         engine.solve(0.1 * k)
-        solve_s += clock() - t0
-    return clock() - start, solve_s
+    return clock() - start
 
 
 def worker(name: str, horizon: float, repeats: int) -> dict[str, Any]:
@@ -262,6 +386,8 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
         "end-to-end / floor",
         f"<= {FLOOR_TARGET:g}x",
         "solve-only floor s/h",
+        "bare-feeder floor s/h",
+        "end-to-end / bare feeder",
         "peak RSS MB",
     ]
     body = []
@@ -282,6 +408,8 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
                 wall / floor,
                 "met" if wall / floor <= FLOOR_TARGET else "NOT met",
                 per_hour(r["floor_solve_only_s"], h),
+                per_hour(r["floor_bare_feeder_s"], h),
+                wall / per_hour(r["floor_bare_feeder_s"], h),
                 r["rss_peak_mb"],
             ]
         )

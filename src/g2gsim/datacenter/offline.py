@@ -32,7 +32,7 @@ batch / ITL shrinks by the same factor). States report the caps.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -194,15 +194,14 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._batch_log: list[tuple[int, np.ndarray]] = []
         self._replica_log: list[tuple[int, np.ndarray]] = []
 
-    def run(self) -> Generator[Event, Any, None]:
-        """The site's steps, and one kernel process per schedule that changes it."""
+    def helper_processes(self) -> Iterator[Generator[Event, Any, None]]:
+        """One kernel process per schedule that changes the site (replicas, training)."""
         ctx = self.ctx
         for m, changes in enumerate(self._replica_timeline().changes):
             if len(changes) > 1:
-                ctx.env.process(follow(ctx, self._period_ticks, changes[1:], partial(self._scheduled_change, m)))
+                yield follow(ctx, self._period_ticks, changes[1:], partial(self._scheduled_change, m))
         if self._training.edges:
-            ctx.env.process(follow(ctx, self._period_ticks, self._training.changes(), self._training_edge))
-        yield from super().run()
+            yield follow(ctx, self._period_ticks, self._training.changes(), self._training_edge)
 
     def _layout_rng(self, ctx: RunContext) -> np.random.Generator:
         """The stream the server layout is drawn from: the site's ``layout`` stream, or with
@@ -291,8 +290,24 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     # -- one step -------------------------------------------------------------------------------
     def step(self, tick: int) -> None:
-        """Apply commands and due changes, compute a block if needed, publish and record."""
+        """Apply commands and due changes, compute a block if needed, publish and record.
+
+        Most steps fall inside a computed block with nothing to apply: they only publish
+        their row (:meth:`_publish_row`)."""
         k = tick // self._period_ticks
+        block = self._block
+        if (
+            k < self._computed_until
+            and not (self._inbox or self._ramp_due or self._replicas_stale)
+            and block is not None
+            and block.latency is not None
+        ):
+            self._publish_row(tick, k, block)
+            return
+        self._full_step(tick, k)
+
+    def _full_step(self, tick: int, k: int) -> None:
+        """A step that applies commands or due changes, starts a block or samples the ITL."""
         if self._inbox:
             self._apply(self.take_commands(), tick, k)
         if self._ramp_due:
@@ -318,6 +333,12 @@ class OfflineDatacenter(ConfiguredDatacenter):
             self._replica_log.append((k, replicas))
         if self._cap_log and self._cap_log[-1][1] is not self._caps_state:
             self._cap_log.append((k, self._caps_state))
+        self._publish_row(tick, k, block)
+
+    def _publish_row(self, tick: int, k: int, block: Block) -> None:
+        """Publish step k's state from its block's rows (batch, replicas and caps as they are)."""
+        allocation = self._block_allocation
+        assert allocation is not None
         self._rows = k + 1
         i = k - block.start
         self._box.publish(
@@ -328,8 +349,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
                 models=self._labels,
                 power_w=block.phase_rows[i],
                 model_power_w=block.model_rows[i],
-                batch=batch,
-                replicas=replicas,
+                batch=self._batch,
+                replicas=allocation.active_replicas,
                 itl_s=block.itl_rows[i],
                 phase_share=allocation.phase_share,
                 power_cap_w=self._caps_state,

@@ -70,11 +70,27 @@ class Component(ABC):
     def start(self) -> None:
         """Called once every component is reset: subscribe to other components' mailboxes."""
 
+    @property
+    def steps_periodically(self) -> bool:
+        """Whether its process is exactly :meth:`step` at every multiple of its period (after
+        starting its :meth:`helper_processes`): such components of one period may share one
+        kernel process (:mod:`g2gsim.kernel.lockstep`). False for any subclass that overrides
+        :meth:`run`."""
+        return self.period is not None and type(self).run is Component.run
+
+    def helper_processes(self) -> Iterable[Generator[Event, Any, None]]:
+        """Extra SimPy processes started with this component's own (e.g. one per schedule
+        that changes it at its own instants). Default: none."""
+        return ()
+
     def run(self) -> Generator[Event, Any, None]:
-        """The SimPy process: by default, :meth:`step` at every multiple of the period."""
+        """The SimPy process: its helper processes, then :meth:`step` at every multiple of the
+        period."""
+        ctx = self.ctx
+        for helper in self.helper_processes():
+            ctx.env.process(helper)
         if self.period is None:
             return
-        ctx = self.ctx
         period = ctx.clock.ticks(self.period)
         for k in range(ctx.step_count(self.period)):
             yield ctx.at_tick(k * period)
@@ -192,6 +208,10 @@ class Controller(Component, ABC):
         if not self.trigger.is_periodic and interval is not None:
             own = [*own, interval]
         return own + self.command_link.times() + self.measurement_link.times()
+
+    @property
+    def steps_periodically(self) -> bool:
+        return self.period is not None and self.trigger.is_periodic and type(self).run is Controller.run
 
     def run(self) -> Generator[Event, Any, None]:
         """At every period (periodic trigger), or woken by what it reads (event triggers)."""

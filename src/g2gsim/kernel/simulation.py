@@ -17,6 +17,7 @@ from g2gsim.kernel.component import Component, Controller
 from g2gsim.kernel.context import RunContext, RunShared
 from g2gsim.kernel.events import PhasedTimeout
 from g2gsim.kernel.links import INSTANT, LinkSpec
+from g2gsim.kernel.lockstep import lockstep_groups, lockstep_process
 from g2gsim.kernel.log import LoggedCommand
 from g2gsim.kernel.mailbox import Mailbox
 from g2gsim.kernel.phases import Phase, priority
@@ -49,14 +50,22 @@ class ComponentError(RuntimeError):
         return self.message
 
 
+def _component_error(component: Component, exc: Exception) -> Exception:
+    """The error a failure inside `component` ends the run with (a ComponentError passes)."""
+    if isinstance(exc, ComponentError):
+        return exc
+    return ComponentError(component, component.ctx.now_s, exc)
+
+
 def _guarded(component: Component):
     """Run a component's process, turning any failure into a ComponentError."""
     try:
         yield from component.run()
-    except ComponentError:
-        raise
     except Exception as exc:
-        raise ComponentError(component, component.ctx.now_s, exc) from exc
+        error = _component_error(component, exc)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 class Simulation:
@@ -301,8 +310,11 @@ class RunHandle:
             component.reset(RunContext(shared, component, order))
         for component in self._components:
             component.start()
-        for component in self._components:
-            env.process(_guarded(component))
+        for group in lockstep_groups(self._components):
+            if len(group) == 1:
+                env.process(_guarded(group[0]))
+            else:
+                env.process(lockstep_process(group, _component_error))
         if self._lag is not None:
             env.sync()  # type: ignore[attr-defined]  # start-up time is not lag
             env.process(self._lag.process(env, shared))

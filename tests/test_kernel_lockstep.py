@@ -1,0 +1,144 @@
+"""Lockstep groups: components of one period share a process without changing a tick's order."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from simpy.events import Event
+
+import g2gsim.kernel.simulation as simulation_module
+from g2gsim.kernel import Command, Component, ComponentError, Controller, DatacenterComponent, GridComponent, Simulation
+from g2gsim.kernel.lockstep import lockstep_groups
+
+ROLES = {"datacenter": DatacenterComponent, "grid": GridComponent}
+
+
+def _stepper(role: str):
+    base = ROLES[role]
+
+    class Stepper(base):  # type: ignore[valid-type, misc]
+        """Steps at its period (the default process), logs and publishes."""
+
+        def __init__(self, name: str, period: Fraction, log: list) -> None:
+            super().__init__(name, period)
+            self.log = log
+
+        def reset(self, ctx: Any) -> None:
+            super().reset(ctx)
+            self.box = ctx.mailbox("state")
+
+        def step(self, tick: int) -> None:
+            self.log.append((tick, self.name))
+            self.box.publish(tick, tick)
+
+    return Stepper
+
+
+def _own_loop(role: str):
+    stepper = _stepper(role)
+
+    class OwnLoop(stepper):  # type: ignore[valid-type, misc]
+        """The same steps from its own process (overrides run, so it is never grouped)."""
+
+        def run(self) -> Generator[Event, Any, None]:
+            ctx = self.ctx
+            period = ctx.clock.ticks(self.period)
+            for k in range(ctx.step_count(self.period)):
+                yield ctx.at_tick(k * period)
+                self.step(k * period)
+
+    return OwnLoop
+
+
+class Waker(Controller):
+    """Woken in its own slot by every publish of a source (an event between group members)."""
+
+    def __init__(self, name: str, source: str, log: list) -> None:
+        super().__init__(name, None)
+        self.source = source
+        self.log = log
+
+    def run(self) -> Generator[Event, Any, None]:
+        box = self.ctx.subscribe(self.source)
+        while True:
+            yield box.changed(self.ctx.priority)
+            self.log.append((self.ctx.now, self.name))
+
+    def control(self, tick: int) -> Iterable[Command]:
+        return ()
+
+
+def _logs(specs: list[tuple[str, str, str]], wakers: list[int], grouped: bool) -> list:
+    log: list = []
+    components: list[Component] = []
+    for i, (kind, role, period) in enumerate(specs):
+        factory = _stepper if kind == "default" else _own_loop
+        components.append(factory(role)(f"c{i}", Fraction(period), log))
+    for j, source in enumerate(wakers):
+        components.append(Waker(f"w{j}", f"c{source % len(specs)}", log))
+    original = simulation_module.lockstep_groups
+    if not grouped:
+        simulation_module.lockstep_groups = lambda cs: [[c] for c in cs]  # type: ignore[assignment]
+    try:
+        Simulation(components, horizon_s=2, seed=0).run()
+    finally:
+        simulation_module.lockstep_groups = original
+    return log
+
+
+specs_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["default", "own"]),
+        st.sampled_from(["datacenter", "grid"]),
+        st.sampled_from(["1/10", "1/5", "1/2"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs=specs_strategy, wakers=st.lists(st.integers(0, 5), max_size=3))
+def test_lockstep_keeps_the_order_of_every_tick(specs, wakers):
+    """Any mix of grouped and own-process components, with processes woken between them:
+    the sequence of (tick, component) steps is the one of one process per component."""
+    assert _logs(specs, wakers, grouped=True) == _logs(specs, wakers, grouped=False)
+
+
+def test_event_between_members_runs_between_them():
+    """A site with its own process in a slot between two grouped members steps between them."""
+    specs = [("default", "datacenter", "1/10"), ("own", "datacenter", "1/10"), ("default", "grid", "1/10")]
+    log = _logs(specs, [], grouped=True)
+    assert log[:3] == [(0, "c0"), (0, "c1"), (0, "c2")]
+
+
+def test_groups_share_a_period_and_keep_phase_order():
+    log: list = []
+    grid = _stepper("grid")("g", Fraction(1, 10), log)
+    site = _stepper("datacenter")("s", Fraction(1, 10), log)
+    slow = _stepper("datacenter")("slow", Fraction(1), log)
+    own = _own_loop("datacenter")("own", Fraction(1, 10), log)
+    simulation = Simulation([grid, site, slow, own], horizon_s=1, seed=0)
+    handle = simulation.start()
+    groups = [[c.name for c in group] for group in lockstep_groups(simulation.components)]
+    handle.close()
+    assert groups == [["s", "g"], ["slow"], ["own"]]
+
+
+def test_a_failing_member_is_named():
+    log: list = []
+
+    class Failing(_stepper("grid")):  # type: ignore[misc]
+        def step(self, tick: int) -> None:
+            if tick > 3:
+                raise ValueError("boom")
+            super().step(tick)
+
+    site = _stepper("datacenter")("site", Fraction(1, 10), log)
+    with pytest.raises(ComponentError, match="'grid' failed at t = 0.4 s: ValueError: boom"):
+        Simulation([site, Failing("grid", Fraction(1, 10), log)], horizon_s=1, seed=0).run()
