@@ -14,18 +14,20 @@ For each scenario in ``processes/`` (run in its own subprocess, so memory is per
   (reset/start) and collection of the result tables.
 - **solver floor**: the same number of OpenDSS solves as the run made (at least one per grid
   step: a preset that solves only on change still sees its loads change every step) on the
-  circuit the run solves, compiled as the grid compiles it (feeder, source voltage, the sites'
-  single-phase constant-PQ loads, generators and external loads, batteries, time mode, the
-  initial taps; a tap change later in the run is not replayed), at
-  the run's solver settings (tight ones at the steps controllers measure, where a preset sets
+  circuit the run solves, compiled as the grid compiles it (feeder, source voltage, the
+  sites' single-phase constant-PQ loads, generators and external loads, batteries, time
+  mode, the initial taps; a tap change later in the run is not replayed), at the run's solver
+  settings (tight ones at the steps controllers measure, where a preset sets
   ``measurement_tolerance``; set when they change); per solve one batch write of every load
   (two OpenDSS calls: the sites' recorded power, the injections' profiles, precomputed), the
   batteries' set-points at the steps where the run changed them (its ``storage_power``
   events, written as the grid writes them), one ``SolveNoControl`` and, with batteries,
-  OpenDSS's end-of-step energy bookkeeping; nothing else (no taps, no reads, no publishing). Timed in the same process; the ratio end-to-end /
-  floor says how much the co-simulation adds to the bare power flows. The floor of earlier
-  figures (the feeder alone with only the site loads: no batteries, generators or external
-  loads, default tolerance) is timed too and printed next to it.
+  OpenDSS's end-of-step energy bookkeeping; nothing else (no taps, no reads, no publishing).
+  Each warm run is followed at once by one floor pass, in the same process, so the two of a
+  pair see the same machine speed; the ratio end-to-end / floor (medians, and the range of
+  the pairs' ratios) says how much the co-simulation adds to the bare power flows. The floor
+  of earlier figures (the feeder alone with only the site loads: no batteries, generators or
+  external loads, default tolerance) is timed too and printed next to it.
 - **peak memory**: peak RSS of the scenario's subprocess, and for ``--memory-scenarios``
   (default one per feeder) the peak RSS of a fresh process that runs one simulated hour
   (target for IEEE 13: < 300 MB). RSS includes the interpreter and libraries (the
@@ -116,25 +118,33 @@ def site_power_kw(built: Any, result: Any) -> Any:
     return values.reshape(len(values) // n_sites, n_sites, 3)
 
 
-def solver_floor(built: Any, result: Any, n_solves: int, repeats: int) -> dict[str, float]:
-    """Median seconds of `n_solves` bare write+solve iterations on the run's own circuit, and
-    (for comparison with earlier figures) on the bare feeder with only the site loads."""
+def interleaved_runs(built: Any, result: Any, n_solves: int, repeats: int) -> dict[str, Any]:
+    """`repeats` pairs, each a warm run followed at once by one floor pass (so a pair sees the
+    same machine speed): the run's seconds, the floor's (on the run's own circuit, its solves
+    alone, and on the bare feeder with only the site loads for comparison with earlier
+    figures), and the ratio of each pair."""
     power = site_power_kw(built, result)
     ratios = [tan_phi_of(site.power_factor) for site in built.scenario.sites]
     circuit, batch, rows, schedule = _run_circuit(built, power, ratios)
     dispatch = _storage_dispatch(built, result, power.shape[0])
     feeder_engine, feeder_loads = _bare_feeder(built)
-    totals, solves, bare = [], [], []
+    walls, totals, solves, bare = [], [], [], []
     for _ in range(repeats):
+        start = time.perf_counter()
+        built.simulation.run()
+        walls.append(time.perf_counter() - start)
         total, solve = _circuit_loop(circuit, batch, rows, schedule, n_solves, dispatch)
         totals.append(total)
         solves.append(solve)
         bare.append(_floor_loop(feeder_engine, feeder_loads, ratios, power, n_solves))
     batch.close()
     return {
+        "warm_runs_s": walls,
+        "warm_median_s": bu.median(walls),
         "floor_s": bu.median(totals),
         "floor_solve_only_s": bu.median(solves),
         "floor_bare_feeder_s": bu.median(bare),
+        "pair_ratios": [w / f for w, f in zip(walls, totals, strict=True)],
         "n_solves": n_solves,
     }
 
@@ -307,16 +317,11 @@ def worker(name: str, horizon: float, repeats: int) -> dict[str, Any]:
     with timed_sensitivity(built.grid) as sensitivity:
         timed = built.simulation.run(timing=True)
     split = timing_split(built, timed, sensitivity)
-    walls = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        built.simulation.run()
-        walls.append(time.perf_counter() - start)
     grid_summary = timed.meta["summary"][built.grid.name]
     # The same load changes as the run: one solve per grid step at least (a preset that
     # solves on change skips most of them, but its loads still change every step).
     n_floor = max(int(grid_summary["n_solves"]), int(grid_summary["n_steps"]))
-    floor = solver_floor(built, timed, n_floor, repeats)
+    timings = interleaved_runs(built, timed, n_floor, repeats)
     return {
         "scenario": name,
         "feeder": scenario.grid.feeder,
@@ -326,14 +331,12 @@ def worker(name: str, horizon: float, repeats: int) -> dict[str, Any]:
         "import_s": import_s,
         "build_s": build_s,
         "cold_run_s": cold_s,
-        "warm_runs_s": walls,
-        "warm_median_s": bu.median(walls),
         "split_s": split,
         "component_s": timed.meta["timing_s"],
         "sensitivity": sensitivity,
         "grid_summary": {k: v for k, v in grid_summary.items() if isinstance(v, int | float)},
         "n_solves_made": int(grid_summary["n_solves"]),
-        **floor,
+        **timings,
         "rss_after_import_mb": rss_import,
         "rss_peak_mb": bu.peak_rss_mb(),
     }
@@ -384,6 +387,7 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
         "floor solves",
         "floor s/h",
         "end-to-end / floor",
+        "pair ratios (min-max)",
         f"<= {FLOOR_TARGET:g}x",
         "solve-only floor s/h",
         "bare-feeder floor s/h",
@@ -406,6 +410,7 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
                 r["n_solves"],
                 floor,
                 wall / floor,
+                f"{min(r['pair_ratios']):.2f}-{max(r['pair_ratios']):.2f}",
                 "met" if wall / floor <= FLOOR_TARGET else "NOT met",
                 per_hour(r["floor_solve_only_s"], h),
                 per_hour(r["floor_bare_feeder_s"], h),

@@ -211,6 +211,8 @@ class Controller(Component, ABC):
 
     @property
     def steps_periodically(self) -> bool:
+        """A controller steps periodically with a periodic trigger and its class's own
+        :meth:`run` left as it is (an event trigger wakes it on changes instead)."""
         return self.period is not None and self.trigger.is_periodic and type(self).run is Controller.run
 
     def run(self) -> Generator[Event, Any, None]:
