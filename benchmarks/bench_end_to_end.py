@@ -123,8 +123,10 @@ def interleaved_runs(built: Any, result: Any, n_solves: int, repeats: int) -> di
     same machine speed): the run's seconds, the floor's (on the run's own circuit, its solves
     alone, and on the bare feeder with only the site loads for comparison with earlier
     figures), and the ratio of each pair."""
+    from g2gsim.grid.config import tan_phi
+
     power = site_power_kw(built, result)
-    ratios = [tan_phi_of(site.power_factor) for site in built.scenario.sites]
+    ratios = [tan_phi(site.power_factor) for site in built.scenario.sites]
     circuit, batch, rows, schedule = _run_circuit(built, power, ratios)
     dispatch = _storage_dispatch(built, result, power.shape[0])
     feeder_engine, feeder_loads = _bare_feeder(built)
@@ -133,7 +135,9 @@ def interleaved_runs(built: Any, result: Any, n_solves: int, repeats: int) -> di
         start = time.perf_counter()
         built.simulation.run()
         walls.append(time.perf_counter() - start)
-        total, solve = _circuit_loop(circuit, batch, rows, schedule, n_solves, dispatch)
+        total, solve = _circuit_loop(
+            circuit, batch, rows, schedule, n_solves, dispatch, bool(built.grid.config.storage)
+        )
         totals.append(total)
         solves.append(solve)
         bare.append(_floor_loop(feeder_engine, feeder_loads, ratios, power, n_solves))
@@ -147,13 +151,6 @@ def interleaved_runs(built: Any, result: Any, n_solves: int, repeats: int) -> di
         "pair_ratios": [w / f for w, f in zip(walls, totals, strict=True)],
         "n_solves": n_solves,
     }
-
-
-def tan_phi_of(power_factor: float) -> float:
-    """kvar per kW of a lagging power factor (as the grid computes it)."""
-    from g2gsim.grid.config import tan_phi
-
-    return tan_phi(power_factor)
 
 
 def _storage_dispatch(built: Any, result: Any, n_steps: int) -> dict[int, list[tuple[str, float, float]]]:
@@ -199,7 +196,7 @@ def _run_circuit(built: Any, power: Any, ratios: list[float]) -> tuple[Any, Any,
     kw = power.reshape(n_steps, -1)
     kvar = kw * np.repeat(np.asarray(ratios, dtype=float), 3)
     profiles = InjectionProfiles(
-        config.generators, config.loads, lambda k: k * float(config.period_s), n_steps, grid="floor"
+        config.generators, config.loads, lambda k: float(k * config.period_s), n_steps, grid="floor"
     )
     if profiles.width:
         injected = [profiles.row(k) for k in range(n_steps)]
@@ -215,7 +212,7 @@ def _run_circuit(built: Any, power: Any, ratios: list[float]) -> tuple[Any, Any,
 
 
 def _circuit_loop(
-    circuit: Any, batch: Any, rows: tuple[Any, Any], schedule: list, n_solves: int, dispatch: dict
+    circuit: Any, batch: Any, rows: tuple[Any, Any], schedule: list, n_solves: int, dispatch: dict, batteries: bool
 ) -> tuple[float, float]:
     """One pass on the run's circuit: per solve, every load's kW and kvar in one batch write
     (two OpenDSS calls), the batteries' set-points at the steps the run changed them, the
@@ -223,7 +220,6 @@ def _circuit_loop(
     energy bookkeeping; (total, solve) s."""
     clock = time.perf_counter
     engine = circuit.engine
-    batteries = bool(circuit_storage(circuit))
     kw_rows, kvar_rows = rows
     n_steps = kw_rows.shape[0]
     kw, kvar = batch.kw, batch.kvar
@@ -245,11 +241,6 @@ def _circuit_loop(
         if batteries:
             circuit.finish_time_step()
     return clock() - start, solve_s
-
-
-def circuit_storage(circuit: Any) -> list[str]:
-    """Names of the circuit's Storage elements."""
-    return list(circuit.dss.Storages.AllNames()) if circuit.dss.Storages.Count() else []
 
 
 def _bare_feeder(built: Any) -> tuple[Any, list]:

@@ -16,9 +16,9 @@ priority; the kernel never does this) runs after the member instead of by insert
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import simpy
 from simpy.events import Event
@@ -65,11 +65,12 @@ def _due_before(env: simpy.Environment, tick: int, slot: int) -> bool:
     return bool(head[0] == tick and head[1] < slot)
 
 
-def lockstep_process(members: Sequence[Component], guard: Any) -> Generator[Event, Any, None]:
+def lockstep_process(
+    members: Sequence[Component], fail: Callable[[Component, Exception], NoReturn]
+) -> Generator[Event, Any, None]:
     """The SimPy process of a lockstep group: every member's helpers, then the shared ticks.
 
-    `guard(component, exc)` turns a member's failure into the error the kernel raises for it
-    (or returns `exc` itself to let it pass unchanged).
+    `fail(component, exc)` raises the error the kernel ends the run with for a member's failure.
     """
     first = members[0]
     ctx = first.ctx
@@ -93,7 +94,4 @@ def lockstep_process(members: Sequence[Component], guard: Any) -> Generator[Even
                     yield PhasedTimeout(env, 0, slot)
                 member.step(tick)
         except Exception as exc:
-            error = guard(member, exc)
-            if error is exc:
-                raise
-            raise error from exc
+            fail(member, exc)

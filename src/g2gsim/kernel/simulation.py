@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import simpy
 
@@ -50,11 +50,12 @@ class ComponentError(RuntimeError):
         return self.message
 
 
-def _component_error(component: Component, exc: Exception) -> Exception:
-    """The error a failure inside `component` ends the run with (a ComponentError passes)."""
+def _raise_component_error(component: Component, exc: Exception) -> NoReturn:
+    """End the run for a failure inside `component`: as a ComponentError naming it and the
+    simulated time (a ComponentError from a nested component passes unchanged)."""
     if isinstance(exc, ComponentError):
-        return exc
-    return ComponentError(component, component.ctx.now_s, exc)
+        raise exc
+    raise ComponentError(component, component.ctx.now_s, exc) from exc
 
 
 def _guarded(component: Component):
@@ -62,10 +63,7 @@ def _guarded(component: Component):
     try:
         yield from component.run()
     except Exception as exc:
-        error = _component_error(component, exc)
-        if error is exc:
-            raise
-        raise error from exc
+        _raise_component_error(component, exc)
 
 
 class Simulation:
@@ -314,7 +312,7 @@ class RunHandle:
             if len(group) == 1:
                 env.process(_guarded(group[0]))
             else:
-                env.process(lockstep_process(group, _component_error))
+                env.process(lockstep_process(group, _raise_component_error))
         if self._lag is not None:
             env.sync()  # type: ignore[attr-defined]  # start-up time is not lag
             env.process(self._lag.process(env, shared))
