@@ -196,7 +196,11 @@ def _run_circuit(built: Any, power: Any, ratios: list[float]) -> tuple[Any, Any,
     kw = power.reshape(n_steps, -1)
     kvar = kw * np.repeat(np.asarray(ratios, dtype=float), 3)
     profiles = InjectionProfiles(
-        config.generators, config.loads, lambda k: float(k * config.period_s), n_steps, grid="floor"
+        config.generators,
+        config.loads,
+        lambda first, stop: np.array([float(k * config.period_s) for k in range(first, stop)]),
+        n_steps,
+        grid="floor",
     )
     if profiles.width:
         injected = [profiles.row(k) for k in range(n_steps)]

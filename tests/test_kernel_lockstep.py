@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from simpy.events import Event
 
+import g2gsim.kernel.lockstep as lockstep_module
 import g2gsim.kernel.simulation as simulation_module
 from g2gsim.kernel import Command, Component, ComponentError, Controller, DatacenterComponent, GridComponent, Simulation
 from g2gsim.kernel.lockstep import lockstep_groups
@@ -33,7 +34,8 @@ def _stepper(role: str):
             self.box = ctx.mailbox("state")
 
         def step(self, tick: int) -> None:
-            self.log.append((tick, self.name))
+            assert self.ctx.now == tick  # a fused tick moves the kernel's clock too
+            self.log.append((self.ctx.now, self.name))
             self.box.publish(tick, tick)
 
     return Stepper
@@ -142,3 +144,49 @@ def test_a_failing_member_is_named():
     site = _stepper("datacenter")("site", Fraction(1, 10), log)
     with pytest.raises(ComponentError, match="'grid' failed at t = 0.4 s: ValueError: boom"):
         Simulation([site, Failing("grid", Fraction(1, 10), log)], horizon_s=1, seed=0).run()
+
+
+def _timeouts_of_a_quiet_group(monkeypatch: pytest.MonkeyPatch, realtime: float | None) -> tuple[int, list]:
+    """Kernel timeouts a site + grid group creates over 1 s at 0.1 s with nothing else queued."""
+    made: list[int] = []
+    original = lockstep_module.PhasedTimeout
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lockstep_module, "PhasedTimeout", counted)
+    log: list = []
+    site = _stepper("datacenter")("s", Fraction(1, 10), log)
+    grid = _stepper("grid")("g", Fraction(1, 10), log)
+    Simulation([site, grid], horizon_s=1, seed=0).run(realtime=realtime)
+    return len(made), log
+
+
+def test_quiet_ticks_need_no_kernel_event(monkeypatch):
+    """With nothing else queued the group advances the clock itself after its first tick; on the
+    real-time kernel every tick is still a timeout (it paces ticks against the wall clock)."""
+    made, log = _timeouts_of_a_quiet_group(monkeypatch, None)
+    assert made == 1
+    assert log == [(k, name) for k in range(10) for name in ("s", "g")]
+    made, log_rt = _timeouts_of_a_quiet_group(monkeypatch, 0.001)
+    assert made == 10
+    assert log_rt == log
+
+
+@settings(max_examples=25, deadline=None)
+@given(pieces=st.lists(st.integers(1, 7), min_size=1, max_size=8))
+def test_stepping_in_pieces_stops_fused_ticks_at_each_boundary(pieces):
+    """``step(n)`` ends at its boundary (the ``until`` event stops the fusing): the clock is
+    there after each piece, and the steps taken are the ticks before it."""
+    log: list = []
+    site = _stepper("datacenter")("s", Fraction(1, 10), log)
+    grid = _stepper("grid")("g", Fraction(1, 10), log)
+    handle = Simulation([site, grid], horizon_s=3, seed=0).start()
+    now = 0
+    for n in pieces:
+        handle.step(n)
+        now = min(now + n, handle._horizon_ticks)
+        assert handle.now == now
+        assert {tick for tick, _ in log} == set(range(now))
+    handle.close()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from pandas.testing import assert_frame_equal
 
 from g2gsim.kernel import Command, Controller, DatacenterComponent, LinkSpec, RunResult, Simulation
+from g2gsim.kernel.log import EventLog
 from g2gsim.kernel.streaming import ChunkWarning, read_chunks
 
 
@@ -115,3 +117,18 @@ def test_read_chunks_ignores_leftover_temporary_parts(tmp_path) -> None:
     Simulation([Site("site", 1), Sender()], horizon_s=4).run(stream_to=tmp_path, chunk_s=1)
     (tmp_path / "chunks" / "site__state" / ".part-00003.parquet.123.tmp").write_bytes(b"PAR1 half")
     assert len(read_chunks(tmp_path)["site/state"]) == 4
+
+
+def test_an_event_payload_is_copied_unless_declared_plain() -> None:
+    """The log keeps a plain copy of a payload (the caller may reuse its dict), and with
+    ``plain=True`` the dict itself (a fresh, already plain payload: no copy per event)."""
+    log = EventLog()
+    reused = {"batch": {"a": 1}, "value": np.float64(2.5)}
+    log.record(0.0, "c", "copied", reused)
+    fresh = {"batch": {"a": 2}, "value": 3.5}
+    log.record(0.1, "c", "kept", fresh, plain=True)
+    reused["batch"]["a"] = 99
+    frame = log.to_frame()
+    assert frame["payload"].iloc[0] == {"batch": {"a": 1}, "value": 2.5}
+    assert type(frame["payload"].iloc[0]["value"]) is float
+    assert frame["payload"].iloc[1] is fresh

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from g2gsim.kernel.time import Clock, as_delay, as_period, as_seconds, fraction_gcd, step_count
+from g2gsim.kernel.time import Clock, StepClock, as_delay, as_period, as_seconds, fraction_gcd, step_count
 
 # Periods and latencies as engineers write them: decimal strings, floats and exact fractions.
 DECIMAL_STRINGS = ["0.05", "0.1", "0.15", "0.2", "0.25", "0.5", "1", "2", "3.6", "0.001"]
@@ -185,3 +185,27 @@ def test_step_count_is_the_number_of_multiples_strictly_before_the_horizon(text:
     period = Fraction(text)
     n = step_count(period, horizon)
     assert (n - 1) * period < horizon <= n * period
+
+
+@given(
+    period_ticks=st.integers(1, 10**6),
+    numerator=st.integers(1, 10**6),
+    denominator=st.integers(1, 10**9),
+    first=st.integers(0, 10**6),
+    count=st.integers(0, 300),
+)
+def test_step_times_in_numpy_equal_each_step_time(period_ticks, numerator, denominator, first, count) -> None:
+    """StepClock.times (one NumPy pass) gives every step's correctly rounded time bit for bit."""
+    clock = StepClock(period_ticks, Fraction(numerator, denominator))
+    times = clock.times(first, first + count)
+    assert times.dtype == np.float64 and times.shape == (count,)
+    assert times.tolist() == [clock.seconds(k) for k in range(first, first + count)]
+
+
+def test_step_times_beyond_exact_float_integers_are_computed_one_by_one() -> None:
+    """Past 2**53 a float64 cannot hold the exact numerator: the times are still the correctly
+    rounded seconds of each step (Python's exact int / int)."""
+    clock = StepClock(3, Fraction(2**40 + 1, 7))
+    times = clock.times(2**13 - 2, 2**13 + 3)
+    assert times.tolist() == [clock.seconds(k) for k in range(2**13 - 2, 2**13 + 3)]
+    assert times.tolist() == [float(Fraction(k * 3 * (2**40 + 1), 7)) for k in range(2**13 - 2, 2**13 + 3)]

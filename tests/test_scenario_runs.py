@@ -281,3 +281,36 @@ def test_long_series_are_drawn_through_their_extremes_and_steps_through_their_ch
     assert np.isnan(y[keep]).any(), "a gap stays a gap"
     steps = np.repeat([128, 64, 64, 32], 9000)
     assert change_indices(steps).tolist() == [0, 9000, 27000, 35999]
+
+
+def test_prepare_loads_the_sites_data_once_before_the_runs(monkeypatch) -> None:
+    """Simulation.prepare loads the sites' power templates ahead of the first run (as OpenG2G
+    loads its data before its run); runs then load nothing. A build alone loads nothing (the
+    memory check of a scenario run comes first)."""
+    import g2gsim.scenarios.build as build_module
+
+    loaded: list[tuple[str, int]] = []
+    opened = build_module.open_data_source
+
+    def counting_source(path: object) -> object:
+        source = opened(path)
+        original = source.power_template
+
+        def power_template(spec, batch, *args, **kwargs):
+            loaded.append((spec.model_label, batch))
+            return original(spec, batch, *args, **kwargs)
+
+        monkeypatch.setattr(source, "power_template", power_template)
+        return source
+
+    monkeypatch.setattr(build_module, "open_data_source", counting_source)
+    built = build_simulation(load_scenario("ieee13_baseline_notap").with_overrides(horizon_s=2))
+    assert loaded == []
+    built.simulation.prepare()
+    prepared = len(loaded)
+    assert prepared >= len(built.scenario.sites[0].models)
+    built.simulation.prepare()
+    first = built.simulation.run()
+    second = built.simulation.run()
+    assert len(loaded) == prepared
+    pd.testing.assert_frame_equal(first.table("grid/voltages"), second.table("grid/voltages"))

@@ -103,22 +103,41 @@ class FeasibleBatches:
         return batch >= self.sizes[self.labels.index(label)][-1]
 
 
+#: Per-model fields of a state that controllers read by column.
+_PER_MODEL_FIELDS = ("replicas", "itl_s", "batch")
+#: Column positions by (state models, controller labels): a run asks the same question every
+#: control step. Bounded, for processes that run many differently labelled sites.
+_COLUMNS: dict[tuple[tuple[str, ...], tuple[str, ...]], np.ndarray] = {}
+_COLUMNS_KEPT = 256
+
+
 def state_columns(state: DatacenterState, labels: Sequence[str], *, owner: str) -> np.ndarray:
-    """Positions of `labels` in a state's per-model arrays.
+    """Positions of `labels` in a state's per-model arrays (read-only; the same array for the
+    same models and labels).
 
     A model the state does not report, or per-model arrays (replicas, ITL, batch) shorter
     than the state's model list, is an error naming the model and the controller.
     """
     models = state.models
-    missing = [label for label in labels if label not in models]
-    if missing:
-        raise KeyError(
-            f"{owner}: the state of site {state.site!r} reports no replicas/ITL for model(s) "
-            f"{missing}; it reports {list(models)}"
-        )
-    columns = np.array([models.index(label) for label in labels], dtype=np.intp)
-    for field in ("replicas", "itl_s", "batch"):
-        values = np.asarray(getattr(state, field))
+    key = (tuple(models), tuple(labels))
+    columns = _COLUMNS.get(key)
+    if columns is None:
+        missing = [label for label in labels if label not in models]
+        if missing:
+            raise KeyError(
+                f"{owner}: the state of site {state.site!r} reports no replicas/ITL for model(s) "
+                f"{missing}; it reports {list(models)}"
+            )
+        columns = np.array([models.index(label) for label in labels], dtype=np.intp)
+        columns.flags.writeable = False
+        if len(_COLUMNS) < _COLUMNS_KEPT:
+            _COLUMNS[key] = columns
+    shape = (len(models),)
+    for field in _PER_MODEL_FIELDS:
+        values = getattr(state, field)
+        if type(values) is np.ndarray and values.shape == shape:
+            continue  # the usual case, checked without a conversion
+        values = np.asarray(values)
         if values.ndim != 1 or values.shape[0] != len(models):
             short = [m for i, m in enumerate(models) if values.ndim != 1 or i >= values.shape[0]]
             raise ValueError(

@@ -271,7 +271,8 @@ class OFOBatchController(SiteBatchController):
         self._h: np.ndarray | None = None  # H, (n_v, 3) pu/kW
         self._reply: Any = None  # the SensitivityReply H came from
         self._requested_s: float | None = None  # when the unanswered request was sent
-        self._lambda_under: np.ndarray | None = None
+        self._lambdas: np.ndarray | None = None  # (2, n_v): lambda_under, lambda_over
+        self._lambda_under: np.ndarray | None = None  # views of its rows
         self._lambda_over: np.ndarray | None = None
         self._mu = np.zeros(0)
         self._x: np.ndarray | None = None
@@ -310,6 +311,8 @@ class OFOBatchController(SiteBatchController):
         self._deadline_list = self._deadline.tolist()
         self._r_max_list = self._r_max.tolist()
         self._x_bounds = (self._batches.x_min.tolist(), self._batches.x_max.tolist())
+        self._gap_signs = np.array([[-1.0], [1.0]])  # the voltage gaps as sign * v + offset
+        self._gap_offsets = np.array([[self.config.v_min], [-self.config.v_max]])
         n, m = self.max_steps(), len(self._labels)
         self._rec_time = np.zeros(n)
         self._rec_batch = np.zeros((n, m), dtype=np.int64)
@@ -421,20 +424,25 @@ class OFOBatchController(SiteBatchController):
         return self._emit(tick, chosen, estimated)  # 5.
 
     def _update_voltage_duals(self, voltages: np.ndarray) -> np.ndarray:
-        """Step 2: lambda_under, lambda_over (an entry with no finite voltage keeps its duals); eta."""
+        """Step 2: lambda_under, lambda_over (an entry with no finite voltage keeps its duals); eta.
+
+        Both duals as the rows of one (2, n_v) array: the gaps v_min - v and v - v_max are
+        (-v) + v_min and v + (-v_max), which IEEE arithmetic defines as the same numbers."""
         cfg = self.config
-        if self._lambda_under is None or self._lambda_over is None:
-            self._lambda_under = np.zeros(len(voltages))
-            self._lambda_over = np.zeros(len(voltages))
-        under_gap = cfg.v_min - voltages  # v_min - v
-        over_gap = voltages - cfg.v_max  # v - v_max
+        lambdas = self._lambdas
+        if lambdas is None:
+            lambdas = np.zeros((2, len(voltages)))
+        gaps = self._gap_signs * voltages
+        gaps += self._gap_offsets
         seen = np.isfinite(voltages)
         if not seen.all():
-            under_gap = np.where(seen, under_gap, 0.0)
-            over_gap = np.where(seen, over_gap, 0.0)
-        self._lambda_under = np.maximum(self._lambda_under + cfg.voltage_dual_step_size * under_gap, 0.0)
-        self._lambda_over = np.maximum(self._lambda_over + cfg.voltage_dual_step_size * over_gap, 0.0)
-        return self._lambda_over - self._lambda_under
+            gaps = np.where(seen, gaps, 0.0)
+        gaps *= cfg.voltage_dual_step_size
+        gaps += lambdas
+        lambdas = np.maximum(gaps, 0.0, out=gaps)
+        self._lambdas = lambdas
+        self._lambda_under, self._lambda_over = lambdas[0], lambdas[1]
+        return lambdas[1] - lambdas[0]
 
     def _update_latency_duals(self, replicas: list[float], itl: list[float]) -> None:
         """Step 3: mu_i, where the model runs and its ITL is observed.
@@ -485,12 +493,13 @@ class OFOBatchController(SiteBatchController):
 
     def _emit(self, tick: int, chosen: list[int], estimated: bool) -> tuple[Command, ...]:
         """Step 5: one record row, one ``ofo_step`` event, one SetBatchSize."""
-        assert self._lambda_under is not None and self._lambda_over is not None
+        lambdas = self._lambdas
+        assert lambdas is not None
         row = self._steps
         self._steps += 1
         batch = dict(zip(self._labels, chosen, strict=True))
-        under_max = float(self._lambda_under.max(initial=0.0))
-        over_max = float(self._lambda_over.max(initial=0.0))
+        under_max, over_max = lambdas.max(axis=1, initial=0.0).tolist()
+        under_sum, over_sum = lambdas.sum(axis=1).tolist()  # row by row, as each row's own sum
         self._rec_time[row] = self.ctx.seconds(tick)
         self._rec_batch[row] = chosen
         self._rec_x[row] = self._x
@@ -499,14 +508,15 @@ class OFOBatchController(SiteBatchController):
         self.ctx.event(
             "ofo_step",
             {
-                "batch": batch,
+                "batch": dict(batch),  # the command keeps its own
                 "latency_dual": self.latency_duals,
                 "voltage_dual_under_max": under_max,
                 "voltage_dual_over_max": over_max,
-                "voltage_dual_under_sum": float(self._lambda_under.sum()),
-                "voltage_dual_over_sum": float(self._lambda_over.sum()),
+                "voltage_dual_under_sum": under_sum,
+                "voltage_dual_over_sum": over_sum,
                 "sensitivity_estimated": bool(estimated),
             },
+            plain=True,
         )
         return (SetBatchSize(batch=batch, target=self.site),)
 

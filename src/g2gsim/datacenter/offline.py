@@ -59,7 +59,7 @@ from g2gsim.datacenter.power_cap import cap_slowdown
 from g2gsim.datacenter.schedule import BatchRamp, ReplicaTimeline, StepClock, TrainingWindows, follow
 from g2gsim.datacenter.state import DatacenterState
 from g2gsim.kernel.commands import Command
-from g2gsim.kernel.time import TimeLike, as_seconds
+from g2gsim.kernel.time import TimeLike, as_seconds, step_count
 
 if TYPE_CHECKING:
     from mlenergy.data.modeling import ITLMixtureModel
@@ -77,12 +77,14 @@ _NO_DRAWS = np.zeros(0)
 
 @dataclass(frozen=True, eq=False)
 class _RunData:
-    """Products of the data source for one horizon: templates and ITL fits (immutable)."""
+    """What every run of one horizon shares (immutable): the data source's templates and ITL
+    fits, and the scheduled replicas as change events."""
 
     horizon: Fraction
     bank: TemplateBank
     known: tuple[tuple[int, ...], ...]  # per model, sorted batches with a template
     fits: tuple[dict[int, ITLMixtureModel | None], ...]
+    timeline: ReplicaTimeline
 
 
 class OfflineDatacenter(ConfiguredDatacenter):
@@ -119,6 +121,10 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._rows = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
+    def prepare(self, horizon: Fraction) -> None:
+        """Load the templates and fits of a run of this horizon (kept for every such run)."""
+        self._load_data(horizon)
+
     def reset(self, ctx: RunContext) -> None:
         """Fresh run: data products, new pool and streams, the schedules' events, buffers."""
         super().reset(ctx)
@@ -146,7 +152,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._latency_normals = NormalStream(self._latency_rng, rewind=True)
         self._latency = MeanLatency(run_data.fits) if config.replay.itl_mode == "mean" else FleetLatency(run_data.fits)
 
-        self._timeline = ReplicaTimeline.build(config, self.period, n)
+        self._timeline = run_data.timeline
         self._check_schedule_fits()
         self._scheduled_now = self._replica_timeline().at(0).copy()
         self._training = TrainingWindows(config.training, self._clock, n)
@@ -212,8 +218,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
         return ctx.rng("layout")
 
     def _load_data(self, horizon: Fraction) -> _RunData:
-        """Templates and fits for this horizon (kept across runs: they are immutable); each
-        template spans ``replay.template_s`` when set, else the horizon."""
+        """Templates, fits and the replica timeline for this horizon (kept across runs: they
+        are immutable); each template spans ``replay.template_s`` when set, else the horizon."""
         cached = self._run_data
         if cached is not None and cached.horizon == horizon:
             return cached
@@ -234,7 +240,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
             known.append(batches)
             fits.append(model_fits)
         bank = TemplateBank(templates, self.longest_block)
-        self._run_data = _RunData(horizon, bank, tuple(known), tuple(fits))
+        timeline = ReplicaTimeline.build(self.config, self.period, step_count(self.period, horizon))
+        self._run_data = _RunData(horizon, bank, tuple(known), tuple(fits), timeline)
         return self._run_data
 
     def _check_schedule_fits(self) -> None:
@@ -341,19 +348,21 @@ class OfflineDatacenter(ConfiguredDatacenter):
         assert allocation is not None
         self._rows = k + 1
         i = k - block.start
+        # Positional arguments (one state per step): site, time_s, models, power_w,
+        # model_power_w, batch, replicas, itl_s, phase_share, power_cap_w.
         self._box.publish(
             tick,
             DatacenterState(
-                site=self.name,
-                time_s=block.times[i],
-                models=self._labels,
-                power_w=block.phase_rows[i],
-                model_power_w=block.model_rows[i],
-                batch=self._batch,
-                replicas=allocation.active_replicas,
-                itl_s=block.itl_rows[i],
-                phase_share=allocation.phase_share,
-                power_cap_w=self._caps_state,
+                self.name,
+                block.times[i],
+                self._labels,
+                block.phase_rows[i],
+                block.model_rows[i],
+                self._batch,
+                allocation.active_replicas,
+                block.itl_rows[i],
+                allocation.phase_share,
+                self._caps_state,
             ),
         )
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from g2gsim.datacenter.config import DatacenterConfig, TrainingSchedule
 from g2gsim.kernel.phases import Phase
+from g2gsim.kernel.time import StepClock
 
 if TYPE_CHECKING:
     from simpy.events import Event
@@ -43,37 +44,6 @@ def follow(
         yield ctx.at_tick(step * period_ticks, Phase.DELIVER)
         if not apply(value):
             return
-
-
-@dataclass(frozen=True)
-class StepClock:
-    """Step times of a component with a fixed period, as correctly rounded floats of exact ticks."""
-
-    period_ticks: int
-    tick: Fraction
-
-    def seconds(self, step: int) -> float:
-        """Time of one step, s."""
-        return step * self.period_ticks * self.tick.numerator / self.tick.denominator
-
-    def times(self, first: int, stop: int) -> np.ndarray:
-        """Times of steps first .. stop - 1, s (each equal to :meth:`seconds`)."""
-        ticks = np.arange(first, stop, dtype=np.int64) * (self.period_ticks * self.tick.numerator)
-        return ticks / self.tick.denominator
-
-    def first_step(self, seconds: float, *, after: bool = False) -> int:
-        """First step whose time is >= `seconds` (> with `after`), compared as floats."""
-        period = self.tick * self.period_ticks
-        step = max(math.ceil(Fraction(repr(float(seconds))) / period), 0)
-
-        def reached(k: int) -> bool:
-            return self.seconds(k) > seconds if after else self.seconds(k) >= seconds
-
-        while step > 0 and reached(step - 1):
-            step -= 1
-        while not reached(step):
-            step += 1
-        return step
 
 
 # -- replicas --------------------------------------------------------------------------------------

@@ -113,13 +113,13 @@ class InjectionProfiles:
         self,
         generators: tuple[GeneratorAttachment, ...],
         loads: tuple[LoadAttachment, ...],
-        step_time: Callable[[int], float],
+        step_times: Callable[[int, int], np.ndarray],
         n_steps: int,
         *,
         grid: str,
     ) -> None:
         self._generators, self._loads = generators, loads
-        self._step_time = step_time
+        self._step_times = step_times
         self._n_steps = n_steps
         self._grid = grid
         self.width = 3 * (len(generators) + len(loads))
@@ -128,7 +128,7 @@ class InjectionProfiles:
 
     def _load(self, first: int) -> None:
         stop = min(first + self.CHUNK, self._n_steps)
-        times = np.array([self._step_time(k) for k in range(first, stop)], dtype=float)
+        times = np.asarray(self._step_times(first, stop), dtype=float)
         self._kw, self._kvar = injection_schedule(self._generators, self._loads, times, grid=self._grid)
         self._first = first
 

@@ -22,7 +22,6 @@ and what the grid reads of its sites in :mod:`~g2gsim.grid.sites`.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -54,12 +53,13 @@ from g2gsim.grid.recording import StepRecorder
 from g2gsim.grid.reuse import CircuitSnapshot, circuit_structure_key, keep_snapshot, restore_compiled_circuit
 from g2gsim.grid.sensitivity import finite_difference
 from g2gsim.grid.sites import LoadSite, SitePower
-from g2gsim.grid.solving import SolveGate, solve_with_retry, solver_settings
+from g2gsim.grid.solving import PowerFlows, SolveGate, solver_settings
 from g2gsim.grid.state import GridState, VoltageIndex
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Component, DatacenterComponent
 from g2gsim.kernel.context import RunContext
 from g2gsim.kernel.mailbox import Mailbox, QueueMailbox
+from g2gsim.kernel.time import StepClock
 
 __all__ = ["OpenDSSGrid", "Regulator", "circuit_structure_key"]
 
@@ -246,12 +246,10 @@ class OpenDSSGrid(Grid):
         self._step_index = -1
         self._self_control = self.config.regulator_self_control
         self._site_kw = np.zeros(0)
-        self._n_solves = 0
+        self._flows = PowerFlows(self._retrying)  # solves made, retried, seconds in them
         self._n_steps_done = 0
         self._n_resolves = 0
         self._n_sensitivity = 0
-        self._n_retries = 0
-        self._solve_s = 0.0
         self._gate = None if self.config.solve is None else SolveGate(self.config.solve.on_change_kw)
         self._voltages = np.zeros(0)  # the voltage vector of the last solve
 
@@ -280,7 +278,11 @@ class OpenDSSGrid(Grid):
         self._measured = None if self.config.measurement_tolerance is None else ctx.clock.ticks(every)
         self._n_steps = ctx.step_count(self.config.period_s)
         self._injections = InjectionProfiles(
-            self.config.generators, self.config.loads, self._step_time, self._n_steps, grid=self.name
+            self.config.generators,
+            self.config.loads,
+            StepClock(self._period_ticks, ctx.clock.tick).times,
+            self._n_steps,
+            grid=self.name,
         )
         indices = [i for site in self._sites for i in site.load_indices]
         indices += [i for attachment in prepared.attachments.injections for i in attachment]
@@ -420,8 +422,9 @@ class OpenDSSGrid(Grid):
         time_s = self.ctx.seconds(tick)
         k = tick // self._period_ticks
         self._step_index = k
-        commands = self.take_commands()
-        self._apply_commands(commands, time_s)
+        commands = self.take_commands() if self._inbox else ()
+        if commands:
+            self._apply_commands(commands, time_s)
         self._write_loads(k, time_s)
         loads = self._loads
         assert loads is not None
@@ -436,7 +439,9 @@ class OpenDSSGrid(Grid):
         loads.write()
         if gate is not None:
             gate.solved(loads)
-        self._write_storage()
+        storage = self._storage
+        if storage:
+            self._write_storage()
         if self._measured is not None and tick % self._measured == 0:  # a step controllers measure
             tolerance, iterations = self.engine.solver_settings()
             tight = min(tolerance, self.config.measurement_tolerance or tolerance)
@@ -445,7 +450,8 @@ class OpenDSSGrid(Grid):
         else:
             self._solve(time_s)
         voltages = self._read_vector()
-        self._finish_storage_step()
+        if storage:
+            self._finish_storage_step()
         self._publish(tick, time_s, voltages)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -455,13 +461,13 @@ class OpenDSSGrid(Grid):
     def summary(self) -> dict[str, Any]:
         """Solve counts (made, skipped by solve-on-change, retried) and time spent in OpenDSS solves."""
         return {
-            "n_solves": self._n_solves,
+            "n_solves": self._flows.solves,
             "n_steps": self._n_steps_done,
             "n_skipped_solves": 0 if self._gate is None else self._gate.skipped,
-            "n_solve_retries": self._n_retries,
+            "n_solve_retries": self._flows.retries,
             "n_resolves": self._n_resolves,
             "n_sensitivity_estimates": self._n_sensitivity,
-            "solve_s": self._solve_s,
+            "solve_s": self._flows.seconds,
             "feeder": self.feeder.name,
             "n_voltages": 0 if self._index is None else len(self._index),
         }
@@ -509,10 +515,6 @@ class OpenDSSGrid(Grid):
                 continue  # this solve is the re-solve
             else:
                 raise self.reject(command)
-
-    def _step_time(self, k: int) -> float:
-        """Time (s) of grid step k, correctly rounded from exact ticks."""
-        return self.ctx.seconds(k * self._period_ticks)
 
     # -- regulators -----------------------------------------------------------------------------
     def resolve_tap_key(self, key: str) -> str:
@@ -599,8 +601,10 @@ class OpenDSSGrid(Grid):
                 return stacked.mean(axis=0)
             if site.power_w is not None:
                 return site.power_w
-        elif site.mailbox is not None and site.mailbox.has_value:
-            return site.mailbox.value.power_w
+        elif site.mailbox is not None:
+            state = site.mailbox.get()
+            if state is not None:
+                return state.power_w
         raise RuntimeError(
             f"grid {self.name!r} (feeder {self.feeder.name!r}) must solve at t = {time_s:g} s but datacenter "
             f"{site.name!r} has published no power yet; give the datacenter a period that divides the "
@@ -636,18 +640,14 @@ class OpenDSSGrid(Grid):
         if self._self_control:
             self._power_flow(time_s, lambda: self.circuit.solve_with_controls(time_s))
         else:
-            self._power_flow(time_s, lambda: self.engine.solve(time_s))
+            self._power_flow(time_s)
 
-    def _power_flow(self, time_s: float, solve: Callable[[], None]) -> None:
-        """Run, time and count one power flow; one that does not converge is retried with more
-        iterations (a ``solve_retry`` event) before it ends the run."""
-        start = time.perf_counter()
-        solve_with_retry(self.engine, solve, lambda facts: self._retrying(time_s, facts))
-        self._solve_s += time.perf_counter() - start
-        self._n_solves += 1
+    def _power_flow(self, time_s: float, solve: Callable[[], None] | None = None) -> None:
+        """Run, time and count one power flow (`solve`; None: ``SolveNoControl``), retried once
+        with more iterations (a ``solve_retry`` event) before a non-convergence ends the run."""
+        self._flows.run(self.engine, time_s, solve)
 
     def _retrying(self, time_s: float, facts: dict[str, Any]) -> None:
-        self._n_retries += 1
         if self._ctx is not None:
             self.ctx.event("solve_retry", {"time_s": time_s, **facts})
 
@@ -684,7 +684,7 @@ class OpenDSSGrid(Grid):
         engine = self.engine
 
         def solve() -> None:
-            self._power_flow(time_s, lambda: engine.solve(time_s))
+            self._power_flow(time_s)
 
         h = finite_difference(engine, self._loads, self._site_by_name(site), delta_kw, solve, self._read_vector)
         self._solve(time_s)

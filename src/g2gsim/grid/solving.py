@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,9 @@ from g2gsim.grid.loads import LoadBatch
 
 __all__ = [
     "RETRY_MAX_ITERATIONS",
+    "PowerFlows",
     "SolveGate",
+    "retry_not_converged",
     "solve_with_retry",
     "solver_settings",
 ]
@@ -88,6 +92,14 @@ def solve_with_retry(engine: DSSEngine, solve: Callable[[], None], on_retry: Cal
     except GridError:
         if engine.converged():
             raise
+    retry_not_converged(engine, solve, on_retry)
+
+
+def retry_not_converged(
+    engine: DSSEngine, solve: Callable[[], None], on_retry: Callable[[dict[str, Any]], None]
+) -> None:
+    """After a first `solve` that did not converge: report, then solve once more with more
+    iterations (the second half of :func:`solve_with_retry`); a second failure raises."""
     tolerance, max_iterations = engine.solver_settings()
     retry = max(RETRY_MAX_ITERATIONS, max_iterations)
     on_retry(
@@ -100,3 +112,38 @@ def solve_with_retry(engine: DSSEngine, solve: Callable[[], None], on_retry: Cal
     )
     with solver_settings(engine, tolerance, retry):
         solve()
+
+
+class PowerFlows:
+    """A grid's power flows of one run: each timed and counted; one that does not converge is
+    retried once with more iterations (`on_retry(time_s, facts)` first) before it raises.
+
+    :meth:`run` is :func:`solve_with_retry` with its first attempt inlined (it runs at every
+    grid step: no closures on the way)."""
+
+    __slots__ = ("_on_retry", "retries", "seconds", "solves")
+
+    def __init__(self, on_retry: Callable[[float, dict[str, Any]], None]) -> None:
+        self._on_retry = on_retry
+        self.solves = 0
+        self.retries = 0
+        self.seconds = 0.0
+
+    def run(self, engine: DSSEngine, time_s: float, solve: Callable[[], None] | None = None) -> None:
+        """One power flow at `time_s`: `solve`, or None for ``engine.solve(time_s)`` (SolveNoControl)."""
+        start = time.perf_counter()
+        try:
+            if solve is None:
+                engine.solve(time_s)
+            else:
+                solve()
+        except GridError:
+            if engine.converged():
+                raise
+            retry_not_converged(engine, solve or (lambda: engine.solve(time_s)), partial(self._retrying, time_s))
+        self.seconds += time.perf_counter() - start
+        self.solves += 1
+
+    def _retrying(self, time_s: float, facts: dict[str, Any]) -> None:
+        self.retries += 1
+        self._on_retry(time_s, facts)

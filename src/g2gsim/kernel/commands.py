@@ -45,13 +45,24 @@ class Command:
     def _plain_payload(self) -> dict[str, Any] | None:
         """The fields as they are when they hold only plain values and dicts of them (their
         JSON is that of :meth:`payload`, without its deep copy); None otherwise."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "target"}
+        fields = {name: getattr(self, name) for name in _payload_names(type(self))}
         for value in fields.values():
             if type(value) in _PLAIN:
                 continue
             if type(value) is not dict or not all(type(k) in _PLAIN and type(v) in _PLAIN for k, v in value.items()):
                 return None
         return fields or None
+
+
+def _payload_names(kind: type[Command]) -> tuple[str, ...]:
+    """A command class's field names except the target (a command log asks once per command)."""
+    names = _PAYLOAD_NAMES.get(kind)
+    if names is None:
+        names = _PAYLOAD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind) if f.name != "target")
+    return names
+
+
+_PAYLOAD_NAMES: dict[type[Command], tuple[str, ...]] = {}
 
 
 #: Value types whose JSON does not depend on a copy (the leaves ``dataclasses.asdict`` keeps).

@@ -62,6 +62,12 @@ class Component(ABC):
             raise RuntimeError(f"component {self.name!r} is not part of a running simulation")
         return self._ctx
 
+    def prepare(self, horizon: Fraction) -> None:
+        """Load what every run of this horizon needs and no run changes (data tables, power
+        templates), ahead of the first run, when :meth:`Simulation.prepare` is called (a
+        benchmark, or a caller that runs many times, loads first and times runs alone). Must
+        be idempotent; :meth:`reset` loads whatever is still missing. Default: nothing."""
+
     def reset(self, ctx: RunContext) -> None:
         """Forget all state of a previous run and bind to a new run; create published mailboxes."""
         self._ctx = ctx

@@ -12,6 +12,13 @@ process woken by what the previous member published, say), the group yields to t
 the member's own slot, so that event runs first, exactly as with one process per member. The
 one difference: an event scheduled in exactly a member's own slot (same tick, same SimPy
 priority; the kernel never does this) runs after the member instead of by insertion order.
+
+Between ticks the group looks at the queue's head once more: when nothing is due before its
+next tick's slot (not even the ``until`` of ``env.run``), the kernel would only pop the group's
+own timeout next, so the group moves the clock to that tick itself and steps on without the
+event (the kernel's one timeout per tick becomes one per stretch of quiet ticks, e.g. the
+nine ticks between two control steps). Only on SimPy's plain :class:`~simpy.Environment`: a
+real-time kernel paces every tick against the wall clock.
 """
 
 from __future__ import annotations
@@ -65,6 +72,16 @@ def _due_before(env: simpy.Environment, tick: int, slot: int) -> bool:
     return bool(head[0] == tick and head[1] < slot)
 
 
+def _quiet_until(env: simpy.Environment, tick: int, slot: int) -> bool:
+    """Whether nothing is queued before `tick` in `slot`: the kernel's next event would be a
+    timeout of the group's own there (SimPy orders by time, then priority, then insertion)."""
+    queue = env._queue
+    if not queue:
+        return True
+    head = queue[0]
+    return bool(head[0] > tick or (head[0] == tick and head[1] > slot))
+
+
 def lockstep_process(
     members: Sequence[Component], fail: Callable[[Component, Exception], NoReturn]
 ) -> Generator[Event, Any, None]:
@@ -83,9 +100,13 @@ def lockstep_process(
     slots = [member.ctx.priority for member in members]
     rest = list(zip(members[1:], slots[1:], strict=True))
     first_slot = slots[0]
+    may_skip = type(env) is simpy.Environment  # not the real-time kernel (see the module docstring)
     for k in range(ctx.step_count(first.period)):
         tick = k * period
-        yield PhasedTimeout(env, tick - cast(int, env.now), first_slot)
+        if may_skip and k and _quiet_until(env, tick, first_slot):
+            env._now = tick  # what processing the group's own timeout would do, and nothing else
+        else:
+            yield PhasedTimeout(env, tick - cast(int, env.now), first_slot)
         try:
             member = first
             first.step(tick)

@@ -94,12 +94,19 @@ class EventLog:
         self._topic: list[str] = []
         self._payload: list[dict[str, Any]] = []
 
-    def record(self, time_s: float, source: str, topic: str, payload: dict[str, Any] | None = None) -> None:
-        """Append one event; the payload is kept as plain Python (a copy: callers may reuse theirs)."""
+    def record(
+        self, time_s: float, source: str, topic: str, payload: dict[str, Any] | None = None, *, plain: bool = False
+    ) -> None:
+        """Append one event; the payload is kept as plain Python (a copy: callers may reuse
+        theirs), or with `plain` as given (already plain, and not reused by the caller)."""
         self._time_s.append(time_s)
         self._source.append(source)
         self._topic.append(topic)
-        self._payload.append(plain_payload(payload) if payload else {})
+        if not payload:
+            payload = {}
+        elif not plain:
+            payload = plain_payload(payload)
+        self._payload.append(payload)
 
     def count(self, topic: str) -> int:
         """How many events of a topic were recorded."""

@@ -129,6 +129,15 @@ class Simulation:
                         f"{type(peer).__name__} {name!r}: it needs a {required.__name__}"
                     )
 
+    def prepare(self) -> None:
+        """Have every component load what runs of this horizon share (:meth:`Component.prepare`,
+        e.g. a site's power templates): the data of a first run then loads here instead of
+        inside it. Optional: a run loads whatever is missing; repeated calls cost nothing.
+        Scenario runs do not call it before their memory check (a horizon too long for memory
+        is refused before anything is allocated)."""
+        for component in self.components:
+            component.prepare(self.horizon)
+
     def component(self, name: str) -> Component:
         """A component by name."""
         for component in self.components:

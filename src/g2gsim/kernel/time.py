@@ -14,6 +14,8 @@ from decimal import Decimal
 from fractions import Fraction
 from numbers import Rational
 
+import numpy as np
+
 TimeLike = Fraction | int | float | str | Decimal
 
 
@@ -107,3 +109,45 @@ def step_count(period: Fraction, horizon: Fraction) -> int:
     if horizon <= 0:
         return 0
     return math.ceil(horizon / period)
+
+
+#: Integers up to this convert to float64 exactly (a quotient of two is then correctly rounded).
+_EXACT_FLOAT_INT = 2**53
+
+
+@dataclass(frozen=True)
+class StepClock:
+    """Step times of a component with a fixed period, as correctly rounded floats of exact ticks."""
+
+    period_ticks: int
+    tick: Fraction
+
+    def seconds(self, step: int) -> float:
+        """Time of one step, s."""
+        return step * self.period_ticks * self.tick.numerator / self.tick.denominator
+
+    def times(self, first: int, stop: int) -> np.ndarray:
+        """Times of steps first .. stop - 1, s (each equal to :meth:`seconds`).
+
+        In NumPy when the largest numerator and the denominator are exact float64 integers
+        (float division is then correctly rounded like Python's int / int); else one by one."""
+        scale = self.period_ticks * self.tick.numerator
+        if stop <= first:
+            return np.zeros(0)
+        if max(abs(first), abs(stop - 1)) * scale < _EXACT_FLOAT_INT and self.tick.denominator < _EXACT_FLOAT_INT:
+            return np.arange(first, stop, dtype=np.int64) * scale / self.tick.denominator
+        return np.array([self.seconds(k) for k in range(first, stop)], dtype=float)
+
+    def first_step(self, seconds: float, *, after: bool = False) -> int:
+        """First step whose time is >= `seconds` (> with `after`), compared as floats."""
+        period = self.tick * self.period_ticks
+        step = max(math.ceil(Fraction(repr(float(seconds))) / period), 0)
+
+        def reached(k: int) -> bool:
+            return self.seconds(k) > seconds if after else self.seconds(k) >= seconds
+
+        while step > 0 and reached(step - 1):
+            step -= 1
+        while not reached(step):
+            step += 1
+        return step
