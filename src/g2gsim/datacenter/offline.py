@@ -491,7 +491,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
             if self._ramps:
                 self._ramps.pop(m, None)
                 self._ramp_next.pop(m, None)
-            if rate > 0 and target > batch[m]:
+            if rate is not _NO_RAMP and rate > 0 and target > batch[m]:  # (a Fraction compare is slow)
                 ramp = BatchRamp(int(batch[m]), target, rate, self.ctx.clock.seconds(tick))
                 self._ramps[m] = ramp
                 self._follow_ramp(m, ramp, k)
@@ -514,7 +514,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     def _set_batches(self, batch: np.ndarray) -> None:
         """Publish new effective batches and refresh the operating points that changed."""
-        if np.array_equal(batch, self._batch):
+        if batch.tolist() == self._batch.tolist():  # a handful of ints: cheaper than np.array_equal
             return
         for m in np.flatnonzero(batch != self._batch):
             self._points[m] = OperatingPoint.of(int(batch[m]), self._known[m])
