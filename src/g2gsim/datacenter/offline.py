@@ -122,7 +122,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def prepare(self, horizon: Fraction) -> None:
-        """Load the templates and fits of a run of this horizon (kept for every such run)."""
+        """Load the templates, fits and replica timeline of a run of this horizon (kept for
+        every such run)."""
         self._load_data(horizon)
 
     def reset(self, ctx: RunContext) -> None:
