@@ -178,6 +178,7 @@ def _run_circuit(built: Any, power: Any, ratios: list[float]) -> tuple[Any, Any,
     from g2gsim.grid.engine import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DSSEngine
     from g2gsim.grid.feeders import load_feeder
     from g2gsim.grid.loads import InjectionProfiles, LoadBatch
+    from g2gsim.kernel.time import StepClock
 
     config = built.grid.config
     engine = DSSEngine()
@@ -198,7 +199,7 @@ def _run_circuit(built: Any, power: Any, ratios: list[float]) -> tuple[Any, Any,
     profiles = InjectionProfiles(
         config.generators,
         config.loads,
-        lambda first, stop: np.array([float(k * config.period_s) for k in range(first, stop)]),
+        StepClock(1, config.period_s).times,  # the grid's step times (its tick is its period here)
         n_steps,
         grid="floor",
     )

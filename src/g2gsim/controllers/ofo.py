@@ -272,8 +272,6 @@ class OFOBatchController(SiteBatchController):
         self._reply: Any = None  # the SensitivityReply H came from
         self._requested_s: float | None = None  # when the unanswered request was sent
         self._lambdas: np.ndarray | None = None  # (2, n_v): lambda_under, lambda_over
-        self._lambda_under: np.ndarray | None = None  # views of its rows
-        self._lambda_over: np.ndarray | None = None
         self._mu = np.zeros(0)
         self._x: np.ndarray | None = None
         self._x_prev: np.ndarray | None = None
@@ -353,9 +351,9 @@ class OFOBatchController(SiteBatchController):
     @property
     def voltage_duals(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(lambda_under, lambda_over) copies, or None before the first step."""
-        if self._lambda_under is None or self._lambda_over is None:
+        if self._lambdas is None:
             return None
-        return self._lambda_under.copy(), self._lambda_over.copy()
+        return self._lambdas[0].copy(), self._lambdas[1].copy()
 
     @property
     def log_batch(self) -> dict[str, float]:
@@ -379,9 +377,7 @@ class OFOBatchController(SiteBatchController):
             return False  # waiting for H (and for its timeout)
         if self._x is None or self._x_prev is None:
             return True
-        if self._mu.any() or (self._lambda_under is not None and self._lambda_under.any()):
-            return False
-        if self._lambda_over is not None and self._lambda_over.any():
+        if self._mu.any() or (self._lambdas is not None and self._lambdas.any()):
             return False
         return bool(np.abs(self._x - self._x_prev).max(initial=0.0) <= SETTLE_TOLERANCE)
 
@@ -441,7 +437,6 @@ class OFOBatchController(SiteBatchController):
         gaps += lambdas
         lambdas = np.maximum(gaps, 0.0, out=gaps)
         self._lambdas = lambdas
-        self._lambda_under, self._lambda_over = lambdas[0], lambdas[1]
         return lambdas[1] - lambdas[0]
 
     def _update_latency_duals(self, replicas: list[float], itl: list[float]) -> None:

@@ -6,9 +6,10 @@
   the loads OpenDSS last solved and the voltages it gave.
 - :func:`solver_settings` sets the power-flow tolerance and iteration limit for a block of
   solves and puts the run's back afterwards (the sensitivity estimate solves tighter).
-- :func:`solve_with_retry` runs one power flow and, when it does not converge (e.g. right
-  after a tap change at a tight tolerance), once more from where it stopped with up to
-  :data:`RETRY_MAX_ITERATIONS` iterations; only a solve that still fails is an error.
+- :class:`PowerFlows` runs, times and counts a grid's power flows; one that does not
+  converge (e.g. right after a tap change at a tight tolerance) runs once more from where it
+  stopped with up to :data:`RETRY_MAX_ITERATIONS` iterations (:func:`retry_not_converged`);
+  only a solve that still fails is an error.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ __all__ = [
     "PowerFlows",
     "SolveGate",
     "retry_not_converged",
-    "solve_with_retry",
     "solver_settings",
 ]
 
@@ -80,26 +80,11 @@ def solver_settings(engine: DSSEngine, tolerance: float, max_iterations: int) ->
         engine.set_solver_settings(*saved)
 
 
-def solve_with_retry(engine: DSSEngine, solve: Callable[[], None], on_retry: Callable[[dict[str, Any]], None]) -> None:
-    """Run `solve`; if it did not converge, report and run it once more with more iterations.
-
-    `on_retry` receives what the retry is about (iterations used, the limits) before it runs.
-    A failure that is not a non-convergence, or a retry that fails too, raises.
-    """
-    try:
-        solve()
-        return
-    except GridError:
-        if engine.converged():
-            raise
-    retry_not_converged(engine, solve, on_retry)
-
-
 def retry_not_converged(
     engine: DSSEngine, solve: Callable[[], None], on_retry: Callable[[dict[str, Any]], None]
 ) -> None:
-    """After a first `solve` that did not converge: report, then solve once more with more
-    iterations (the second half of :func:`solve_with_retry`); a second failure raises."""
+    """After a first `solve` that did not converge: report (`on_retry` receives the iterations
+    used and the limits), then solve once more with more iterations; a second failure raises."""
     tolerance, max_iterations = engine.solver_settings()
     retry = max(RETRY_MAX_ITERATIONS, max_iterations)
     on_retry(
@@ -118,8 +103,8 @@ class PowerFlows:
     """A grid's power flows of one run: each timed and counted; one that does not converge is
     retried once with more iterations (`on_retry(time_s, facts)` first) before it raises.
 
-    :meth:`run` is :func:`solve_with_retry` with its first attempt inlined (it runs at every
-    grid step: no closures on the way)."""
+    :meth:`run` runs at every grid step, so its usual path (SolveNoControl, converged) makes
+    no closures; a failure that is not a non-convergence raises at once."""
 
     __slots__ = ("_on_retry", "retries", "seconds", "solves")
 

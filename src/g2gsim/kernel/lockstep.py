@@ -60,26 +60,17 @@ def lockstep_groups(components: Sequence[Component]) -> list[list[Component]]:
     return groups
 
 
-def _due_before(env: simpy.Environment, tick: int, slot: int) -> bool:
-    """Whether an event is queued at `tick` in a slot (SimPy priority) before `slot`.
+def _next_event(env: simpy.Environment) -> tuple[int, int] | None:
+    """(tick, slot) of the kernel's next event, None when nothing is queued.
 
-    SimPy keeps its queue as a heap of (time, priority, id, event); the head is the next event.
+    SimPy keeps its queue as a heap of (time, priority, id, event), processed in that order
+    (insertion order among equal time and priority); it exposes only the head's time (peek).
     """
-    queue = env._queue  # SimPy exposes only the head's time (peek)
-    if not queue:
-        return False
-    head = queue[0]
-    return bool(head[0] == tick and head[1] < slot)
-
-
-def _quiet_until(env: simpy.Environment, tick: int, slot: int) -> bool:
-    """Whether nothing is queued before `tick` in `slot`: the kernel's next event would be a
-    timeout of the group's own there (SimPy orders by time, then priority, then insertion)."""
     queue = env._queue
     if not queue:
-        return True
-    head = queue[0]
-    return bool(head[0] > tick or (head[0] == tick and head[1] > slot))
+        return None
+    time, slot = queue[0][:2]
+    return cast(int, time), int(slot)  # the kernel counts integer ticks
 
 
 def lockstep_process(
@@ -103,15 +94,18 @@ def lockstep_process(
     may_skip = type(env) is simpy.Environment  # not the real-time kernel (see the module docstring)
     for k in range(ctx.step_count(first.period)):
         tick = k * period
-        if may_skip and k and _quiet_until(env, tick, first_slot):
-            env._now = tick  # what processing the group's own timeout would do, and nothing else
+        head = _next_event(env)
+        if may_skip and k and (head is None or head > (tick, first_slot)):
+            # nothing queued before the group's own timeout would run: do what it would do
+            env._now = tick
         else:
             yield PhasedTimeout(env, tick - cast(int, env.now), first_slot)
         try:
             member = first
             first.step(tick)
             for member, slot in rest:
-                if _due_before(env, tick, slot):
+                head = _next_event(env)
+                if head is not None and head < (tick, slot):  # due at this tick, in an earlier slot
                     yield PhasedTimeout(env, 0, slot)
                 member.step(tick)
         except Exception as exc:

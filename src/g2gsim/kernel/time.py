@@ -132,8 +132,6 @@ class StepClock:
         In NumPy when the largest numerator and the denominator are exact float64 integers
         (float division is then correctly rounded like Python's int / int); else one by one."""
         scale = self.period_ticks * self.tick.numerator
-        if stop <= first:
-            return np.zeros(0)
         if max(abs(first), abs(stop - 1)) * scale < _EXACT_FLOAT_INT and self.tick.denominator < _EXACT_FLOAT_INT:
             return np.arange(first, stop, dtype=np.int64) * scale / self.tick.denominator
         return np.array([self.seconds(k) for k in range(first, stop)], dtype=float)
