@@ -42,8 +42,16 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "python": sys.version.split()[0],
         "load_average_1_5_15": list(os.getloadavg()),
+        "noise_drawn_ahead": _draws_ahead(),
         "packages": package_versions(),
     }
+
+
+def _draws_ahead() -> bool:
+    """Whether sites draw their noise normals on a helper thread (``G2GSIM_DRAW_AHEAD``)."""
+    from g2gsim.datacenter import draws_ahead
+
+    return draws_ahead()
 
 
 def peak_rss_mb() -> float:

@@ -525,7 +525,8 @@ def main() -> None:
     }
     print(
         f"## End to end ({horizon:g} s simulated, median of {repeats}; {info['cpu_count']} CPUs, "
-        f"{info['platform']}, {info['date_utc']})\n"
+        f"{info['platform']}, {info['date_utc']}; noise drawn ahead on a helper thread: "
+        f"{'yes' if info['noise_drawn_ahead'] else 'no'})\n"
     )
     print(tables["headline"] + "\n")
     tables["floor_verdict"] = floor_verdict(rows)

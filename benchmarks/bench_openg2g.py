@@ -423,7 +423,8 @@ def main() -> None:
     tables = {"timing": timing_table(summary), "results": results_table(runs["g2gsim"][-1], runs["openg2g"][-1])}
     print(
         f"## g2gsim vs OpenG2G {versions['openg2g']}: {SCENARIO}, {horizon:g} s simulated, median of {repeats} "
-        f"alternating pairs ({info['cpu_count']} CPUs, {info['platform']}, {info['date_utc']})\n"
+        f"alternating pairs ({info['cpu_count']} CPUs, {info['platform']}, {info['date_utc']}; g2gsim's noise "
+        f"drawn ahead on a helper thread: {'yes' if info['noise_drawn_ahead'] else 'no'})\n"
     )
     print(tables["timing"] + "\n")
     ratio = summary["run_s"]["ratio_openg2g_over_g2gsim"]

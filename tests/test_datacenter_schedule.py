@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -12,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from g2gsim.datacenter.blocks import BlockLength, NormalStream
+from g2gsim.datacenter import blocks as blocks_module
+from g2gsim.datacenter.blocks import BlockLength, NormalStream, draw_ahead, draws_ahead
 from g2gsim.datacenter.commands import SetBatchSize, SetPowerCap, ShiftReplicas
 from g2gsim.datacenter.config import DatacenterConfig, ReplicaSchedule, TrainingRun
 from g2gsim.datacenter.offline import OfflineDatacenter
@@ -155,6 +158,81 @@ def test_normals_given_back_are_handed_out_again_in_stream_order() -> None:
     assert np.array_equal(np.concatenate((first[:25], second[:4], rest)), reference)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40_000), st.floats(0, 1)), min_size=1, max_size=25),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_a_stream_hands_out_the_generators_normals_in_order_whatever_it_draws_ahead(takes, ahead, seed) -> None:
+    """Takes of any size, each keeping any part of what it took (a block cut anywhere): the
+    normals kept, joined, are the generator's own sequence, drawn ahead or not."""
+    stream = NormalStream(np.random.default_rng(seed), ahead=ahead)
+    assert stream.ahead == ahead
+    kept = []
+    for count, share in takes:
+        drawn = stream.take(count)
+        assert drawn.shape == (count,)
+        used = round(share * count)
+        kept.append(drawn[:used].copy())
+        stream.unused(drawn[used:])
+    stream.close()
+    joined = np.concatenate(kept)
+    assert np.array_equal(joined, np.random.default_rng(seed).standard_normal(joined.size))
+
+
+def test_a_closed_stream_refuses_to_hand_out_more() -> None:
+    stream = NormalStream(np.random.default_rng(1), ahead=True)
+    stream.take(10)
+    stream.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        stream.take(10)
+
+
+def test_a_rewinding_stream_cannot_draw_ahead() -> None:
+    with pytest.raises(ValueError, match="rewinding stream shares its generator"):
+        NormalStream(np.random.default_rng(1), rewind=True, ahead=True)
+    assert not NormalStream(np.random.default_rng(1), rewind=True).ahead
+
+
+def test_drawing_ahead_is_on_with_two_cpus_unless_switched_off(monkeypatch) -> None:
+    monkeypatch.setattr(blocks_module, "_usable_cpus", lambda: 2)
+    monkeypatch.delenv("G2GSIM_DRAW_AHEAD", raising=False)
+    try:
+        draw_ahead(None)
+        assert draws_ahead()
+        monkeypatch.setenv("G2GSIM_DRAW_AHEAD", "0")
+        assert not draws_ahead() and not NormalStream(np.random.default_rng(1)).ahead
+        monkeypatch.setenv("G2GSIM_DRAW_AHEAD", "maybe")
+        with pytest.raises(ValueError, match="G2GSIM_DRAW_AHEAD must be 0/1.*got 'maybe'"):
+            draws_ahead()
+        monkeypatch.delenv("G2GSIM_DRAW_AHEAD")
+        monkeypatch.setattr(blocks_module, "_usable_cpus", lambda: 1)
+        assert not draws_ahead()
+        draw_ahead(True)
+        assert draws_ahead()
+        with pytest.raises(TypeError, match="True, False or None, got 'yes'"):
+            draw_ahead("yes")  # type: ignore[arg-type]
+    finally:
+        draw_ahead(None)
+
+
+def _draw_in_child(seed: int) -> np.ndarray:
+    stream = NormalStream(np.random.default_rng(seed), ahead=True)
+    return np.concatenate([stream.take(5000).copy(), stream.take(70_000).copy()])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_draws_ahead_on_its_own_thread() -> None:
+    """The parent's helper thread is busy when the child forks: the child starts its own."""
+    busy = NormalStream(np.random.default_rng(0), ahead=True)
+    busy.take(100)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        values = pool.apply_async(_draw_in_child, (11,)).get(timeout=60)
+    busy.close()
+    assert np.array_equal(values, np.random.default_rng(11).standard_normal(75_000))
+
+
 def test_a_rewinding_stream_puts_its_generator_back_after_the_normals_used() -> None:
     rng = np.random.default_rng(3)
     stream = NormalStream(rng, rewind=True)
@@ -196,13 +274,19 @@ class StepByStep(OfflineDatacenter):
     longest_block = 1
 
 
-def _run(cls, config, plan, horizon: float, seed: int):
-    dc = cls("dc", config, FakeSource())
-    return Simulation([dc, Script(plan)], horizon, seed=seed).run()
+def _run(cls, config, plan, horizon: float, seed: int, *, ahead: bool | None = None):
+    draw_ahead(ahead)
+    try:
+        dc = cls("dc", config, FakeSource())
+        return Simulation([dc, Script(plan)], horizon, seed=seed).run()
+    finally:
+        draw_ahead(None)
 
 
 def _assert_same_run(config, plan, horizon: float, seed: int) -> None:
-    blocks, steps = _run(OfflineDatacenter, config, plan, horizon, seed), _run(StepByStep, config, plan, horizon, seed)
+    """Blocks with the noise drawn ahead on the helper thread, steps with it drawn in place."""
+    blocks = _run(OfflineDatacenter, config, plan, horizon, seed, ahead=True)
+    steps = _run(StepByStep, config, plan, horizon, seed, ahead=False)
     pd.testing.assert_frame_equal(blocks.tables["dc/state"], steps.tables["dc/state"], check_exact=True)
     pd.testing.assert_frame_equal(blocks.events, steps.events, check_exact=True)
 

@@ -25,6 +25,7 @@ The mailbox contract, for writing a stand-in site:
 """
 
 from g2gsim.datacenter.base import ConfiguredDatacenter, Datacenter
+from g2gsim.datacenter.blocks import draw_ahead, draws_ahead
 from g2gsim.datacenter.commands import SetBatchSize, SetPowerCap, ShiftReplicas
 from g2gsim.datacenter.config import (
     DatacenterConfig,
@@ -57,4 +58,6 @@ __all__ = [
     "TraceReplay",
     "TrainingRun",
     "TrainingSchedule",
+    "draw_ahead",
+    "draws_ahead",
 ]

@@ -6,17 +6,99 @@ consumed exactly as step-by-step code would consume them. Drawing n standard nor
 call gives the same values as drawing them in pieces (PCG64 hands them out in order), so a
 block draws its steps' normals at once; when a command cuts a block short, the normals of
 the steps that were not used are given back (:class:`NormalStream`).
+
+A stream that owns its generator can also have its normals drawn ahead, in chunks, on one
+helper thread of the process (:func:`draw_ahead`): NumPy fills them without holding the
+interpreter lock, so on a second core they cost the run nothing, and the values are the
+same because each generator is still drawn from in order.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Block", "BlockLength", "NormalStream"]
+__all__ = ["Block", "BlockLength", "NormalStream", "draw_ahead", "draws_ahead"]
+
+_AHEAD_ENV = "G2GSIM_DRAW_AHEAD"
+_FIRST_CHUNK = 1 << 12  # normals in a stream's first chunk drawn ahead; doubled per chunk
+_LONGEST_CHUNK = 1 << 17  # 1 MB of float64
+_CHUNKS_AHEAD = 2  # chunks in flight per stream
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _default_ahead() -> bool:
+    """On when the process may use more than one CPU, unless ``G2GSIM_DRAW_AHEAD`` says otherwise."""
+    value = os.environ.get(_AHEAD_ENV, "").strip().lower()
+    if value in {"0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value:
+        raise ValueError(f"{_AHEAD_ENV} must be 0/1, true/false, yes/no or on/off, got {value!r}")
+    return _usable_cpus() > 1
+
+
+class _Drawer:
+    """The one helper thread of a process that draws normals ahead for every stream.
+
+    One worker runs the chunks in the order they were asked for, so each generator is drawn
+    from in order. A forked child gets a fresh thread (a fork copies no threads).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = -1
+        self.enabled: bool | None = None  # None: not decided yet (read from the environment)
+
+    def submit(self, rng: np.random.Generator, count: int) -> Future[np.ndarray]:
+        """Draw `count` standard normals of `rng` on the helper thread, after every earlier chunk."""
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2gsim-normals")
+                self._pid = os.getpid()
+            return self._executor.submit(rng.standard_normal, count)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's thread and lock are not this process's."""
+        self._lock = threading.Lock()
+        self._executor = None
+        self._pid = -1
+
+
+_DRAWER = _Drawer()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_DRAWER.forget_after_fork)
+
+
+def draw_ahead(enabled: bool | None) -> None:
+    """Whether new noise streams draw their normals ahead on a helper thread (results are
+    identical either way). None: the default, on when more than one CPU is usable, unless
+    the environment variable ``G2GSIM_DRAW_AHEAD`` is 0 or 1."""
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"draw_ahead takes True, False or None, got {enabled!r}")
+    _DRAWER.enabled = enabled
+
+
+def draws_ahead() -> bool:
+    """Whether new noise streams draw their normals ahead (see :func:`draw_ahead`)."""
+    if _DRAWER.enabled is None:
+        return _default_ahead()
+    return _DRAWER.enabled
 
 
 class NormalStream:
@@ -25,16 +107,35 @@ class NormalStream:
     Normals a block did not use go back with :meth:`unused`. Without `rewind` they are kept
     and handed out first by the next :meth:`take` (the generator is used only through this
     stream). With `rewind` the generator itself is put back to just after the last normal
-    used, for a consumer that also draws from it directly.
+    used, for a consumer that also draws from it directly. `ahead` (not with `rewind`; None:
+    :func:`draws_ahead`) draws the normals ahead in chunks on the helper thread; the
+    generator then belongs to the stream until :meth:`close`.
     """
 
-    def __init__(self, rng: np.random.Generator, *, rewind: bool = False) -> None:
+    def __init__(self, rng: np.random.Generator, *, rewind: bool = False, ahead: bool | None = None) -> None:
         self.rng = rng
         self._rewind = rewind
         self._kept = np.zeros(0)
         self._state: Mapping[str, Any] | None = None
         self._taken = 0
         self._buffer = np.zeros(0)  # reused by every take: what a take returns lives until the next
+        if ahead is None:
+            ahead = not rewind and draws_ahead()
+        if ahead and rewind:
+            raise ValueError("a rewinding stream shares its generator, so it cannot draw ahead")
+        self._pending: deque[Future[np.ndarray]] | None = deque() if ahead else None
+        self._chunk = np.zeros(0)  # drawn ahead, handed out from position _at
+        self._at = 0
+        self._next_chunk = _FIRST_CHUNK
+        self._pid = os.getpid()
+        if ahead:
+            for _ in range(_CHUNKS_AHEAD):
+                self._ask()
+
+    @property
+    def ahead(self) -> bool:
+        """Whether this stream draws its normals ahead on the helper thread."""
+        return self._pending is not None
 
     def take(self, count: int) -> np.ndarray:
         """The stream's next `count` standard normals (valid until the next take; do not modify)."""
@@ -44,15 +145,73 @@ class NormalStream:
             return self.rng.standard_normal(out=self._room(count))
         kept = self._kept
         if not kept.size:
-            return self.rng.standard_normal(out=self._room(count))
+            return self._draw(count, None)
         if kept.size >= count:
             self._kept = kept[count:]
             return kept[:count]
         self._kept = np.zeros(0)
-        out = np.empty(count)
-        out[: kept.size] = kept
-        self.rng.standard_normal(out=out[kept.size :])
+        return self._draw(count, kept)
+
+    def _draw(self, count: int, first: np.ndarray | None) -> np.ndarray:
+        """`first` (normals given back), then the next normals of the generator: `count` in all."""
+        if self._pending is None:
+            if first is None:
+                return self.rng.standard_normal(out=self._room(count))
+            out = np.empty(count)
+            out[: first.size] = first
+            self.rng.standard_normal(out=out[first.size :])
+            return out
+        start = self._at
+        if first is None and start + count <= self._chunk.size:
+            self._at = start + count
+            return self._chunk[start : self._at]
+        out = self._room(count)
+        filled = 0
+        if first is not None:
+            out[: first.size] = first
+            filled = first.size
+        while filled < count:
+            if self._at == self._chunk.size:
+                if not self._pending:
+                    raise RuntimeError("this normal stream was closed; a new run makes a new one")
+                if self._pid != os.getpid():
+                    raise RuntimeError(
+                        "a noise stream that draws ahead cannot go on in a forked process (its helper "
+                        "thread stayed in the parent); call g2gsim.datacenter.draw_ahead(False) "
+                        "before starting a run you fork in the middle of"
+                    )
+                self._chunk, self._at = self._pending.popleft().result(), 0
+                self._ask()
+            n = min(count - filled, self._chunk.size - self._at)
+            out[filled : filled + n] = self._chunk[self._at : self._at + n]
+            filled += n
+            self._at += n
         return out
+
+    def _ends_the_chunk_taken(self, values: np.ndarray) -> bool:
+        """Whether `values` are the last normals handed out of the chunk drawn ahead."""
+        chunk = self._chunk
+        return (
+            values.base is chunk
+            and values.size <= self._at
+            and values.__array_interface__["data"][0] + values.nbytes
+            == chunk.__array_interface__["data"][0] + self._at * chunk.itemsize
+        )
+
+    def _ask(self) -> None:
+        """Have the helper thread draw one more chunk (each twice the last, up to 1 MB)."""
+        assert self._pending is not None
+        self._pending.append(_DRAWER.submit(self.rng, self._next_chunk))
+        self._next_chunk = min(2 * self._next_chunk, _LONGEST_CHUNK)
+
+    def close(self) -> None:
+        """Done with the stream: chunks not yet drawn are dropped; a later take that needs
+        new normals fails."""
+        if self._pending is not None:
+            for future in self._pending:
+                future.cancel()
+            self._pending.clear()
+            self._chunk, self._at = np.zeros(0), 0
 
     def _room(self, count: int) -> np.ndarray:
         """The first `count` entries of the reused buffer (grown when too small)."""
@@ -65,6 +224,9 @@ class NormalStream:
         if not values.size:
             return
         if not self._rewind:
+            if not self._kept.size and self._ends_the_chunk_taken(values):
+                self._at -= values.size  # still in the chunk drawn ahead: step back
+                return
             kept = np.concatenate((values, self._kept)) if self._kept.size else values.copy()
             self._kept = kept
             return

@@ -119,6 +119,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._gpr = np.array([self._per_replica[label] for label in self._labels], dtype=np.int64)
         self._run_data: _RunData | None = None
         self._rows = 0
+        self._noise: NormalStream | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def prepare(self, horizon: Fraction) -> None:
@@ -148,6 +149,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
             rng=self._layout_rng(ctx),
         )
         self._allocations = AllocationCache(self._pool, self._labels, self._per_replica)
+        if self._noise is not None:
+            self._noise.close()  # the last run's stream: stop drawing its normals ahead
         self._noise = NormalStream(ctx.rng("noise")) if config.augmentation.noise_fraction > 0 else None
         self._latency_rng = ctx.rng("latency")
         self._latency_normals = NormalStream(self._latency_rng, rewind=True)
