@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from g2gsim.controllers.budget import (
@@ -612,3 +612,37 @@ def test_live_site_refuses_controllers_that_send_power_caps() -> None:
         build_simulation(Scenario.from_dict({**raw, "controllers": [budget, planner]}), check_only=True)
     planner["params"] = {"knobs": ["batch", "replicas"]}
     build_simulation(Scenario.from_dict({**raw, "controllers": [budget, planner]}), check_only=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 30),  # seconds since the previous observation
+            st.one_of(st.sampled_from([0.0, -0.0, math.nan, 5.0]), st.floats(-50, 50, allow_nan=False)),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.sampled_from([0.0, 10.0, 60.0]),
+)
+@example([(0, -0.0), (0, 0.0)], 10.0)  # equal maxima: the oldest, sign and all
+@example([(0, math.nan), (1, 3.0), (20, 1.0)], 10.0)  # NaN oldest, then gone from the window
+@example([(0, 7.0), (5, 2.0), (6, 2.0), (10, 1.0)], 10.0)  # the maximum leaves, the next one stays
+def test_the_uncontrolled_load_window_gives_the_maximum_a_scan_of_the_window_gives(observations, window_s) -> None:
+    """The running maximum is ``max`` over the window at every step: the oldest of equal
+    maxima (0.0 and -0.0 included), NaN when the oldest value is NaN, values leaving the window."""
+    from collections import deque
+
+    ctl = PowerBudgetController("pb", "dc", "budget", PowerBudgetConfig(uncontrolled_window_s=window_s))
+    ctl._uncontrolled, ctl._uncontrolled_peaks = deque(), deque()
+    seen: list[tuple[float, float]] = []
+    now = 0.0
+    for gap, value in observations:
+        now += gap
+        seen.append((now, value))
+        expected = max(v for t, v in seen if t >= now - window_s)
+        got = ctl._uncontrolled_kw(now, value)
+        assert (math.isnan(got) and math.isnan(expected)) or (
+            got == expected and math.copysign(1.0, got) == math.copysign(1.0, expected)
+        )

@@ -33,6 +33,7 @@ import math
 import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -174,6 +175,20 @@ class SloContext(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Observation:
+    """One reading of the site: per model (label order) in Python numbers, and its totals."""
+
+    batch: list[int]
+    replicas: list[int]
+    itl: list[float]  # s (NaN: not observed)
+    ttft: list[float]  # s (NaN: not reported)
+    power: list[float]  # inference power, W
+    cap: list[float]  # GPU power cap, W (inf: none)
+    total_kw: float
+    uncontrolled_kw: float  # the site's power outside inference (base load, training)
+
+
 # -- the controller ---------------------------------------------------------------------------
 class PowerBudgetController(BudgetFollower):
     """Keeps one site under the budget of a :class:`BudgetSource` (see the module text).
@@ -247,7 +262,8 @@ class PowerBudgetController(BudgetFollower):
         self._standdown: dict[str, int] = {}
         self._ramp_from: float | None = None
         self._ramp_t0 = 0.0
-        self._uncontrolled: deque[tuple[float, float]] = deque()
+        self._uncontrolled: deque[tuple[float, float]] = deque()  # (time, kW) over the window
+        self._uncontrolled_peaks: deque[tuple[float, float]] = deque()  # its non-NaN running maxima
         self._log: list[tuple[float, ...]] = []
         self._ratio_log: list[np.ndarray] = []
         self.replans = 0
@@ -288,6 +304,9 @@ class PowerBudgetController(BudgetFollower):
         self._models = tuple(models)
         self._deadline = np.array([float(specs[label].itl_deadline_s) for label in self._labels])
         self._ttft_deadline = np.array([m.ttft_deadline_s / (1.0 - cfg.latency_margin) for m in self._models])
+        over = 1 + cfg.overshoot_tolerance  # the safety net's limits, as Python floats (same products)
+        self._late_itl_s = (self._deadline * over).tolist()
+        self._late_ttft_s = (self._ttft_deadline * over).tolist()
         self._sizes = tuple(feasible_sizes(specs[label]) for label in self._labels)
         caps = cfg.cap_levels_w or self._gpu_power.levels()
         self._cap_grid = tuple(sorted({self._gpu_power.quantise(c) for c in caps}))
@@ -316,49 +335,50 @@ class PowerBudgetController(BudgetFollower):
         return np.array([[e.value for e in est] for est in (self._power_est, self._itl_est, self._ttft_est)])
 
     # -- observation ------------------------------------------------------------------------
-    def _observe(self, state: Any) -> dict[str, np.ndarray]:
+    def _observe(self, state: Any) -> _Observation:
         cols = state_columns(state, self._labels, owner=f"power budget {self.name!r}")
+        n = len(cols)
         caps = getattr(state, "power_cap_w", None)
-        cap = np.full(len(cols), math.inf) if caps is None else np.asarray(caps, dtype=float)[cols]
-        cap = np.where(np.isfinite(cap), cap, math.inf)
-        model_power = np.asarray(state.model_power_w, dtype=float)[cols]
+        cap = [math.inf] * n if caps is None else np.asarray(caps, dtype=float)[cols].tolist()
         total = float(np.sum(state.power_w))
         ttft = getattr(state, "ttft_s", None)  # reported by live sites
-        return {
-            "batch": np.asarray(state.batch, dtype=np.int64)[cols],
-            "replicas": np.asarray(state.replicas, dtype=np.int64)[cols],
-            "itl": np.asarray(state.itl_s, dtype=float)[cols],
-            "ttft": np.full(len(cols), math.nan) if ttft is None else np.asarray(ttft, dtype=float)[cols],
-            "power": model_power,
-            "cap": cap,
-            "total_kw": np.array(total / 1e3),
-            "uncontrolled_kw": np.array((total - float(np.sum(state.model_power_w))) / 1e3),
-        }
+        return _Observation(
+            batch=np.asarray(state.batch, dtype=np.int64)[cols].tolist(),
+            replicas=np.asarray(state.replicas, dtype=np.int64)[cols].tolist(),
+            itl=np.asarray(state.itl_s, dtype=float)[cols].tolist(),
+            ttft=[math.nan] * n if ttft is None else np.asarray(ttft, dtype=float)[cols].tolist(),
+            power=np.asarray(state.model_power_w, dtype=float)[cols].tolist(),
+            cap=[c if math.isfinite(c) else math.inf for c in cap],
+            total_kw=total / 1e3,
+            uncontrolled_kw=(total - float(np.sum(state.model_power_w))) / 1e3,
+        )
 
-    def _correct(self, obs: dict[str, np.ndarray]) -> None:
+    def _correct(self, obs: _Observation) -> None:
         """Update the power and ITL ratios from one observation."""
         tol = self.config.censor_tolerance
+        replicas, batches, caps, powers, itls, ttfts = obs.replicas, obs.batch, obs.cap, obs.power, obs.itl, obs.ttft
         for i, spec in enumerate(self._models):
-            n = int(obs["replicas"][i])
+            n = replicas[i]
             if n <= 0:
                 continue
-            x = math.log2(max(int(obs["batch"][i]), 1))
+            batch = batches[i]
+            x = math.log2(max(batch, 1))
             g = spec.gpus_per_replica
             predicted = n * spec.fits.power.eval_x(x)  # uncapped, W
-            cap = float(obs["cap"][i])
-            measured = float(obs["power"][i])
+            cap = caps[i]
+            measured = powers[i]
             estimator = self._power_est[i]
             draw_model = estimator.value * predicted / (n * g)
             draw_seen = measured / (n * g)
             censored = math.isfinite(cap) and (cap <= draw_model * (1 + tol) or draw_seen >= cap * (1 - tol))
             estimator.update(measured, predicted, censored)
-            itl = float(obs["itl"][i])
+            itl = itls[i]
             if math.isfinite(itl):
                 draw = estimator.value * predicted / (n * g)
                 floor = self._gpu_power.floor(spec.label, draw)
                 slow = max(1.0, floor / cap) if math.isfinite(cap) else 1.0
                 self._itl_est[i].update(itl, spec.fits.latency.eval_x(x) * slow)
-                self._correct_ttft(i, int(obs["batch"][i]), itl, float(obs["ttft"][i]), slow)
+                self._correct_ttft(i, batch, itl, ttfts[i], slow)
 
     def _correct_ttft(self, i: int, batch: int, itl: float, ttft: float, slow: float) -> None:
         """Update the TTFT ratio from an observed TTFT, against the model at the observed batch and ITL."""
@@ -370,27 +390,38 @@ class PowerBudgetController(BudgetFollower):
         self._ttft_est[i].update(ttft, float(predicted))
 
     def _uncontrolled_kw(self, now: float, value: float) -> float:
-        window = self._uncontrolled
+        """The largest uncontrolled load over the window, as ``max`` of the window's values
+        gives it (the oldest of equal maxima; NaN when the oldest value is NaN), kept as a
+        running maximum instead of a scan of the window at every step."""
+        window, peaks = self._uncontrolled, self._uncontrolled_peaks
         window.append((now, value))
-        while window and window[0][0] < now - self.config.uncontrolled_window_s:
+        if value == value:  # not NaN (max never moves from a value to a NaN)
+            while peaks and peaks[-1][1] < value:
+                peaks.pop()
+            peaks.append((now, value))
+        cutoff = now - self.config.uncontrolled_window_s
+        while window and window[0][0] < cutoff:
             window.popleft()
-        return max(v for _, v in window)
+        while peaks and peaks[0][0] < cutoff:
+            peaks.popleft()
+        oldest = window[0][1]
+        return oldest if oldest != oldest or not peaks else peaks[0][1]
 
     # -- planning ---------------------------------------------------------------------------
-    def _inputs(self, obs: dict[str, np.ndarray], budget_kw: float, uncontrolled_kw: float) -> PlanInputs:
+    def _inputs(self, obs: _Observation, budget_kw: float, uncontrolled_kw: float) -> PlanInputs:
         knobs = set(self.config.knobs)
         batches, standdown, caps, available = [], [], [], []
         for i, label in enumerate(self._labels):
-            current_b = int(obs["batch"][i])
+            current_b = obs.batch[i]
             batches.append(self._sizes[i] if "batch" in knobs else (current_b,))
-            n_avail = int(obs["replicas"][i]) + self._standdown.get(label, 0)
+            n_avail = obs.replicas[i] + self._standdown.get(label, 0)
             available.append(max(n_avail, 0))
             standdown.append(
                 self.config.standdown_levels
                 if "replicas" in knobs
                 else (self._standdown.get(label, 0) / n_avail if n_avail else 0.0,)
             )
-            caps.append((*self._cap_grid, math.inf) if "caps" in knobs else (float(obs["cap"][i]),))
+            caps.append((*self._cap_grid, math.inf) if "caps" in knobs else (obs.cap[i],))
         return PlanInputs(
             models=self._models,
             available=tuple(available),
@@ -424,11 +455,11 @@ class PowerBudgetController(BudgetFollower):
     def _plan_band_high(self) -> float:
         return math.inf if self._plan is None else self._plan.band_kw[1]
 
-    def _replan(self, tick: int, obs: dict[str, np.ndarray], reason: str) -> list[Command]:
+    def _replan(self, tick: int, obs: _Observation, reason: str) -> list[Command]:
         ctx = self.ctx
         now = ctx.seconds(tick)
         budget = self._budget_box.value.kw
-        uncontrolled = self._uncontrolled_kw(now, float(obs["uncontrolled_kw"]))
+        uncontrolled = self._uncontrolled_kw(now, obs.uncontrolled_kw)
         target = self._target_budget(now, budget)
         plan = plan_exact(self._inputs(obs, target, uncontrolled))
         self._plan = plan
@@ -458,16 +489,16 @@ class PowerBudgetController(BudgetFollower):
         ctx.event("budget_plan", payload)
         return self._commands(obs, plan)
 
-    def _commands(self, obs: dict[str, np.ndarray], plan: Plan) -> list[Command]:
+    def _commands(self, obs: _Observation, plan: Plan) -> list[Command]:
         knobs = set(self.config.knobs)
         out: list[Command] = []
         if "batch" in knobs:
-            changed = {lb: b for i, (lb, b) in enumerate(plan.batch.items()) if int(obs["batch"][i]) != b}
+            changed = {lb: b for i, (lb, b) in enumerate(plan.batch.items()) if obs.batch[i] != b}
             if changed:
                 out.append(SetBatchSize(batch=changed, target=self.site))
         if "replicas" in knobs:
             for i, label in enumerate(self._labels):
-                n_avail = int(obs["replicas"][i]) + self._standdown.get(label, 0)
+                n_avail = obs.replicas[i] + self._standdown.get(label, 0)
                 want = max(n_avail - plan.replicas[label], 0)
                 delta = self._standdown.get(label, 0) - want
                 if delta:
@@ -477,7 +508,7 @@ class PowerBudgetController(BudgetFollower):
             caps: dict[str, float | None] = {}
             for i, label in enumerate(self._labels):
                 new = plan.cap_w[label]
-                old = float(obs["cap"][i])
+                old = obs.cap[i]
                 if (new is None) != (not math.isfinite(old)) or (new is not None and new != old):
                     caps[label] = new
             if caps:
@@ -518,7 +549,7 @@ class PowerBudgetController(BudgetFollower):
         settled = now - self._command_time >= cfg.settle_s
         if settled and self._plan is not None:
             self._correct(obs)
-        uncontrolled = self._uncontrolled_kw(now, float(obs["uncontrolled_kw"]))
+        uncontrolled = self._uncontrolled_kw(now, obs.uncontrolled_kw)
         commands: list[Command] = []
         if not self._budget_box.has_value:
             self._record(now, math.nan, obs, uncontrolled)
@@ -537,7 +568,7 @@ class PowerBudgetController(BudgetFollower):
                 self._drift_count += 1
             else:
                 self._drift_count = 0
-            over = float(obs["total_kw"]) > budget * (1 + cfg.overshoot_tolerance)
+            over = obs.total_kw > budget * (1 + cfg.overshoot_tolerance)
             self._over_count = self._over_count + 1 if (over and settled) else 0
             late = self._late(obs)
             self._late_count = self._late_count + 1 if (late and settled) else 0
@@ -552,15 +583,13 @@ class PowerBudgetController(BudgetFollower):
         self._record(now, budget, obs, uncontrolled)
         return commands
 
-    def _late(self, obs: dict[str, np.ndarray]) -> bool:
+    def _late(self, obs: _Observation) -> bool:
         """Whether some model's observed ITL, or TTFT where bounded, is past its deadline (plus the tolerance)."""
-        over = 1 + self.config.overshoot_tolerance
-        itl, ttft = obs["itl"], obs["ttft"]
-        late_itl = np.isfinite(itl) & (itl > self._deadline * over)
-        late_ttft = np.isfinite(ttft) & (ttft > self._ttft_deadline * over)
-        return bool(np.any(late_itl | late_ttft))
+        return any(t > limit for t, limit in zip(obs.itl, self._late_itl_s, strict=True) if math.isfinite(t)) or any(
+            t > limit for t, limit in zip(obs.ttft, self._late_ttft_s, strict=True) if math.isfinite(t)
+        )
 
-    def _record(self, now: float, budget: float, obs: dict[str, np.ndarray], uncontrolled: float) -> None:
+    def _record(self, now: float, budget: float, obs: _Observation, uncontrolled: float) -> None:
         plan = self._plan
         if plan is not None:
             base = plan.band_kw
@@ -569,7 +598,7 @@ class PowerBudgetController(BudgetFollower):
             planned = plan.power_kw + shift
         else:
             low = high = planned = math.nan
-        self._log.append((now, budget, planned, float(obs["total_kw"]), low, high, float(self.replans)))
+        self._log.append((now, budget, planned, obs.total_kw, low, high, float(self.replans)))
         self._ratio_log.append(self._all_ratios().ravel())
         self._flex_box.publish(self.ctx.now, FlexibilityBand(self.site, now, low, high, budget, planned))
 
