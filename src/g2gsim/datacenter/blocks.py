@@ -153,23 +153,20 @@ class NormalStream:
         return self._draw(count, kept)
 
     def _draw(self, count: int, first: np.ndarray | None) -> np.ndarray:
-        """`first` (normals given back), then the next normals of the generator: `count` in all."""
-        if self._pending is None:
-            if first is None:
-                return self.rng.standard_normal(out=self._room(count))
-            out = np.empty(count)
-            out[: first.size] = first
-            self.rng.standard_normal(out=out[first.size :])
-            return out
+        """`first` (normals given back, never the reused buffer), then the next normals of the
+        generator: `count` in all."""
         start = self._at
-        if first is None and start + count <= self._chunk.size:
+        if first is None and self._pending is not None and start + count <= self._chunk.size:
             self._at = start + count
-            return self._chunk[start : self._at]
+            return self._chunk[start : self._at]  # inside the chunk drawn ahead: no copy
         out = self._room(count)
         filled = 0
         if first is not None:
             out[: first.size] = first
             filled = first.size
+        if self._pending is None:
+            self.rng.standard_normal(out=out[filled:])
+            return out
         while filled < count:
             if self._at == self._chunk.size:
                 if not self._pending:
