@@ -190,3 +190,117 @@ def test_stepping_in_pieces_stops_fused_ticks_at_each_boundary(pieces):
         assert handle.now == now
         assert {tick for tick, _ in log} == set(range(now))
     handle.close()
+
+
+# -- quiet stretches stepped at once --------------------------------------------------------
+
+
+class StretchSource(DatacenterComponent):
+    """Publishes f(tick) every step; in a quiet stretch, every step's value at once."""
+
+    def __init__(self, name: str, period: Fraction, log: list) -> None:
+        super().__init__(name, period)
+        self.log = log
+        self.stretches: list[tuple[int, int]] = []
+
+    def reset(self, ctx: Any) -> None:
+        super().reset(ctx)
+        self.box = ctx.mailbox("state")
+        self.stretches = []
+
+    @staticmethod
+    def value(tick: int) -> float:
+        return tick * 0.5 + 1.0
+
+    def step(self, tick: int) -> None:
+        self.log.append((tick, self.name))
+        self.box.publish(tick, self.value(tick))
+
+    def stretch_steps(self, tick: int, limit: int) -> int:
+        return limit if self.box.stretchable else 0
+
+    def step_stretch(self, tick: int, count: int) -> None:
+        period = self.ctx.clock.ticks(self.period)
+        ticks = range(tick, tick + count * period, period)
+        self.log.extend((t, self.name) for t in ticks)
+        self.stretches.append((tick, count))
+        values = [self.value(t) for t in ticks]
+        self.box.publish_stretch(ticks, values[-1], values, lambda: values)
+
+
+class StretchSink(GridComponent):
+    """Reads its source at every step (the source's stretch rows in a stretch); fails at `fail_at`."""
+
+    def __init__(self, name: str, period: Fraction, source: str, fail_at: int | None = None) -> None:
+        super().__init__(name, period)
+        self.source = source
+        self.fail_at = fail_at
+        self.seen: dict[int, float] = {}
+
+    def reset(self, ctx: Any) -> None:
+        super().reset(ctx)
+        self.seen = {}
+
+    def start(self) -> None:
+        self.inbox = self.ctx.subscribe(self.source)
+
+    def step(self, tick: int) -> None:
+        if tick == self.fail_at:
+            raise ValueError("boom")
+        self.seen[tick] = self.inbox.value
+
+    def stretch_steps(self, tick: int, limit: int) -> int:
+        return limit
+
+    def step_stretch(self, tick: int, count: int) -> None:
+        period = self.ctx.clock.ticks(self.period)
+        ticks = range(tick, tick + count * period, period)
+        rows = self.inbox.stretch_rows(ticks)
+        for i, t in enumerate(ticks):
+            if t == self.fail_at:
+                raise lockstep_module.StretchStepFailed(t, ValueError("boom"))
+            self.seen[t] = self.inbox.value if rows is None else rows[i]
+
+
+def _stretch_run(wakers: list[int], stretches: bool, fail_at: int | None = None) -> tuple[list, dict, list]:
+    log: list = []
+    source = StretchSource("src", Fraction(1, 10), log)
+    sink = StretchSink("sink", Fraction(1, 10), "src", fail_at)
+    slow = _stepper("datacenter")("slow", Fraction(1, 2), log)  # its ticks are kernel events
+    components: list[Component] = [source, sink, slow]
+    components += [Waker(f"w{j}", "src", log) for j in range(len(wakers))]
+    if not stretches:
+        source.stretch_steps = lambda tick, limit: 0  # type: ignore[method-assign]
+    Simulation(components, horizon_s=3, seed=0).run()
+    return sorted(log), dict(sink.seen), source.stretches
+
+
+@pytest.mark.parametrize("wakers", [[], [0]])
+def test_stretches_give_the_steps_one_by_one(wakers):
+    """A source and a reader in a group step quiet stretches at once, between the slow
+    member's kernel events; what the reader sees at every tick is what it sees one tick at a
+    time. A process waiting on the source's every value stops stretches altogether."""
+    log, seen, stretches = _stretch_run(wakers, stretches=True)
+    log_1, seen_1, none = _stretch_run(wakers, stretches=False)
+    assert none == []
+    assert log == log_1
+    assert seen == seen_1 == {t: StretchSource.value(t) for t in range(30)}
+    if wakers:
+        assert stretches == []
+    else:
+        # ticks 1-4 between the slow member's steps at 0 and 5 (tick 0 is a kernel event), and so on
+        assert stretches[0] == (1, 4)
+        assert all(count == 4 for _, count in stretches)
+        assert sum(count for _, count in stretches) == 30 - 6
+
+
+def test_a_failure_inside_a_stretch_names_its_tick():
+    """A member failing at one tick of a stretch ends the run at that tick, its earlier ticks kept."""
+    log: list = []
+    source = StretchSource("src", Fraction(1, 10), log)
+    sink = StretchSink("sink", Fraction(1, 10), "src", fail_at=13)
+    simulation = Simulation([source, sink], horizon_s=3, seed=0)
+    with pytest.raises(ComponentError, match="'sink' failed at t = 1.3 s: ValueError: boom"):
+        simulation.run()
+    assert sorted(sink.seen) == list(range(13))
+    assert source.stretches  # it did fail inside a stretch

@@ -305,3 +305,46 @@ def test_an_event_driven_controller_can_wait_for_a_threshold_in_a_run() -> None:
     # A second run re-arms everything from scratch.
     sim.run()
     assert alarm.alarms == [(4, 0.96), (9, 0.96), (14, 0.96)]
+
+
+# -- stretches published at once -----------------------------------------------------------------
+@given(values=st.lists(st.floats(allow_nan=False), min_size=1, max_size=12), start=st.integers(0, 50))
+def test_a_stretch_is_what_its_publishes_one_by_one_leave(values, start) -> None:
+    """Publishing a stretch at once leaves the newest value and tick, and every queue's items,
+    as publishing each value in turn; its rows are readable for exactly its ticks."""
+    ticks = range(start, start + 2 * len(values), 2)
+    env = simpy.Environment()
+    one, at_once = Mailbox(env, "one"), Mailbox(env, "at_once")
+    queue_one, queue_at_once = one.subscribe_queue(), at_once.subscribe_queue()
+    for tick, value in zip(ticks, values, strict=True):
+        one.publish(tick, value)
+    at_once.publish_stretch(ticks, values[-1], rows=list(values), values=lambda: values)
+    assert (at_once.value, at_once.tick) == (one.value, one.tick)
+    assert queue_at_once.drain() == queue_one.drain()
+    assert at_once.stretch_rows(ticks) == list(values)
+    assert at_once.stretch_rows(range(start, start + 2 * len(values) + 2, 2)) is None
+    at_once.publish(ticks[-1] + 2, 0.0)  # a later single publish: no stretch rows any more
+    assert at_once.stretch_rows(ticks) is None
+
+
+def test_a_stretch_needs_a_mailbox_nobody_waits_on() -> None:
+    """Somebody waiting on each value (directly, on a queue, or a link's listener) rules out a
+    stretch; a queue that nobody waits on needs the stretch's values."""
+    env = simpy.Environment()
+    box: Mailbox[float] = Mailbox(env, "site.state")
+    assert box.stretchable
+    box.changed()
+    assert not box.stretchable
+    with pytest.raises(RuntimeError, match="'site.state' cannot publish a stretch"):
+        box.publish_stretch(range(0, 2), 1.0)
+    box.publish(0, 1.0)  # fires and forgets the waiter
+    assert box.stretchable
+    queue = box.subscribe_queue()
+    assert box.stretchable and box.has_queues
+    with pytest.raises(ValueError, match="needs its values"):
+        box.publish_stretch(range(1, 3), 2.0)
+    queue.changed()
+    assert not box.stretchable
+    other: Mailbox[float] = Mailbox(env, "other")
+    other.add_listener(lambda tick, value: None)
+    assert not other.stretchable

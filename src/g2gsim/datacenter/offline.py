@@ -239,7 +239,10 @@ class OfflineDatacenter(ConfiguredDatacenter):
             for batch in batches:
                 template = self._data.power_template(spec, batch, self.period, length)
                 template.check_dt(self.period)
-                templates[(spec.model_label, batch)] = _template_values(template)
+                # per-GPU power (W): a template's power_w (a stand-in's values, or the array itself)
+                values = getattr(template, "power_w", None)
+                values = getattr(template, "values", template) if values is None else values
+                templates[(spec.model_label, batch)] = np.asarray(values, dtype=float)
                 model_fits[batch] = self._data.itl_fit(spec, batch)
             known.append(batches)
             fits.append(model_fits)
@@ -301,10 +304,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     # -- one step -------------------------------------------------------------------------------
     def step(self, tick: int) -> None:
-        """Apply commands and due changes, compute a block if needed, publish and record.
-
-        Most steps fall inside a computed block with nothing to apply: they only publish
-        their row (:meth:`_publish_row`)."""
+        """Apply commands and due changes, compute a block if needed, publish and record (most
+        steps fall inside a computed block with nothing to apply: they only publish their row)."""
         k = tick // self._period_ticks
         block = self._block
         if (
@@ -330,14 +331,9 @@ class OfflineDatacenter(ConfiguredDatacenter):
         block = self._block
         assert block is not None
         if block.latency is None:
-            itl = self._latency.sample(self._latency_rng)
-            if self._slowdown is not None:
-                itl *= self._slowdown
-            self._rec_itl[k] = itl
-        allocation = self._block_allocation
-        assert allocation is not None
-        batch = self._batch
-        replicas = allocation.active_replicas
+            self._sample_itl(k)
+        assert self._block_allocation is not None
+        batch, replicas = self._batch, self._block_allocation.active_replicas
         if not self._batch_log or self._batch_log[-1][1] is not batch:
             self._batch_log.append((k, batch))
         if not self._replica_log or self._replica_log[-1][1] is not replicas:
@@ -346,28 +342,56 @@ class OfflineDatacenter(ConfiguredDatacenter):
             self._cap_log.append((k, self._caps_state))
         self._publish_row(tick, k, block)
 
+    def _sample_itl(self, k: int) -> None:
+        """A small fleet's ITL of step k, drawn at its step (not in its block)."""
+        itl = self._latency.sample(self._latency_rng)
+        self._rec_itl[k] = itl if self._slowdown is None else itl * self._slowdown
+
     def _publish_row(self, tick: int, k: int, block: Block) -> None:
         """Publish step k's state from its block's rows (batch, replicas and caps as they are)."""
+        self._rows = k + 1
+        self._box.publish(tick, self._state_row(block, k - block.start))
+
+    def _state_row(self, block: Block, i: int) -> DatacenterState:
+        """The state of row i of `block` (batch, replicas and caps as they are now)."""
         allocation = self._block_allocation
         assert allocation is not None
-        self._rows = k + 1
-        i = k - block.start
         # Positional arguments (one state per step): site, time_s, models, power_w,
         # model_power_w, batch, replicas, itl_s, phase_share, power_cap_w.
-        self._box.publish(
-            tick,
-            DatacenterState(
-                self.name,
-                block.times[i],
-                self._labels,
-                block.phase_rows[i],
-                block.model_rows[i],
-                self._batch,
-                allocation.active_replicas,
-                block.itl_rows[i],
-                allocation.phase_share,
-                self._caps_state,
-            ),
+        return DatacenterState(
+            self.name,
+            block.times[i],
+            self._labels,
+            block.phase_rows[i],
+            block.model_rows[i],
+            self._batch,
+            allocation.active_replicas,
+            block.itl_rows[i],
+            allocation.phase_share,
+            self._caps_state,
+        )
+
+    def stretch_steps(self, tick: int, limit: int) -> int:
+        """Steps left in the computed block when they would only publish (and draw a small
+        fleet's ITL; see :meth:`step`) and nobody waits on each published state."""
+        block, busy = self._block, self._inbox or self._ramp_due or self._replicas_stale
+        if busy or block is None or not self._box.stretchable:
+            return 0
+        return max(0, min(limit, self._computed_until - tick // self._period_ticks))
+
+    def step_stretch(self, tick: int, count: int) -> None:
+        """Publish `count` steps of the computed block at once: the last step's state, every
+        state to queued readers, and the per-phase power rows (W) for a grid stepping with it."""
+        block, k = self._block, tick // self._period_ticks
+        assert block is not None
+        first, self._rows = k - block.start, k + count
+        for row in range(k, k + count) if block.latency is None else ():
+            self._sample_itl(row)
+        self._box.publish_stretch(
+            range(tick, tick + count * self._period_ticks, self._period_ticks),
+            self._state_row(block, first + count - 1),
+            self._power_out[k : k + count, :PHASES],
+            lambda: [self._state_row(block, i) for i in range(first, first + count)],
         )
 
     def _compute_block(self, k: int) -> None:
@@ -637,7 +661,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
             columns[f"{label}.itl_s"] = self._rec_itl[:rows, m]
             columns[f"{label}.power_w"] = self._rec_power[:rows, PHASES + m]
         if self._cap_log:  # only runs that used caps get cap columns
-            caps = _forward_fill_float(self._cap_log, rows, len(self._labels))
+            caps = _forward_fill(self._cap_log, rows, len(self._labels), float, math.nan)
             for m, label in enumerate(self._labels):
                 columns[f"{label}.cap_w"] = caps[:, m]
         return {"state": pd.DataFrame(columns)}
@@ -664,27 +688,12 @@ class OfflineDatacenter(ConfiguredDatacenter):
         return facts
 
 
-def _forward_fill(log: Sequence[tuple[int, np.ndarray]], rows: int, width: int) -> np.ndarray:
-    """Expand a change log [(first step, values), ...] into one row per step."""
+def _forward_fill(
+    log: Sequence[tuple[int, np.ndarray]], rows: int, width: int, dtype: type = np.int64, fill: float = 0
+) -> np.ndarray:
+    """Expand a change log [(first step, values), ...] into one row per step (`fill` before the first entry)."""
     if rows == 0 or not log:
-        return np.zeros((rows, width), dtype=np.int64)
+        return np.full((rows, width), fill, dtype=dtype)
     starts = np.array([k for k, _ in log] + [rows])
-    values = np.stack([v for _, v in log]).astype(np.int64)
+    values: np.ndarray = np.stack([v for _, v in log]).astype(dtype)
     return np.repeat(values, np.diff(starts), axis=0)[:rows]
-
-
-def _forward_fill_float(log: Sequence[tuple[int, np.ndarray]], rows: int, width: int) -> np.ndarray:
-    """Like :func:`_forward_fill` for float values (NaN before the first entry)."""
-    if rows == 0 or not log:
-        return np.full((rows, width), math.nan)
-    starts = np.array([k for k, _ in log] + [rows])
-    values = np.stack([v for _, v in log]).astype(float)
-    return np.repeat(values, np.diff(starts), axis=0)[:rows]
-
-
-def _template_values(template: Any) -> np.ndarray:
-    """The per-GPU power array (W) of a data-source template."""
-    values = getattr(template, "power_w", None)
-    if values is None:
-        values = getattr(template, "values", template)
-    return np.asarray(values, dtype=float)

@@ -16,12 +16,11 @@ convergence tolerance, so a different sequence of solves lands on a slightly dif
 
 The OpenDSS calls live in :mod:`~g2gsim.grid.circuit`, the load writes in
 :mod:`~g2gsim.grid.loads`, compiled-circuit reuse for sweeps in :mod:`~g2gsim.grid.reuse`
-and what the grid reads of its sites in :mod:`~g2gsim.grid.sites`.
+and what the grid reads of its sites in :mod:`~g2gsim.grid.site_loads`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -32,13 +31,12 @@ import numpy as np
 import pandas as pd
 
 from g2gsim.grid.base import Grid
+from g2gsim.grid.batteries import Batteries, Battery
 from g2gsim.grid.circuit import (
     RATING_TOLERANCE,
     Attachments,
     Circuit,
-    PhaseLoads,
     Regulator,
-    check_storage_dispatch,
     compile_and_attach,
     regulators_by_phase,
     resolve_tap_key,
@@ -48,48 +46,24 @@ from g2gsim.grid.config import GridConfig, StorageSpec, tan_phi
 from g2gsim.grid.engine import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DSSEngine
 from g2gsim.grid.feeders import Feeder, load_feeder
 from g2gsim.grid.layout import voltage_layout
-from g2gsim.grid.loads import InjectionProfiles, LoadBatch, phase_kw
+from g2gsim.grid.loads import InjectionProfiles, LoadBatch
 from g2gsim.grid.recording import StepRecorder
 from g2gsim.grid.reuse import CircuitSnapshot, circuit_structure_key, keep_snapshot, restore_compiled_circuit
 from g2gsim.grid.sensitivity import finite_difference
-from g2gsim.grid.sites import LoadSite, SitePower
+from g2gsim.grid.site_loads import AttachedSite, stretch_site_loads, write_site_loads
+from g2gsim.grid.sites import LoadSite
 from g2gsim.grid.solving import PowerFlows, SolveGate, solver_settings
 from g2gsim.grid.state import GridState, VoltageIndex
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Component, DatacenterComponent
 from g2gsim.kernel.context import RunContext
-from g2gsim.kernel.mailbox import Mailbox, QueueMailbox
+from g2gsim.kernel.lockstep import StretchStepFailed
+from g2gsim.kernel.mailbox import Mailbox
 from g2gsim.kernel.time import StepClock
 
 __all__ = ["OpenDSSGrid", "Regulator", "circuit_structure_key"]
 
 _NO_STORAGE: Mapping[str, Mapping[str, float]] = MappingProxyType({})
-
-
-@dataclass(slots=True)
-class _Site:
-    """A site attachment as solved: its three load indices and reactive ratio."""
-
-    name: str
-    bus: str
-    load_indices: PhaseLoads
-    tan_phi: float = 0.0
-    mailbox: Mailbox[SitePower] | None = None
-    queue: QueueMailbox[SitePower] | None = None
-    power_w: np.ndarray | None = None  # per-phase power of the last solve, W
-    slot: int = 0  # position of its phase-a load in the per-step load batch
-
-
-@dataclass(slots=True)
-class _Storage:
-    """A battery: its spec, the commanded set-point, and whether OpenDSS has it yet."""
-
-    spec: StorageSpec
-    kw: float = 0.0
-    kvar: float = 0.0
-    pending: bool = False
-    variable_rows: tuple[int, ...] = ()
-    index: int = 0  # 1-based position among the circuit's Storage elements
 
 
 @dataclass(slots=True)
@@ -204,7 +178,7 @@ class OpenDSSGrid(Grid):
 
     def storage_spec(self, name: str) -> StorageSpec:
         """A battery's spec (ratings, bus) by name, case-insensitive."""
-        return self._storage_by_name(name).spec
+        return self._storage.by_name(name).spec
 
     # -- engines --------------------------------------------------------------------------------
     def use_engine(self, engine: DSSEngine, *, reuse_circuit: bool | None = None) -> None:
@@ -235,9 +209,9 @@ class OpenDSSGrid(Grid):
         self._taps: dict[str, float] = {}
         self._taps_view: Mapping[str, float] = MappingProxyType({})
         self._tap_row = np.zeros(0)
-        self._sites: list[_Site] = []
+        self._sites: list[AttachedSite] = []
         self._injections: InjectionProfiles | None = None
-        self._storage: list[_Storage] = []
+        self._storage = Batteries((), None, None, self.name, [])
         self._box: Mailbox[GridState] | None = None
         self._period_ticks = 1
         self._n_steps = 0
@@ -252,6 +226,7 @@ class OpenDSSGrid(Grid):
         self._n_sensitivity = 0
         self._gate = None if self.config.solve is None else SolveGate(self.config.solve.on_change_kw)
         self._voltages = np.zeros(0)  # the voltage vector of the last solve
+        self._stretches = False  # whether quiet stretches may be stepped at once (set at start)
 
     def reset(self, ctx: RunContext) -> None:
         """Set up the circuit for a new run: compile and attach (or continue from the circuit
@@ -293,7 +268,7 @@ class OpenDSSGrid(Grid):
             self._index,
             list(self._regulators),
             [s.name for s in self._sites],
-            [s.spec.name for s in self._storage],
+            self._storage.names(),
         )
         self._box = ctx.mailbox("state")
 
@@ -366,13 +341,15 @@ class OpenDSSGrid(Grid):
         self._circuit = prepared.circuit
         attachments = prepared.attachments
         self._sites = [
-            _Site(name=a.site, bus=a.bus.lower(), load_indices=indices, slot=3 * i)
+            AttachedSite(name=a.site, bus=a.bus.lower(), load_indices=indices, slot=3 * i)
             for i, (a, indices) in enumerate(zip(self.config.sites, attachments.sites, strict=True))
         ]
-        self._storage = [
-            _Storage(spec=spec, variable_rows=rows, index=prepared.engine.storage_index(spec.name))
+        batteries = [
+            Battery(spec=spec, variable_rows=rows, index=prepared.engine.storage_index(spec.name))
             for spec, rows in zip(self.config.storage, attachments.storage, strict=True)
         ]
+        known = [s.name for s in self.config.storage]
+        self._storage = Batteries(batteries, prepared.circuit, prepared.engine, self.name, known)
         self._regulators = dict(prepared.regulators)
         self._phase_regulators = regulators_by_phase(self._regulators)
         self.circuit_reused = prepared.reused
@@ -405,6 +382,15 @@ class OpenDSSGrid(Grid):
             if self.config.coupling == "mean":
                 site.queue = ctx.subscribe(site.name, queue=True)
             site.mailbox = ctx.subscribe(site.name)
+        # Quiet stretches stepped at once (:meth:`step_stretch`) write loads, solve, read and record
+        # only: not with solve-on-change, OpenDSS's own regulator control, mean coupling, or a
+        # site publishing after the grid in a tick (its sample reaches the grid a step late).
+        self._stretches = (
+            self._gate is None
+            and not self._self_control
+            and self.config.coupling == "latest"
+            and all(ctx.lookup(site.name).ctx.priority < ctx.priority for site in self._sites)
+        )
 
     def _site_power_factor(self, name: str, component: Component) -> float:
         if not isinstance(component, LoadSite):
@@ -436,12 +422,18 @@ class OpenDSSGrid(Grid):
             held = GridState(self.name, time_s, self._index, self._voltages, self._taps_view, _NO_STORAGE)  # type: ignore[arg-type]
             self._recorder.record(k, held, self._tap_row, self._site_kw)  # type: ignore[union-attr]
             return
-        loads.write()
         if gate is not None:
             gate.solved(loads)
+        voltages, batteries = self._solve_loads(tick, time_s)
+        self._publish(tick, time_s, voltages, batteries)
+
+    def _solve_loads(self, tick: int, time_s: float) -> tuple[np.ndarray, Mapping[str, Mapping[str, float]]]:
+        """Hand the loads (and changed battery set-points) to OpenDSS, solve (tight at the steps
+        controllers measure), read the voltages; advance the batteries and read their states."""
+        self._loads.write()  # type: ignore[union-attr]
         storage = self._storage
         if storage:
-            self._write_storage()
+            storage.write_pending()
         if self._measured is not None and tick % self._measured == 0:  # a step controllers measure
             tolerance, iterations = self.engine.solver_settings()
             tight = min(tolerance, self.config.measurement_tolerance or tolerance)
@@ -450,9 +442,65 @@ class OpenDSSGrid(Grid):
         else:
             self._solve(time_s)
         voltages = self._read_vector()
-        if storage:
-            self._finish_storage_step()
-        self._publish(tick, time_s, voltages)
+        if not storage:
+            return voltages, _NO_STORAGE
+        self._finish_storage_step()
+        return voltages, storage.states()
+
+    def stretch_steps(self, tick: int, limit: int) -> int:
+        """All `limit` steps when stretches suit this grid (see :meth:`start`), no command is
+        pending and nobody waits on each state."""
+        if self._stretches and not self._inbox and self._box.stretchable:  # type: ignore[union-attr]
+            return limit
+        return 0
+
+    def step_stretch(self, tick: int, count: int) -> None:
+        """`count` steps from `tick` at once: per step the loads written, one solve (tight at
+        the steps controllers measure), the voltages read; then every step recorded and the
+        last one's state published (queued readers get every step's). The sites' samples come
+        from their stretches (:meth:`Mailbox.publish_stretch`) or, for a site not stepping in
+        this one, its newest sample."""
+        ctx = self.ctx
+        ticks = range(tick, tick + count * self._period_ticks, self._period_ticks)
+        site_kw, site_kvar, good, not_finite = stretch_site_loads(self._sites, ticks, ctx.seconds, self._where)
+        loads, recorder = self._loads, self._recorder
+        assert loads is not None and recorder is not None
+        kw, kvar, width = loads.kw, loads.kvar, 3 * len(self._sites)
+        injections = self._injections if self._injections is not None and self._injections.width else None
+        keep = self._box.has_queues  # type: ignore[union-attr]
+        times: list[float] = []
+        voltages: list[np.ndarray] = []
+        states: list[GridState] = []
+        batteries: Mapping[str, Mapping[str, float]] = _NO_STORAGE
+        try:
+            for i, step_tick in enumerate(ticks[:good]):
+                time_s = ctx.seconds(step_tick)
+                k = self._step_index = step_tick // self._period_ticks
+                kw[:width], kvar[:width] = site_kw[i], site_kvar[i]
+                if injections is not None:
+                    kw[width:], kvar[width:] = injections.row(k)
+                self._last_step_tick = step_tick
+                self._n_steps_done += 1
+                try:
+                    vector, batteries = self._solve_loads(step_tick, time_s)
+                except Exception as exc:
+                    raise StretchStepFailed(step_tick, exc) from exc
+                if batteries:
+                    recorder.record_storage(k, batteries)
+                times.append(time_s)
+                voltages.append(vector)
+                if keep:
+                    states.append(GridState(self.name, time_s, self._index, vector, self._taps_view, batteries))  # type: ignore[arg-type]
+        finally:
+            if times:  # record the steps solved, publish the last one's state
+                n = len(times)
+                recorder.record_stretch(tick // self._period_ticks, times, voltages, self._tap_row, site_kw[:n])
+                self._voltages = last = voltages[-1]
+                state = GridState(self.name, times[-1], self._index, last, self._taps_view, batteries)  # type: ignore[arg-type]
+                queued = (lambda: states) if keep else None
+                self._box.publish_stretch(ticks[:n], state, None, queued)  # type: ignore[union-attr]
+        if not_finite is not None:
+            raise StretchStepFailed(ticks[good], not_finite)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Recorded rows so far: voltages (wide), taps (wide), storage (long), site power (long)."""
@@ -498,7 +546,7 @@ class OpenDSSGrid(Grid):
         ctx = self.ctx
         time_s = ctx.now_s
         self._apply_commands(self.take_commands(), time_s)
-        self._write_storage()
+        self._storage.write_pending()
         self._solve(time_s)
         voltages = self._read_vector()
         self._n_resolves += 1
@@ -552,88 +600,32 @@ class OpenDSSGrid(Grid):
         return {r.control: self.circuit.tap(r.transformer, r.winding) for r in self._regulators.values()}
 
     # -- storage -------------------------------------------------------------------------------
-    def _storage_by_name(self, name: str) -> _Storage:
-        lowered = name.lower()
-        for storage in self._storage:
-            if storage.spec.name.lower() == lowered:
-                return storage
-        known = [s.name for s in self.config.storage]
-        raise KeyError(f"grid {self.name!r} has no storage {name!r}; storage: {known}")
-
     def _set_storage_power(self, command: SetStoragePower, time_s: float) -> None:
         """Check a dispatch against the ratings and keep it for the next solve."""
-        storage = self._storage_by_name(command.storage)
-        spec = storage.spec
         kw, kvar = float(command.kw), float(command.kvar)
-        check_storage_dispatch(spec, kw, kvar, where=f"grid {self.name!r}, t = {time_s:g} s")
-        storage.kw, storage.kvar, storage.pending = kw, kvar, True
-        self.ctx.event("storage_power", {"storage": spec.name, "kw": kw, "kvar": kvar})
-
-    def _write_storage(self) -> None:
-        """Hand changed set-points to OpenDSS (only when a command changed them)."""
-        for storage in self._storage:
-            if storage.pending:
-                self.circuit.set_storage_power(storage.spec.name, storage.kw, storage.kvar)
-                storage.pending = False
+        battery = self._storage.command(command.storage, kw, kvar, where=f"grid {self.name!r}, t = {time_s:g} s")
+        self.ctx.event("storage_power", {"storage": battery.spec.name, "kw": kw, "kvar": kvar})
 
     def _finish_storage_step(self) -> None:
-        """Advance the batteries' energy over one period (OpenDSS's own bookkeeping)."""
+        """Advance the batteries' energy over one period (not under OpenDSS's own control loop)."""
         if self._storage and not self.config.regulator_self_control:
-            self.circuit.finish_time_step()
-
-    def _storage_states(self) -> dict[str, Mapping[str, float]]:
-        states: dict[str, Mapping[str, float]] = {}
-        for storage in self._storage:
-            values = self.engine.storage_variables(storage.index)
-            kwh, kw_out, kw_in, kvar_out = (values[i] for i in storage.variable_rows)
-            states[storage.spec.name] = MappingProxyType(
-                {"kwh": kwh, "soc": kwh / storage.spec.rated_kwh, "kw": kw_out - kw_in, "kvar": kvar_out}
-            )
-        return states
+            self._storage.finish_step()
 
     # -- the per-step path -------------------------------------------------------------------
-    def _site_power_w(self, site: _Site, time_s: float) -> np.ndarray:
-        """Three-phase power (W) of a site for this solve: latest sample or window mean."""
-        if site.queue is not None:
-            samples = site.queue.drain()
-            if samples:
-                stacked = np.stack([value.power_w for _, value in samples])
-                return stacked.mean(axis=0)
-            if site.power_w is not None:
-                return site.power_w
-        elif site.mailbox is not None:
-            state = site.mailbox.get()
-            if state is not None:
-                return state.power_w
-        raise RuntimeError(
-            f"grid {self.name!r} (feeder {self.feeder.name!r}) must solve at t = {time_s:g} s but datacenter "
-            f"{site.name!r} has published no power yet; give the datacenter a period that divides the "
-            f"grid's first step time, or start the grid later"
-        )
-
     def _write_loads(self, k: int, time_s: float) -> None:
         """Every attached load's kW/kvar for step k (datacenter samples, then profiles) into
         the load batch's buffers; ``self._loads.write()`` hands them to OpenDSS."""
         loads = self._loads
         assert loads is not None
-        kw, kvar = loads.kw, loads.kvar
-        for site in self._sites:
-            power_w = self._site_power_w(site, time_s)
-            kw_a, kw_b, kw_c = phase_kw(power_w)
-            if not math.isfinite(kw_a + kw_b + kw_c):
-                raise ValueError(
-                    f"grid {self.name!r}, t = {time_s:g} s: datacenter {site.name!r} power is not finite: {power_w} W"
-                )
-            tphi = site.tan_phi
-            j = site.slot
-            # element by element: cheaper than a slice assignment from a tuple
-            kw[j], kw[j + 1], kw[j + 2] = kw_a, kw_b, kw_c
-            kvar[j], kvar[j + 1], kvar[j + 2] = kw_a * tphi, kw_b * tphi, kw_c * tphi
-            site.power_w = power_w
+        write_site_loads(self._sites, loads.kw, loads.kvar, self._where(time_s))
         injections = self._injections
         if injections is not None and injections.width:
             start = 3 * len(self._sites)
-            kw[start:], kvar[start:] = injections.row(k)
+            loads.kw[start:], loads.kvar[start:] = injections.row(k)
+
+    def _where(self, time_s: float) -> tuple[str, str, float]:
+        """Grid name, feeder name and time, for the errors of a site's samples."""
+        return self.name, self.feeder.name, time_s
 
     def _solve(self, time_s: float) -> None:
         """One power flow: SolveNoControl, or OpenDSS's own control loop when self-control is on."""
@@ -649,20 +641,30 @@ class OpenDSSGrid(Grid):
 
     def _retrying(self, time_s: float, facts: dict[str, Any]) -> None:
         if self._ctx is not None:
-            self.ctx.event("solve_retry", {"time_s": time_s, **facts})
+            self.ctx.event("solve_retry", {"time_s": time_s, **facts}, at_s=time_s)
 
     def _read_vector(self) -> np.ndarray:
         """The voltage vector (pu) in VoltageIndex order, from one AllBusMagPu read."""
         return self.engine.bus_mag_pu_view()[self._vmag_rows]
 
-    def _publish(self, tick: int, time_s: float, voltages: np.ndarray, *, record: bool = True) -> None:
-        """Publish a GridState in mailbox ``state`` and, for a step, record it."""
+    def _publish(
+        self,
+        tick: int,
+        time_s: float,
+        voltages: np.ndarray,
+        storage: Mapping[str, Mapping[str, float]] | None = None,
+        *,
+        record: bool = True,
+    ) -> None:
+        """Publish a GridState in mailbox ``state`` (batteries' `storage` states, read now when
+        None) and, for a step, record it."""
         if self._self_control:
             taps = self._read_taps()
             if taps != self._taps:
                 self._taps = taps
                 self._taps_changed()
-        storage = self._storage_states() if self._storage else _NO_STORAGE
+        if storage is None:
+            storage = self._storage.states() if self._storage else _NO_STORAGE
         self._voltages = voltages
         state = GridState(self.name, time_s, self._index, voltages, self._taps_view, storage)  # type: ignore[arg-type]
         if record:
@@ -691,7 +693,7 @@ class OpenDSSGrid(Grid):
         self._n_sensitivity += 1
         return h
 
-    def _site_by_name(self, name: str) -> _Site:
+    def _site_by_name(self, name: str) -> AttachedSite:
         for site in self._sites:
             if site.name == name:
                 return site

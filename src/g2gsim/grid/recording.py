@@ -6,7 +6,7 @@ demand: voltages and taps wide (one column per entry), site power and storage lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,10 +57,37 @@ class StepRecorder:
             self._taps[row] = tap_row
         if self.sites:
             self._site_kw[row] = site_kw
-        for j, name in enumerate(self.storage):
-            values = state.storage[name]
-            self._storage[row, j] = [values[c] for c in STORAGE_COLUMNS]
+        if self.storage:
+            self.record_storage(row, state.storage)
         self.rows = row + 1
+
+    def record_stretch(
+        self,
+        first: int,
+        times: Sequence[float],
+        voltages: Sequence[np.ndarray],
+        tap_row: np.ndarray,
+        site_kw: np.ndarray,
+    ) -> None:
+        """Write steps `first` .. (one per time) of a stretch stepped at once: their times and
+        voltages, the taps they kept and the site kW written at each (one row per step); a
+        stretch with batteries records their states per step with :meth:`record_storage`."""
+        stop = first + len(times)
+        if stop == first:
+            return
+        self._times[first:stop] = times
+        self._voltages[first:stop] = voltages
+        if self.regulators:
+            self._taps[first:stop] = tap_row
+        if self.sites:
+            self._site_kw[first:stop] = site_kw
+        self.rows = stop
+
+    def record_storage(self, row: int, storage: Mapping[str, Mapping[str, float]]) -> None:
+        """Write the batteries' states of step `row`."""
+        for j, name in enumerate(self.storage):
+            values = storage[name]
+            self._storage[row, j] = [values[c] for c in STORAGE_COLUMNS]
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Voltages (wide), taps (wide), site power (long) and, with batteries, storage (long)."""

@@ -106,6 +106,20 @@ class Component(ABC):
     def step(self, tick: int) -> None:
         """One native step at `tick` (seconds = ``self.ctx.seconds(tick)``)."""
 
+    def stretch_steps(self, tick: int, limit: int) -> int:
+        """How many of its next `limit` steps, from `tick`, it can take in one
+        :meth:`step_stretch` (0 or 1: one by one). A lockstep group asks this in a quiet
+        stretch, where no kernel event falls before the last of those steps
+        (:mod:`g2gsim.kernel.lockstep`). Default: 0."""
+        return 0
+
+    def step_stretch(self, tick: int, count: int) -> None:
+        """Its `count` steps from `tick` at once, with the results of `count` calls of
+        :meth:`step` (only after :meth:`stretch_steps` allowed them; nothing else runs in
+        between). A failure at one of the steps raises
+        :class:`~g2gsim.kernel.lockstep.StretchStepFailed` naming that step's tick."""
+        raise NotImplementedError(f"{type(self).__name__} does not step stretches")
+
     def stop(self) -> None:
         """Called once after the horizon: finish buffers, release resources."""
 

@@ -227,12 +227,16 @@ class RunContext:
         self.event("link_drop", {"link": link_name, "message": kind})
 
     # -- events -------------------------------------------------------------------------
-    def event(self, topic: str, payload: dict[str, Any] | None = None, *, plain: bool = False) -> None:
-        """Record a discrete event from this component at the current time. The log keeps a
-        plain copy of `payload`; with `plain` it keeps the dict itself, which the caller
-        promises holds only plain Python (text keys, numbers, text, lists and dicts of them)
-        and will not change (a payload built fresh for this event)."""
-        self._shared.events.record(self.now_s, self.component.name, topic, payload, plain=plain)
+    def event(
+        self, topic: str, payload: dict[str, Any] | None = None, *, plain: bool = False, at_s: float | None = None
+    ) -> None:
+        """Record a discrete event from this component at the current time (or at `at_s`, for
+        a step of a stretch stepped at once). The log keeps a plain copy of `payload`; with
+        `plain` it keeps the dict itself, which the caller promises holds only plain Python
+        (text keys, numbers, text, lists and dicts of them) and will not change (a payload
+        built fresh for this event)."""
+        time_s = self.now_s if at_s is None else at_s
+        self._shared.events.record(time_s, self.component.name, topic, payload, plain=plain)
 
     def lookup(self, name: str) -> Component:
         """Another component of the run, by name (for services such as a grid's re-solve)."""

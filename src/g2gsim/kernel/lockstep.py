@@ -19,6 +19,15 @@ own timeout next, so the group moves the clock to that tick itself and steps on 
 event (the kernel's one timeout per tick becomes one per stretch of quiet ticks, e.g. the
 nine ticks between two control steps). Only on SimPy's plain :class:`~simpy.Environment`: a
 real-time kernel paces every tick against the wall clock.
+
+Such a quiet stretch may also be stepped at once: when nothing is due before the last
+member's slot of its last tick, the group asks every member how many of those ticks it can
+take in one call (:meth:`Component.stretch_steps`; a datacenter inside its computed block, a
+grid whose loads come from it), and when all can take two or more, each member steps them in
+one :meth:`Component.step_stretch`, in the group's order: the members publish each stretch at
+once (:meth:`Mailbox.publish_stretch`) and a later member reads an earlier one's per-tick rows.
+Nothing else runs inside a stretch, so the results are those of the ticks one by one; a
+member's failure at one of its ticks (:class:`StretchStepFailed`) ends the run at that tick.
 """
 
 from __future__ import annotations
@@ -33,7 +42,16 @@ from simpy.events import Event
 from g2gsim.kernel.component import Component
 from g2gsim.kernel.events import PhasedTimeout
 
-__all__ = ["lockstep_groups", "lockstep_process"]
+__all__ = ["StretchStepFailed", "lockstep_groups", "lockstep_process"]
+
+
+class StretchStepFailed(Exception):
+    """A member failed at one tick of a stretch it stepped at once: that tick and the failure."""
+
+    def __init__(self, tick: int, cause: Exception) -> None:
+        super().__init__(tick, cause)
+        self.tick = tick
+        self.cause = cause
 
 
 def lockstep_groups(components: Sequence[Component]) -> list[list[Component]]:
@@ -90,14 +108,31 @@ def lockstep_process(
     period = ctx.clock.ticks(first.period)
     slots = [member.ctx.priority for member in members]
     rest = list(zip(members[1:], slots[1:], strict=True))
-    first_slot = slots[0]
+    first_slot, last_slot = slots[0], slots[-1]
     may_skip = type(env) is simpy.Environment  # not the real-time kernel (see the module docstring)
-    for k in range(ctx.step_count(first.period)):
+    n_steps = ctx.step_count(first.period)
+    k = 0
+    while k < n_steps:
         tick = k * period
         head = _next_event(env)
         if may_skip and k and (head is None or head > (tick, first_slot)):
             # nothing queued before the group's own timeout would run: do what it would do
             env._now = tick
+            limit = min(n_steps - k, _quiet_ticks(head, tick, period, last_slot))
+            count = _stretch_count(members, tick, limit) if limit > 1 else 0
+            if count > 1:
+                member = first
+                try:
+                    for member in members:
+                        member.step_stretch(tick, count)
+                except StretchStepFailed as failure:
+                    env._now = failure.tick
+                    fail(member, failure.cause)
+                except Exception as exc:
+                    fail(member, exc)
+                env._now = tick + (count - 1) * period
+                k += count
+                continue
         else:
             yield PhasedTimeout(env, tick - cast(int, env.now), first_slot)
         try:
@@ -110,3 +145,24 @@ def lockstep_process(
                 member.step(tick)
         except Exception as exc:
             fail(member, exc)
+        k += 1
+
+
+def _quiet_ticks(head: tuple[int, int] | None, tick: int, period: int, last_slot: int) -> int:
+    """How many of the group's ticks from `tick` end (its last member's slot) before `head`."""
+    if head is None:
+        return 1 << 62
+    head_tick, head_slot = head
+    count = (head_tick - tick - 1) // period + 1  # ticks strictly before the head's tick
+    if (head_tick - tick) % period == 0 and last_slot < head_slot:
+        count += 1  # the head's own tick, in a slot after the group's
+    return count
+
+
+def _stretch_count(members: Sequence[Component], tick: int, limit: int) -> int:
+    """The ticks, at most `limit`, that every member can step at once from `tick`."""
+    for member in members:
+        limit = min(limit, member.stretch_steps(tick, limit))
+        if limit < 2:
+            return 0
+    return limit

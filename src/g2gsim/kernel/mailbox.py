@@ -5,11 +5,16 @@ Waiting on it (``yield box.changed()``) wakes a process at the next publish. The
 event is created only when somebody waits and dropped after it fires, so a mailbox nobody
 waits on costs one attribute write per publish. A :class:`QueueMailbox` is a consumer's
 private queue of every value published since it last drained it.
+
+A lockstep group may step a quiet stretch of ticks at once (:mod:`g2gsim.kernel.lockstep`);
+its members then publish the stretch in one call (:meth:`Mailbox.publish_stretch`): the
+newest value becomes the stretch's last, queues receive every value, and a reader stepping
+the same stretch takes the publisher's per-tick rows (:meth:`Mailbox.stretch_rows`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import simpy
@@ -39,6 +44,11 @@ class _Waitable:
         if event is None:
             event = self._waiters[priority] = Wakeup(self._env)
         return event
+
+    @property
+    def waited_on(self) -> bool:
+        """Whether some process waits for the next publish."""
+        return self._waiters is not None
 
     def _wake(self, value: object) -> None:
         waiters = self._waiters
@@ -76,7 +86,7 @@ class QueueMailbox(_Waitable, Generic[T]):
 class Mailbox(_Waitable, Generic[T]):
     """Latest-value mailbox: the newest value and the tick it was published at."""
 
-    __slots__ = ("_listeners", "_queues", "_tick", "_value", "name")
+    __slots__ = ("_listeners", "_queues", "_stretch", "_tick", "_value", "name")
 
     def __init__(self, env: simpy.Environment, name: str) -> None:
         super().__init__(env)
@@ -85,6 +95,7 @@ class Mailbox(_Waitable, Generic[T]):
         self._tick = -1
         self._queues: list[QueueMailbox[T]] = []
         self._listeners: list[Callable[[int, T], None]] = []
+        self._stretch: tuple[range, object] | None = None  # ticks and rows of the last stretch
 
     @property
     def has_value(self) -> bool:
@@ -111,11 +122,51 @@ class Mailbox(_Waitable, Generic[T]):
         """Store a new value, feed subscribed queues and listeners, wake waiters."""
         self._value = value
         self._tick = tick
+        self._stretch = None
         for queue in self._queues:
             queue.put(tick, value)
         for listener in self._listeners:
             listener(tick, value)
         self._wake(value)
+
+    @property
+    def stretchable(self) -> bool:
+        """Whether a stretch may be published at once: nobody waits on it or on one of its
+        queues, and no listener (a link) must see each value as it is published."""
+        return self._waiters is None and not self._listeners and not any(q.waited_on for q in self._queues)
+
+    @property
+    def has_queues(self) -> bool:
+        """Whether some consumer queues every value."""
+        return bool(self._queues)
+
+    def publish_stretch(
+        self, ticks: range, last: T, rows: object = None, values: Callable[[], Sequence[T]] | None = None
+    ) -> None:
+        """Publish the values of a quiet stretch's `ticks` at once (only when
+        :attr:`stretchable`): `last` becomes the newest value; queues receive ``values()``
+        (one per tick, built only when a queue wants them); `rows`, the publisher's per-tick
+        data (a datacenter: its per-phase power in W, one row per tick), stays readable through
+        :meth:`stretch_rows` for readers stepping the same stretch after it."""
+        if not self.stretchable:
+            raise RuntimeError(f"mailbox {self.name!r} cannot publish a stretch: somebody waits on each value")
+        if self._queues:
+            if values is None:
+                raise ValueError(f"mailbox {self.name!r}: a stretch for queued readers needs its values")
+            items = list(zip(ticks, values(), strict=True))
+            for queue in self._queues:
+                queue._items.extend(items)
+        self._value = last
+        self._tick = ticks[-1]
+        self._stretch = (ticks, rows)
+
+    def stretch_rows(self, ticks: range) -> object | None:
+        """The rows of the stretch just published over exactly `ticks`, else None (the newest
+        value then predates the stretch, or came from a single publish)."""
+        stretch = self._stretch
+        if stretch is None or stretch[0] != ticks:
+            return None
+        return stretch[1]
 
     def subscribe_queue(self) -> QueueMailbox[T]:
         """A new private queue that receives every value published from now on."""

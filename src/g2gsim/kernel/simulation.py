@@ -318,7 +318,7 @@ class RunHandle:
         for component in self._components:
             component.start()
         for group in lockstep_groups(self._components):
-            if len(group) == 1:
+            if len(group) == 1 and not group[0].steps_periodically:
                 env.process(_guarded(group[0]))
             else:
                 env.process(lockstep_process(group, _raise_component_error))

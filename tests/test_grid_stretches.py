@@ -1,0 +1,152 @@
+"""Quiet stretches stepped at once by a site and its grid give the results of their steps one by one.
+
+Between kernel events (a controller's step, a schedule's change) a lockstep group of sites
+and their grid may step a stretch of ticks in one call per member (:mod:`g2gsim.kernel.lockstep`):
+the datacenter publishes the stretch's power rows, the grid writes, solves, reads and records
+each step from them. These tests run the same scenarios with stretches and without
+(``OpenDSSGrid.stretch_steps`` forced to 0) and compare every table and event exactly.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from g2gsim.grid.commands import SetTaps
+from g2gsim.grid.opendss import OpenDSSGrid
+from g2gsim.kernel import ComponentError, Simulation
+from g2gsim.scenarios import load_scenario, run_scenario
+from test_grid_opendss import FakeSite, Scripted, ieee13
+
+pytestmark = pytest.mark.usefixtures("trusted_feeder_dirs")
+
+
+class StretchingSite(FakeSite):
+    """The fake site of the grid tests, stepping quiet stretches at once as a datacenter does."""
+
+    def stretch_steps(self, tick: int, limit: int) -> int:
+        return limit if self._box.stretchable else 0
+
+    def step_stretch(self, tick: int, count: int) -> None:
+        period = self.ctx.clock.ticks(self.period)
+        ticks = range(tick, tick + count * period, period)
+        times = [self.ctx.seconds(t) for t in ticks]
+        rows = np.array([np.asarray(self._power(t), dtype=float) * 1e3 for t in times])
+        self.step(ticks[-1])  # publishes the last step's state
+        self._box.publish_stretch(ticks, self._box.value, rows)
+
+
+def _wave(t: float) -> tuple[float, float, float]:
+    return (900.0 + 40.0 * np.sin(t), 1000.0 + 25.0 * t, 950.0 - 30.0 * np.cos(3.0 * t))
+
+
+def _not_finite_at(when: float):
+    def power(t: float) -> tuple[float, float, float]:
+        a, b, c = _wave(t)
+        return (a, float("nan") if abs(t - when) < 1e-9 else b, c)
+
+    return power
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, *, stretches: bool) -> list[int]:
+    """Stretch steps the grids take (or none: stretches off)."""
+    taken: list[int] = []
+    original = OpenDSSGrid.step_stretch
+
+    def counted(self: OpenDSSGrid, tick: int, count: int) -> None:
+        taken.append(count)
+        original(self, tick, count)
+
+    monkeypatch.setattr(OpenDSSGrid, "step_stretch", counted)
+    if not stretches:
+        monkeypatch.setattr(OpenDSSGrid, "stretch_steps", lambda self, tick, limit: 0)
+    return taken
+
+
+def _assert_same_tables(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key], check_exact=True, obj=key)
+
+
+def _fake_run(site_type: type, power: Any, horizon_s: float = 4.0):
+    taps = {"creg1a": 1.05, "creg1b": 1.0375, "creg1c": 1.0625}
+    components = [
+        site_type("dc", power),
+        OpenDSSGrid("grid", ieee13(measurement_tolerance=1e-6)),
+        Scripted("ops", {2.0: [SetTaps(taps=taps, target="grid")]}, period=Fraction(1, 2)),
+    ]
+    return Simulation(components, horizon_s=horizon_s, seed=3).run()
+
+
+def test_a_stretching_site_and_grid_match_their_steps_one_by_one(monkeypatch) -> None:
+    """Stretches between a controller's steps (every 0.5 s, a tap change at 2 s, tight solves
+    at the measured steps): every table and event equal to the same run without stretches."""
+    taken = _counting(monkeypatch, stretches=True)
+    stretched = _fake_run(StretchingSite, _wave)
+    # each stretch runs from the second tick after a controller step to its next step (the
+    # group's slot comes first in that tick), the last one to the horizon
+    assert len(taken) == 8 and set(taken[:-1]) == {4}
+    monkeypatch.undo()
+    none = _counting(monkeypatch, stretches=False)
+    stepped = _fake_run(StretchingSite, _wave)
+    assert none == []
+    _assert_same_tables(stretched.tables, stepped.tables)
+    pd.testing.assert_frame_equal(stretched.events, stepped.events, check_exact=True)
+
+
+def test_a_grid_stretches_with_a_site_of_another_period(monkeypatch) -> None:
+    """A site stepping every second (its own group) holds its newest sample over the grid's stretches."""
+    taken = _counting(monkeypatch, stretches=True)
+
+    def slow_site(name: str, power: Any) -> FakeSite:
+        return FakeSite(name, power, period=Fraction(1))
+
+    stretched = _fake_run(slow_site, _wave)
+    assert taken
+    monkeypatch.undo()
+    _counting(monkeypatch, stretches=False)
+    _assert_same_tables(stretched.tables, _fake_run(slow_site, _wave).tables)
+
+
+def test_power_that_is_not_finite_inside_a_stretch_fails_at_its_step(monkeypatch) -> None:
+    """The error names the step's time and site, as step by step; the steps before it are recorded."""
+    _counting(monkeypatch, stretches=True)
+    stretched_grid: dict[str, Any] = {}
+
+    def run(site_type: type) -> str:
+        site = site_type("dc", _not_finite_at(1.3))
+        grid = OpenDSSGrid("grid", ieee13())
+        with pytest.raises(ComponentError) as failure:
+            Simulation([site, grid, Scripted("ops", {}, period=Fraction(1, 2))], horizon_s=3).run()
+        stretched_grid[site_type.__name__] = grid.tables()
+        return str(failure.value)
+
+    message = run(StretchingSite)
+    assert "'grid' failed at t = 1.3 s" in message
+    assert "t = 1.3 s: datacenter 'dc' power is not finite" in message
+    assert message == run(FakeSite)
+    _assert_same_tables(stretched_grid["StretchingSite"], stretched_grid["FakeSite"])
+    assert len(stretched_grid["FakeSite"]["voltages"]) == 13  # steps at 0.0 .. 1.2 s
+
+
+@pytest.mark.parametrize("name", ["ieee13_ofo_tapchange", "ieee13_baseline_notap", "ieee123_storage_pv"])
+def test_presets_match_with_and_without_stretches(monkeypatch, name: str) -> None:
+    """Real datacenters (noise, blocks, commands), OFO, taps, batteries with a queued reader."""
+    scenario = load_scenario(name).with_overrides(horizon_s=30.0)
+    taken = _counting(monkeypatch, stretches=True)
+    stretched = run_scenario(scenario, plots=False)
+    assert taken
+    monkeypatch.undo()
+    _counting(monkeypatch, stretches=False)
+    stepped = run_scenario(scenario, plots=False)
+    wall = {"wall_s"}
+    assert {k: v for k, v in stretched.metrics.items() if k not in wall} == {
+        k: v for k, v in stepped.metrics.items() if k not in wall
+    }
+    _assert_same_tables(stretched.result.tables, stepped.result.tables)
+    pd.testing.assert_frame_equal(stretched.result.events, stepped.result.events, check_exact=True)
