@@ -190,20 +190,28 @@ TARGETS = SloTargets(input_tokens=4096, output_tokens=512, ttft_deadline_s=0.6)
 def test_observed_ttft_corrects_the_plan(monkeypatch) -> None:
     bounds = {label: ModelBounds.of(PAPER_MODELS[label], TARGETS) for label in LABELS}
     factor = 1.6  # the servers are slower to first token than the model says
-    publish = Mailbox.publish
+    publish, publish_stretch = Mailbox.publish, Mailbox.publish_stretch
+
+    def ttft_added(box: Mailbox, value: Any) -> Any:
+        if box.name != "dc.state":
+            return value
+        ttft = np.array(
+            [
+                factor * float(bounds[m].ttft_s(np.array(float(b)), np.array(float(itl))))
+                for m, b, itl in zip(value.models, value.batch, value.itl_s, strict=True)
+            ]
+        )
+        return _WithTtft(value, ttft)
 
     def with_ttft(box: Mailbox, tick: int, value: Any) -> None:
-        if box.name == "dc.state":
-            ttft = np.array(
-                [
-                    factor * float(bounds[m].ttft_s(np.array(float(b)), np.array(float(itl))))
-                    for m, b, itl in zip(value.models, value.batch, value.itl_s, strict=True)
-                ]
-            )
-            value = _WithTtft(value, ttft)
-        publish(box, tick, value)
+        publish(box, tick, ttft_added(box, value))
+
+    def stretch_with_ttft(box: Mailbox, ticks: range, last: Any, rows: Any = None, values: Any = None) -> None:
+        queued = None if values is None else (lambda: [ttft_added(box, v) for v in values()])
+        publish_stretch(box, ticks, ttft_added(box, last), rows, queued)
 
     monkeypatch.setattr(Mailbox, "publish", with_ttft)
+    monkeypatch.setattr(Mailbox, "publish_stretch", stretch_with_ttft)  # a quiet stretch published at once
     deployments = tuple(ModelDeployment(spec=PAPER_MODELS[m], initial_batch=8, replicas=20) for m in LABELS)
     config = DatacenterConfig(deployments=deployments, capacity_gpus=200)
     dc = OfflineDatacenter("dc", config, DATA)
