@@ -385,8 +385,9 @@ class OfflineDatacenter(ConfiguredDatacenter):
         block, k = self._block, tick // self._period_ticks
         assert block is not None
         first, self._rows = k - block.start, k + count
-        for row in range(k, k + count) if block.latency is None else ():
-            self._sample_itl(row)
+        if block.latency is None:  # a small fleet: its ITL drawn step by step, as step() draws it
+            for row in range(k, k + count):
+                self._sample_itl(row)
         self._box.publish_stretch(
             range(tick, tick + count * self._period_ticks, self._period_ticks),
             self._state_row(block, first + count - 1),

@@ -32,16 +32,22 @@ class Battery:
 
 
 class Batteries:
-    """The batteries of one run's circuit (false when there are none)."""
+    """The batteries of one run's circuit (false when there are none); `known` names the
+    grid's configured batteries for errors, also before a run has attached them."""
 
     __slots__ = ("_circuit", "_engine", "_grid", "_known", "items")
 
     def __init__(
-        self, items: Sequence[Battery], circuit: Circuit | None, engine: DSSEngine | None, grid: str, known: list[str]
+        self,
+        items: Sequence[Battery],
+        circuit: Circuit | None,
+        engine: DSSEngine | None,
+        grid: str,
+        known: Sequence[str],
     ) -> None:
         self.items = list(items)
         self._circuit, self._engine = circuit, engine
-        self._grid, self._known = grid, known
+        self._grid, self._known = grid, list(known)
 
     def __bool__(self) -> bool:
         return bool(self.items)

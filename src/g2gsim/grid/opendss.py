@@ -211,7 +211,7 @@ class OpenDSSGrid(Grid):
         self._tap_row = np.zeros(0)
         self._sites: list[AttachedSite] = []
         self._injections: InjectionProfiles | None = None
-        self._storage = Batteries((), None, None, self.name, [])
+        self._storage = Batteries((), None, None, self.name, self.storage_names())
         self._box: Mailbox[GridState] | None = None
         self._period_ticks = 1
         self._n_steps = 0
@@ -348,8 +348,7 @@ class OpenDSSGrid(Grid):
             Battery(spec=spec, variable_rows=rows, index=prepared.engine.storage_index(spec.name))
             for spec, rows in zip(self.config.storage, attachments.storage, strict=True)
         ]
-        known = [s.name for s in self.config.storage]
-        self._storage = Batteries(batteries, prepared.circuit, prepared.engine, self.name, known)
+        self._storage = Batteries(batteries, prepared.circuit, prepared.engine, self.name, self.storage_names())
         self._regulators = dict(prepared.regulators)
         self._phase_regulators = regulators_by_phase(self._regulators)
         self.circuit_reused = prepared.reused
@@ -617,7 +616,7 @@ class OpenDSSGrid(Grid):
         the load batch's buffers; ``self._loads.write()`` hands them to OpenDSS."""
         loads = self._loads
         assert loads is not None
-        write_site_loads(self._sites, loads.kw, loads.kvar, self._where(time_s))
+        write_site_loads(self._sites, loads.kw, loads.kvar, time_s, self._where)
         injections = self._injections
         if injections is not None and injections.width:
             start = 3 * len(self._sites)

@@ -42,8 +42,9 @@ class AttachedSite:
     power_w: np.ndarray | None = None  # per-phase power of the last solve, W
     slot: int = 0  # position of its phase-a load in the per-step load batch
 
-    def sample_w(self, where: Where) -> np.ndarray:
-        """Three-phase power (W) for this solve: the newest sample or the window mean."""
+    def sample_w(self, time_s: float, where: Callable[[float], Where]) -> np.ndarray:
+        """Three-phase power (W) for the solve at `time_s`: the newest sample or the window
+        mean (`where(time_s)` names grid, feeder and time in the error when there is none)."""
         if self.queue is not None:
             samples = self.queue.drain()
             if samples:
@@ -55,7 +56,7 @@ class AttachedSite:
             state = self.mailbox.get()
             if state is not None:
                 return state.power_w
-        grid, feeder, time_s = where
+        grid, feeder, _ = where(time_s)
         raise RuntimeError(
             f"grid {grid!r} (feeder {feeder!r}) must solve at t = {time_s:g} s but datacenter "
             f"{self.name!r} has published no power yet; give the datacenter a period that divides the "
@@ -68,13 +69,16 @@ def _not_finite(site: str, where: Where, power_w: Any) -> ValueError:
     return ValueError(f"grid {grid!r}, t = {time_s:g} s: datacenter {site!r} power is not finite: {power_w} W")
 
 
-def write_site_loads(sites: Sequence[AttachedSite], kw: np.ndarray, kvar: np.ndarray, where: Where) -> None:
-    """Each site's kW and kvar per phase of this solve into the load batch's buffers."""
+def write_site_loads(
+    sites: Sequence[AttachedSite], kw: np.ndarray, kvar: np.ndarray, time_s: float, where: Callable[[float], Where]
+) -> None:
+    """Each site's kW and kvar per phase of the solve at `time_s` into the load batch's buffers
+    (`where` names grid, feeder and time, called only for an error)."""
     for site in sites:
-        power_w = site.sample_w(where)
+        power_w = site.sample_w(time_s, where)
         kw_a, kw_b, kw_c = phase_kw(power_w)
         if not math.isfinite(kw_a + kw_b + kw_c):
-            raise _not_finite(site.name, where, power_w)
+            raise _not_finite(site.name, where(time_s), power_w)
         tphi = site.tan_phi
         j = site.slot
         # element by element: cheaper than a slice assignment from a tuple
@@ -102,7 +106,7 @@ def stretch_site_loads(
         rows: Any = site.mailbox.stretch_rows(ticks)
         if rows is None:
             try:
-                rows = [site.sample_w(where(seconds(ticks[0])))] * count
+                rows = [site.sample_w(seconds(ticks[0]), where)] * count
             except Exception as exc:
                 raise StretchStepFailed(ticks[0], exc) from exc
         j = site.slot

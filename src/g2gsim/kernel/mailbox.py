@@ -74,6 +74,10 @@ class QueueMailbox(_Waitable, Generic[T]):
         self._items.append((tick, value))
         self._wake(value)
 
+    def extend(self, items: list[tuple[int, T]]) -> None:
+        """Append the (tick, value) items of a stretch published at once (nobody waits on it then)."""
+        self._items.extend(items)
+
     def drain(self) -> list[tuple[int, T]]:
         """Return and forget every queued (tick, value)."""
         items, self._items = self._items, []
@@ -155,7 +159,7 @@ class Mailbox(_Waitable, Generic[T]):
                 raise ValueError(f"mailbox {self.name!r}: a stretch for queued readers needs its values")
             items = list(zip(ticks, values(), strict=True))
             for queue in self._queues:
-                queue._items.extend(items)
+                queue.extend(items)
         self._value = last
         self._tick = ticks[-1]
         self._stretch = (ticks, rows)
