@@ -150,3 +150,15 @@ def test_presets_match_with_and_without_stretches(monkeypatch, name: str) -> Non
     }
     _assert_same_tables(stretched.result.tables, stepped.result.tables)
     pd.testing.assert_frame_equal(stretched.result.events, stepped.result.events, check_exact=True)
+
+
+def test_timing_counts_stretches_for_their_component(monkeypatch) -> None:
+    """With timing on, a stretch's steps are the grid's own time (its solves are in it), not the kernel's."""
+    taken = _counting(monkeypatch, stretches=True)
+    components = [StretchingSite("dc", _wave), OpenDSSGrid("grid", ieee13())]
+    result = Simulation(components, horizon_s=4.0).run(timing=True)
+    assert taken and sum(taken) > 30  # most of the 40 grid steps are inside stretches
+    own = result.meta["timing_s"]
+    solve_s = result.meta["summary"]["grid"]["solve_s"]
+    assert own["grid"] >= solve_s > 0
+    assert own["dc"] > 0
