@@ -88,9 +88,10 @@ def test_a_stretching_site_and_grid_match_their_steps_one_by_one(monkeypatch) ->
     at the measured steps): every table and event equal to the same run without stretches."""
     taken = _counting(monkeypatch, stretches=True)
     stretched = _fake_run(StretchingSite, _wave)
-    # each stretch runs from the second tick after a controller step to its next step (the
-    # group's slot comes first in that tick), the last one to the horizon
-    assert len(taken) == 8 and set(taken[:-1]) == {4}
+    # each stretch runs from the tick after a controller step to its next step (the group's
+    # slot comes first in that tick), the last one to the horizon; the grid applies the tap
+    # change of 2 s in a step of its own, and stretches from the tick after it
+    assert taken == [5, 5, 5, 5, 4, 5, 5, 4]
     monkeypatch.undo()
     none = _counting(monkeypatch, stretches=False)
     stepped = _fake_run(StretchingSite, _wave)
@@ -111,6 +112,28 @@ def test_a_grid_stretches_with_a_site_of_another_period(monkeypatch) -> None:
     monkeypatch.undo()
     _counting(monkeypatch, stretches=False)
     _assert_same_tables(stretched.tables, _fake_run(slow_site, _wave).tables)
+
+
+def test_a_linearised_grid_stretches_on_its_own_model(monkeypatch) -> None:
+    """The linear model reads each step's loads (a PV generator's profile too), not the last ones."""
+    from g2gsim.grid.config import GeneratorAttachment
+    from g2gsim.grid.linearized import LinearizedOpenDSSGrid
+
+    pv = GeneratorAttachment(name="pv", bus="675", profile={"kind": "synthetic_pv", "peak_kw": 300.0})
+
+    def run() -> dict[str, pd.DataFrame]:
+        grid = LinearizedOpenDSSGrid("grid", ieee13(generators=[pv]))
+        components = [StretchingSite("dc", _wave), grid, Scripted("ops", {}, period=Fraction(1))]
+        return Simulation(components, horizon_s=6.0).run().tables
+
+    taken = _counting(monkeypatch, stretches=True)
+    stretched = run()
+    assert sum(taken) > 40
+    monkeypatch.undo()
+    _counting(monkeypatch, stretches=False)
+    stepped = run()
+    _assert_same_tables(stretched, stepped)
+    assert stepped["grid/voltages"].drop(columns="time_s").diff().abs().to_numpy()[1:].max() > 0
 
 
 def test_power_that_is_not_finite_inside_a_stretch_fails_at_its_step(monkeypatch) -> None:
@@ -162,3 +185,61 @@ def test_timing_counts_stretches_for_their_component(monkeypatch) -> None:
     solve_s = result.meta["summary"]["grid"]["solve_s"]
     assert own["grid"] >= solve_s > 0
     assert own["dc"] > 0
+
+
+def _preset_with_script(script: dict[float, list[Any]], horizon_s: float = 4.0) -> Simulation:
+    """IEEE 13 baseline with a scripted controller (every 0.5 s) next to it."""
+    from g2gsim.scenarios.build import build_simulation
+
+    built = build_simulation(load_scenario("ieee13_baseline_notap").with_overrides(horizon_s=horizon_s))
+    scripted = Scripted("ops", script, period=Fraction(1, 2))
+    return Simulation([*built.simulation.components, scripted], horizon_s=horizon_s, seed=0)
+
+
+def _without_stretches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from g2gsim.kernel import lockstep
+
+    monkeypatch.setattr(lockstep, "_stretch", lambda *args: 0)
+
+
+def test_commands_applied_as_a_stretch_begins_match_their_steps(monkeypatch) -> None:
+    """A batch change and a ramp-up (a process of its own, started by the command) applied at
+    the first tick of a stretch: every table, event and command as step by step."""
+    from g2gsim.datacenter.commands import SetBatchSize
+
+    script = {
+        1.0: [SetBatchSize(batch={"Llama-3.1-8B": 64}, target="dc")],
+        2.0: [
+            SetBatchSize(
+                batch={"Llama-3.1-70B": 32, "Llama-3.1-8B": 128}, ramp_up_rate={"Llama-3.1-8B": 200.0}, target="dc"
+            )
+        ],
+    }
+    taken = _counting(monkeypatch, stretches=True)
+    stretched = _preset_with_script(script).run()
+    assert sum(taken) >= 30  # of the 40 grid steps (none while the ramp moves the batch)
+    monkeypatch.undo()
+    _without_stretches(monkeypatch)
+    stepped = _preset_with_script(script).run()
+    _assert_same_tables(stretched.tables, stepped.tables)
+    pd.testing.assert_frame_equal(stretched.events, stepped.events, check_exact=True)
+    pd.testing.assert_frame_equal(stretched.commands, stepped.commands, check_exact=True)
+
+
+def test_a_bad_command_at_a_stretch_start_fails_as_its_step_would(monkeypatch) -> None:
+    """Applied while the group asks its members for a stretch, a rejected command ends the run
+    at its tick with the site named, and the steps before it recorded, as step by step."""
+    from g2gsim.datacenter.commands import SetBatchSize
+
+    script = {1.5: [SetBatchSize(batch={"Llama-3.1-8B": 100}, target="dc")]}
+
+    def failure(simulation: Simulation) -> tuple[str, int]:
+        with pytest.raises(ComponentError) as raised:
+            simulation.run()
+        grid = next(c for c in simulation.components if c.name == "grid")
+        return str(raised.value), len(grid.tables()["voltages"])
+
+    stretched = failure(_preset_with_script(script))
+    _without_stretches(monkeypatch)
+    assert stretched == failure(_preset_with_script(script))
+    assert "'dc' failed at t = 1.6 s" in stretched[0] and "batch 100" in stretched[0]

@@ -57,7 +57,7 @@ from g2gsim.datacenter.pool import (
 )
 from g2gsim.datacenter.power_cap import cap_slowdown
 from g2gsim.datacenter.schedule import BatchRamp, ReplicaTimeline, StepClock, TrainingWindows, follow
-from g2gsim.datacenter.state import DatacenterState
+from g2gsim.datacenter.state import DatacenterState, forward_fill
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.time import TimeLike, as_seconds, step_count
 
@@ -320,6 +320,16 @@ class OfflineDatacenter(ConfiguredDatacenter):
 
     def _full_step(self, tick: int, k: int) -> None:
         """A step that applies commands or due changes, starts a block or samples the ITL."""
+        self._prepare_step(tick, k)
+        block = self._block
+        assert block is not None
+        if block.latency is None:
+            self._sample_itl(k)
+        self._publish_row(tick, k, block)
+
+    def _prepare_step(self, tick: int, k: int) -> None:
+        """What step k does before it publishes: apply commands and due changes, start a block
+        when one is needed, log the batches, replicas and caps it runs with."""
         if self._inbox:
             self._apply(self.take_commands(), tick, k)
         if self._ramp_due:
@@ -328,10 +338,6 @@ class OfflineDatacenter(ConfiguredDatacenter):
             self._update_replicas(k)
         if k >= self._computed_until:
             self._compute_block(k)
-        block = self._block
-        assert block is not None
-        if block.latency is None:
-            self._sample_itl(k)
         assert self._block_allocation is not None
         batch, replicas = self._batch, self._block_allocation.active_replicas
         if not self._batch_log or self._batch_log[-1][1] is not batch:
@@ -340,7 +346,6 @@ class OfflineDatacenter(ConfiguredDatacenter):
             self._replica_log.append((k, replicas))
         if self._cap_log and self._cap_log[-1][1] is not self._caps_state:
             self._cap_log.append((k, self._caps_state))
-        self._publish_row(tick, k, block)
 
     def _sample_itl(self, k: int) -> None:
         """A small fleet's ITL of step k, drawn at its step (not in its block)."""
@@ -372,12 +377,14 @@ class OfflineDatacenter(ConfiguredDatacenter):
         )
 
     def stretch_steps(self, tick: int, limit: int) -> int:
-        """Steps left in the computed block when they would only publish (and draw a small
-        fleet's ITL; see :meth:`step`) and nobody waits on each published state."""
-        block, busy = self._block, self._inbox or self._ramp_due or self._replicas_stale
-        if busy or block is None or not self._box.stretchable:
+        """Steps left in the computed block when nobody waits on each state; this tick's
+        commands, due changes and new block are applied first, as its step would."""
+        k = tick // self._period_ticks
+        if not self._box.stretchable or k >= self._n_steps:
             return 0
-        return max(0, min(limit, self._computed_until - tick // self._period_ticks))
+        if self._inbox or self._ramp_due or self._replicas_stale or k >= self._computed_until:
+            self._prepare_step(tick, k)
+        return max(0, min(limit, self._computed_until - k))
 
     def step_stretch(self, tick: int, count: int) -> None:
         """Publish `count` steps of the computed block at once: the last step's state, every
@@ -654,15 +661,15 @@ class OfflineDatacenter(ConfiguredDatacenter):
             "power_b_w": self._rec_power[:rows, 1],
             "power_c_w": self._rec_power[:rows, 2],
         }
-        batch = _forward_fill(self._batch_log, rows, len(self._labels))
-        replicas = _forward_fill(self._replica_log, rows, len(self._labels))
+        batch = forward_fill(self._batch_log, rows, len(self._labels))
+        replicas = forward_fill(self._replica_log, rows, len(self._labels))
         for m, label in enumerate(self._labels):
             columns[f"{label}.batch"] = batch[:, m]
             columns[f"{label}.replicas"] = replicas[:, m]
             columns[f"{label}.itl_s"] = self._rec_itl[:rows, m]
             columns[f"{label}.power_w"] = self._rec_power[:rows, PHASES + m]
         if self._cap_log:  # only runs that used caps get cap columns
-            caps = _forward_fill(self._cap_log, rows, len(self._labels), float, math.nan)
+            caps = forward_fill(self._cap_log, rows, len(self._labels), float, math.nan)
             for m, label in enumerate(self._labels):
                 columns[f"{label}.cap_w"] = caps[:, m]
         return {"state": pd.DataFrame(columns)}
@@ -687,14 +694,3 @@ class OfflineDatacenter(ConfiguredDatacenter):
                 steps_recomputed=self._steps_recomputed,
             )
         return facts
-
-
-def _forward_fill(
-    log: Sequence[tuple[int, np.ndarray]], rows: int, width: int, dtype: type = np.int64, fill: float = 0
-) -> np.ndarray:
-    """Expand a change log [(first step, values), ...] into one row per step (`fill` before the first entry)."""
-    if rows == 0 or not log:
-        return np.full((rows, width), fill, dtype=dtype)
-    starts = np.array([k for k, _ in log] + [rows])
-    values: np.ndarray = np.stack([v for _, v in log]).astype(dtype)
-    return np.repeat(values, np.diff(starts), axis=0)[:rows]

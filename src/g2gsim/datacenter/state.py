@@ -1,8 +1,10 @@
-"""What a datacenter publishes at each step (mailbox ``state``): its typed data contract."""
+"""What a datacenter publishes at each step (mailbox ``state``): its typed data contract; and
+:func:`forward_fill`, which turns the changes a site logged into its table's per-step columns."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,3 +57,15 @@ class DatacenterState:
         """Observed time to first token of a model, s (NaN when the site does not measure it)."""
         index = self.index(model)
         return math.nan if self.ttft_s is None else float(self.ttft_s[index])
+
+
+def forward_fill(
+    log: Sequence[tuple[int, np.ndarray]], rows: int, width: int, dtype: type = np.int64, fill: float = 0
+) -> np.ndarray:
+    """Expand a change log [(first step, values), ...] into one row per step (`fill` before the
+    first entry): the per-step columns of a site's state table from the changes it logged."""
+    if rows == 0 or not log:
+        return np.full((rows, width), fill, dtype=dtype)
+    starts = np.array([k for k, _ in log] + [rows])
+    values: np.ndarray = np.stack([v for _, v in log]).astype(dtype)
+    return np.repeat(values, np.diff(starts), axis=0)[:rows]

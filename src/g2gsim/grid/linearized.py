@@ -28,6 +28,8 @@ __all__ = ["LinearizedOpenDSSGrid"]
 class LinearizedOpenDSSGrid(OpenDSSGrid):
     """An :class:`OpenDSSGrid` whose steps use a linear voltage model (see the module docstring)."""
 
+    _mirrors_loads = True  # the model reads each step's loads from the batch's buffers
+
     def __init__(
         self, name: str, config: GridConfig, *, seed: int | None = None, perturbation_kw: float = 10.0
     ) -> None:

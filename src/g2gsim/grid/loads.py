@@ -62,6 +62,31 @@ class LoadBatch:
             self._write(self._batch, self._size, self._kw_property, self._set, self._kw_pointer, self._flags)
             self._write(self._batch, self._size, self._kvar_property, self._set, self._kvar_pointer, self._flags)
 
+    def row_writer(self, kw: np.ndarray, kvar: np.ndarray, *, mirror: bool = False) -> Callable[[int], None]:
+        """A writer of row i of two C-ordered (steps, loads) float64 arrays, handed to OpenDSS
+        from where they lie (a stretch's loads, :meth:`OpenDSSGrid.step_stretch`); with
+        `mirror`, :attr:`kw` and :attr:`kvar` are set to the row too (else left as they were)."""
+        for array in (kw, kvar):
+            if array.ndim != 2 or array.shape[1] != self.kw.size or array.dtype != np.float64:
+                raise ValueError(f"rows of {self.kw.size} float64 loads expected, got {array.dtype} {array.shape}")
+            if not array.flags.c_contiguous:
+                raise ValueError("the rows of a stretch's loads must be one C-ordered array")
+        size, batch, write, setter, flags = self._size, self._batch, self._write, self._set, self._flags
+        kw_property, kvar_property = self._kw_property, self._kvar_property
+        if not size:
+            return lambda i: None
+        kw_pointer = self._ffi.cast("double*", self._ffi.from_buffer(kw))
+        kvar_pointer = self._ffi.cast("double*", self._ffi.from_buffer(kvar))
+
+        def write_row(i: int, _arrays: tuple[np.ndarray, np.ndarray] = (kw, kvar)) -> None:  # keeps them alive
+            if mirror:
+                self.kw[:], self.kvar[:] = kw[i], kvar[i]
+            offset = i * size
+            write(batch, size, kw_property, setter, kw_pointer + offset, flags)
+            write(batch, size, kvar_property, setter, kvar_pointer + offset, flags)
+
+        return write_row
+
     def close(self) -> None:
         """Free the batch (before the circuit it points into is cleared)."""
         if self._batch is not None:
@@ -139,3 +164,18 @@ class InjectionProfiles:
             self._load(k)
             row = 0
         return self._kw[row], self._kvar[row]
+
+    def rows_into(self, first: int, kw: np.ndarray, kvar: np.ndarray) -> None:
+        """:meth:`row` of steps first, first + 1, .. into the rows of `kw` and `kvar`
+        (the profiles evaluated in the same chunks as row by row)."""
+        done, count = 0, len(kw)
+        while done < count:
+            k = first + done
+            row = k - self._first
+            if not 0 <= row < self._kw.shape[0]:
+                self._load(k)
+                row = 0
+            take = min(count - done, self._kw.shape[0] - row)
+            kw[done : done + take] = self._kw[row : row + take]
+            kvar[done : done + take] = self._kvar[row : row + take]
+            done += take

@@ -15,8 +15,9 @@ step), so the two reproduce each other's voltages on the same inputs: OpenDSS st
 convergence tolerance, so a different sequence of solves lands on a slightly different point.
 
 The OpenDSS calls live in :mod:`~g2gsim.grid.circuit`, the load writes in
-:mod:`~g2gsim.grid.loads`, compiled-circuit reuse for sweeps in :mod:`~g2gsim.grid.reuse`
-and what the grid reads of its sites in :mod:`~g2gsim.grid.site_loads`.
+:mod:`~g2gsim.grid.loads`, compiled-circuit reuse for sweeps in :mod:`~g2gsim.grid.reuse`,
+what the grid reads of its sites in :mod:`~g2gsim.grid.site_loads` and its regulator taps in
+:mod:`~g2gsim.grid.taps`.
 """
 
 from __future__ import annotations
@@ -25,22 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from g2gsim.grid.base import Grid
 from g2gsim.grid.batteries import Batteries, Battery
-from g2gsim.grid.circuit import (
-    RATING_TOLERANCE,
-    Attachments,
-    Circuit,
-    Regulator,
-    compile_and_attach,
-    regulators_by_phase,
-    resolve_tap_key,
-)
+from g2gsim.grid.circuit import Attachments, Circuit, Regulator, compile_and_attach
 from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.grid.config import GridConfig, StorageSpec, tan_phi
 from g2gsim.grid.engine import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DSSEngine
@@ -54,6 +47,7 @@ from g2gsim.grid.site_loads import AttachedSite, stretch_site_loads, write_site_
 from g2gsim.grid.sites import LoadSite
 from g2gsim.grid.solving import PowerFlows, SolveGate, solver_settings
 from g2gsim.grid.state import GridState, VoltageIndex
+from g2gsim.grid.taps import RegulatorTaps
 from g2gsim.kernel.commands import Command
 from g2gsim.kernel.component import Component, DatacenterComponent
 from g2gsim.kernel.context import RunContext
@@ -93,6 +87,10 @@ class OpenDSSGrid(Grid):
     (:attr:`voltage_index`, :attr:`regulators`, :attr:`sites`) is known before any run.
     `reuse_circuit` (off by default) lets :meth:`reset` reuse the engine's compiled circuit.
     """
+
+    #: Whether a stretch keeps the load batch's buffers at each step's loads (for a subclass
+    #: whose voltage read uses them); else they hold the last step's after the stretch.
+    _mirrors_loads: ClassVar[bool] = False
 
     def __init__(self, name: str, config: GridConfig, *, seed: int | None = None, reuse_circuit: bool = False) -> None:
         super().__init__(name, config.period_s, seed=seed)
@@ -150,7 +148,7 @@ class OpenDSSGrid(Grid):
         """Regulator controls of the compiled feeder (known before a run, like :attr:`voltage_index`)."""
         if self._index is None:
             return tuple(self._prepared_now().regulators.values())
-        return tuple(self._regulators.values())
+        return tuple(self._taps.regulators.values())
 
     @property
     def circuit(self) -> Circuit:
@@ -204,11 +202,7 @@ class OpenDSSGrid(Grid):
     def _clear_run_state(self) -> None:
         self._index: VoltageIndex | None = None
         self._vmag_rows = np.zeros(0, dtype=np.intp)
-        self._regulators: dict[str, Regulator] = {}
-        self._phase_regulators: dict[int, list[str]] = {}
-        self._taps: dict[str, float] = {}
-        self._taps_view: Mapping[str, float] = MappingProxyType({})
-        self._tap_row = np.zeros(0)
+        self._taps = RegulatorTaps(feeder=self.feeder.name)
         self._sites: list[AttachedSite] = []
         self._injections: InjectionProfiles | None = None
         self._storage = Batteries((), None, None, self.name, self.storage_names())
@@ -244,7 +238,7 @@ class OpenDSSGrid(Grid):
         )
         if self.config.initial_taps:
             self._apply_taps(self.config.initial_taps, when="initial taps")
-        self._taps = self._read_taps()
+        self._taps.read()
         self._taps_changed()
         self._solve(0.0)
         self._index, self._vmag_rows = self._voltage_layout(prepared.snapshot)
@@ -266,7 +260,7 @@ class OpenDSSGrid(Grid):
         self._recorder = StepRecorder(
             self._n_steps,
             self._index,
-            list(self._regulators),
+            list(self._taps.regulators),
             [s.name for s in self._sites],
             self._storage.names(),
         )
@@ -349,8 +343,8 @@ class OpenDSSGrid(Grid):
             for spec, rows in zip(self.config.storage, attachments.storage, strict=True)
         ]
         self._storage = Batteries(batteries, prepared.circuit, prepared.engine, self.name, self.storage_names())
-        self._regulators = dict(prepared.regulators)
-        self._phase_regulators = regulators_by_phase(self._regulators)
+        enforce = self.config.tap_limits == "enforce"
+        self._taps = RegulatorTaps(prepared.regulators, prepared.circuit, self.feeder.name, enforce_limits=enforce)
         self.circuit_reused = prepared.reused
 
     def _voltage_layout(self, snapshot: CircuitSnapshot | None) -> tuple[VoltageIndex, np.ndarray]:
@@ -418,8 +412,8 @@ class OpenDSSGrid(Grid):
         gate = self._gate
         if gate is not None and not gate.must_solve(loads, pending=bool(commands)):
             gate.hold(loads)  # keep the last solve: record its voltages and loads, publish nothing
-            held = GridState(self.name, time_s, self._index, self._voltages, self._taps_view, _NO_STORAGE)  # type: ignore[arg-type]
-            self._recorder.record(k, held, self._tap_row, self._site_kw)  # type: ignore[union-attr]
+            held = GridState(self.name, time_s, self._index, self._voltages, self._taps.view, _NO_STORAGE)  # type: ignore[arg-type]
+            self._recorder.record(k, held, self._taps.row, self._site_kw)  # type: ignore[union-attr]
             return
         if gate is not None:
             gate.solved(loads)
@@ -427,12 +421,20 @@ class OpenDSSGrid(Grid):
         self._publish(tick, time_s, voltages, batteries)
 
     def _solve_loads(self, tick: int, time_s: float) -> tuple[np.ndarray, Mapping[str, Mapping[str, float]]]:
-        """Hand the loads (and changed battery set-points) to OpenDSS, solve (tight at the steps
-        controllers measure), read the voltages; advance the batteries and read their states."""
+        """Write the loads, solve (:meth:`_solve_written`), read the voltages and the batteries' states."""
         self._loads.write()  # type: ignore[union-attr]
-        storage = self._storage
-        if storage:
-            storage.write_pending()
+        self._solve_written(tick, time_s)
+        voltages = self._read_vector()
+        if not self._storage:
+            return voltages, _NO_STORAGE
+        self._finish_storage_step()
+        return voltages, self._storage.states()
+
+    def _solve_written(self, tick: int, time_s: float) -> None:
+        """Hand changed battery set-points to OpenDSS and solve the loads written, with tight
+        settings at the steps controllers measure."""
+        if self._storage:
+            self._storage.write_pending()
         if self._measured is not None and tick % self._measured == 0:  # a step controllers measure
             tolerance, iterations = self.engine.solver_settings()
             tight = min(tolerance, self.config.measurement_tolerance or tolerance)
@@ -440,11 +442,6 @@ class OpenDSSGrid(Grid):
                 self._solve(time_s)
         else:
             self._solve(time_s)
-        voltages = self._read_vector()
-        if not storage:
-            return voltages, _NO_STORAGE
-        self._finish_storage_step()
-        return voltages, storage.states()
 
     def stretch_steps(self, tick: int, limit: int) -> int:
         """All `limit` steps when stretches suit this grid (see :meth:`start`), no command is
@@ -454,52 +451,62 @@ class OpenDSSGrid(Grid):
         return 0
 
     def step_stretch(self, tick: int, count: int) -> None:
-        """`count` steps from `tick` at once: per step the loads written, one solve (tight at
-        the steps controllers measure), the voltages read; then every step recorded and the
-        last one's state published (queued readers get every step's). The sites' samples come
-        from their stretches (:meth:`Mailbox.publish_stretch`) or, for a site not stepping in
-        this one, its newest sample."""
-        ctx = self.ctx
-        ticks = range(tick, tick + count * self._period_ticks, self._period_ticks)
-        site_kw, site_kvar, good, not_finite = stretch_site_loads(self._sites, ticks, ctx.seconds, self._where)
-        loads, recorder = self._loads, self._recorder
+        """`count` steps from `tick` at once, each a load write from the stretch's rows (the
+        sites' published stretches, :func:`stretch_site_loads`), a solve and a voltage copy;
+        then the steps recorded and the last state published (queued readers get every one)."""
+        ctx, period, loads, recorder = self.ctx, self._period_ticks, self._loads, self._recorder
         assert loads is not None and recorder is not None
-        kw, kvar, width = loads.kw, loads.kvar, 3 * len(self._sites)
-        injections = self._injections if self._injections is not None and self._injections.width else None
-        keep = self._box.has_queues  # type: ignore[union-attr]
+        ticks = range(tick, tick + count * period, period)
+        kw, kvar, good, not_finite = stretch_site_loads(self._sites, ticks, ctx.seconds, self._where, loads.kw.size)
+        width, injections = 3 * len(self._sites), self._injections
+        if injections is not None and injections.width:
+            injections.rows_into(tick // period, kw[:good, width:], kvar[:good, width:])
+        write_row, storage = loads.row_writer(kw, kvar, mirror=self._mirrors_loads), self._storage
         times: list[float] = []
-        voltages: list[np.ndarray] = []
-        states: list[GridState] = []
-        batteries: Mapping[str, Mapping[str, float]] = _NO_STORAGE
+        batteries: list[Mapping[str, Mapping[str, float]]] = []
+        voltages, written = np.empty((good, len(self._vmag_rows))), -1
         try:
             for i, step_tick in enumerate(ticks[:good]):
                 time_s = ctx.seconds(step_tick)
-                k = self._step_index = step_tick // self._period_ticks
-                kw[:width], kvar[:width] = site_kw[i], site_kvar[i]
-                if injections is not None:
-                    kw[width:], kvar[width:] = injections.row(k)
-                self._last_step_tick = step_tick
-                self._n_steps_done += 1
+                write_row(i)
+                written = i
                 try:
-                    vector, batteries = self._solve_loads(step_tick, time_s)
+                    self._solve_written(step_tick, time_s)
+                    voltages[i] = self._read_vector()
+                    if storage:
+                        self._finish_storage_step()
+                        batteries.append(storage.states())
+                        recorder.record_storage(step_tick // period, batteries[-1])
                 except Exception as exc:
                     raise StretchStepFailed(step_tick, exc) from exc
-                if batteries:
-                    recorder.record_storage(k, batteries)
                 times.append(time_s)
-                voltages.append(vector)
-                if keep:
-                    states.append(GridState(self.name, time_s, self._index, vector, self._taps_view, batteries))  # type: ignore[arg-type]
         finally:
-            if times:  # record the steps solved, publish the last one's state
-                n = len(times)
-                recorder.record_stretch(tick // self._period_ticks, times, voltages, self._tap_row, site_kw[:n])
-                self._voltages = last = voltages[-1]
-                state = GridState(self.name, times[-1], self._index, last, self._taps_view, batteries)  # type: ignore[arg-type]
-                queued = (lambda: states) if keep else None
-                self._box.publish_stretch(ticks[:n], state, None, queued)  # type: ignore[union-attr]
+            if written >= 0:  # the loads as last written, the steps solved recorded, the last one published
+                loads.kw[:], loads.kvar[:] = kw[written], kvar[written]
+                self._last_step_tick, self._n_steps_done = ticks[written], self._n_steps_done + written + 1
+                self._step_index = ticks[written] // period
+            if times:
+                self._publish_stretch(ticks[: len(times)], times, voltages[: len(times)], kw, batteries)
         if not_finite is not None:
             raise StretchStepFailed(ticks[good], not_finite)
+
+    def _publish_stretch(
+        self, ticks: range, times: list[float], voltages: np.ndarray, kw: np.ndarray, batteries: list
+    ) -> None:
+        """Record the steps of a stretch (voltages one row per step) and publish the last one's state."""
+        assert self._recorder is not None and self._box is not None
+        n = len(times)
+        self._recorder.record_stretch(
+            ticks[0] // self._period_ticks, times, voltages, self._taps.row, kw[:n, : 3 * len(self._sites)]
+        )
+        name, index, taps, stored = self.name, self._index, self._taps.view, batteries or [_NO_STORAGE] * n
+        self._voltages = voltages[-1]
+        state = GridState(name, times[-1], index, voltages[-1], taps, stored[-1])  # type: ignore[arg-type]
+
+        def every() -> list[GridState]:  # built only for queued readers
+            return [GridState(name, t, index, v, taps, b) for t, v, b in zip(times, voltages, stored)]  # type: ignore[arg-type]
+
+        self._box.publish_stretch(ticks, state, None, every)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Recorded rows so far: voltages (wide), taps (wide), storage (long), site power (long)."""
@@ -566,37 +573,19 @@ class OpenDSSGrid(Grid):
     # -- regulators -----------------------------------------------------------------------------
     def resolve_tap_key(self, key: str) -> str:
         """Regulator-control name for a tap key: a control name, or a unique phase shorthand."""
-        return resolve_tap_key(key, self._regulators, self._phase_regulators, self.feeder.name)
+        return self._taps.resolve(key)
 
     def _apply_taps(self, taps: Mapping[str, float], *, when: str) -> None:
-        """Write tap ratios to the regulators' transformer windings (element API)."""
-        resolved = {self.resolve_tap_key(key): float(ratio) for key, ratio in taps.items()}
-        for control, ratio in resolved.items():
-            reg = self._regulators[control]
-            if not reg.min_tap - RATING_TOLERANCE <= ratio <= reg.max_tap + RATING_TOLERANCE:
-                if self.config.tap_limits == "enforce":
-                    raise ValueError(
-                        f"feeder {self.feeder.name!r}, {when}: tap {ratio} pu for {control!r} is outside "
-                        f'[{reg.min_tap}, {reg.max_tap}] (set tap_limits = "allow" to apply it as OpenDSS would)'
-                    )
-                if self._ctx is not None:
-                    self.ctx.event(
-                        "tap_outside_rating",
-                        {"regulator": control, "tap_pu": ratio, "min_tap": reg.min_tap, "max_tap": reg.max_tap},
-                    )
-        for control, ratio in resolved.items():
-            reg = self._regulators[control]
-            self.circuit.set_tap(reg.transformer, reg.winding, ratio)
-            self._taps[control] = ratio
+        """Write tap ratios to the regulators' transformer windings (:meth:`RegulatorTaps.apply`)."""
+        self._taps.apply(taps, when=when, outside=self._tap_outside_rating)
         self._taps_changed()
 
-    def _taps_changed(self) -> None:
-        """Refresh the immutable view published in GridState and the row recorded per step."""
-        self._taps_view = MappingProxyType(dict(self._taps))
-        self._tap_row = np.array([self._taps.get(c, np.nan) for c in self._regulators], dtype=float)
+    def _tap_outside_rating(self, facts: dict[str, Any]) -> None:
+        if self._ctx is not None:
+            self.ctx.event("tap_outside_rating", facts)
 
-    def _read_taps(self) -> dict[str, float]:
-        return {r.control: self.circuit.tap(r.transformer, r.winding) for r in self._regulators.values()}
+    def _taps_changed(self) -> None:
+        """The taps moved (a subclass's hook: the linearised grid rebuilds its model)."""
 
     # -- storage -------------------------------------------------------------------------------
     def _set_storage_power(self, command: SetStoragePower, time_s: float) -> None:
@@ -631,7 +620,7 @@ class OpenDSSGrid(Grid):
         if self._self_control:
             self._power_flow(time_s, lambda: self.circuit.solve_with_controls(time_s))
         else:
-            self._power_flow(time_s)
+            self._flows.run(self.engine, time_s)
 
     def _power_flow(self, time_s: float, solve: Callable[[], None] | None = None) -> None:
         """Run, time and count one power flow (`solve`; None: ``SolveNoControl``), retried once
@@ -657,17 +646,14 @@ class OpenDSSGrid(Grid):
     ) -> None:
         """Publish a GridState in mailbox ``state`` (batteries' `storage` states, read now when
         None) and, for a step, record it."""
-        if self._self_control:
-            taps = self._read_taps()
-            if taps != self._taps:
-                self._taps = taps
-                self._taps_changed()
+        if self._self_control and self._taps.read():  # OpenDSS's own control moved a tap
+            self._taps_changed()
         if storage is None:
             storage = self._storage.states() if self._storage else _NO_STORAGE
         self._voltages = voltages
-        state = GridState(self.name, time_s, self._index, voltages, self._taps_view, storage)  # type: ignore[arg-type]
+        state = GridState(self.name, time_s, self._index, voltages, self._taps.view, storage)  # type: ignore[arg-type]
         if record:
-            self._recorder.record(self._step_index, state, self._tap_row, self._site_kw)  # type: ignore[union-attr]
+            self._recorder.record(self._step_index, state, self._taps.row, self._site_kw)  # type: ignore[union-attr]
         self._box.publish(tick, state)  # type: ignore[union-attr]
 
     # -- services --------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class StepRecorder:
         self,
         first: int,
         times: Sequence[float],
-        voltages: Sequence[np.ndarray],
+        voltages: np.ndarray | Sequence[np.ndarray],
         tap_row: np.ndarray,
         site_kw: np.ndarray,
     ) -> None:

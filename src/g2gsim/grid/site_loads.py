@@ -88,19 +88,25 @@ def write_site_loads(
 
 
 def stretch_site_loads(
-    sites: Sequence[AttachedSite], ticks: range, seconds: Callable[[int], float], where: Callable[[float], Where]
+    sites: Sequence[AttachedSite],
+    ticks: range,
+    seconds: Callable[[int], float],
+    where: Callable[[float], Where],
+    width: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, int, Exception | None]:
     """The sites' kW and kvar at each step of a stretch (one row per step, three columns per
-    site, as :func:`write_site_loads` writes them, newest-sample coupling), how many steps come
-    before the first whose power is not finite, and the error that step raises (None if all
-    are finite). A site stepping in the stretch gives its published rows; one that does not
-    (another period) keeps its newest sample."""
+    site first, as :func:`write_site_loads` writes them, newest-sample coupling; `width`
+    columns in all, the others left for the caller), how many steps come before the first
+    whose power is not finite, and the error that step raises (None if all are finite). A
+    site stepping in the stretch gives its published rows; one that does not (another period)
+    keeps its newest sample."""
     count = len(ticks)
-    kw = np.empty((count, 3 * len(sites)))
+    kw = np.empty((count, max(width, 3 * len(sites))))
     kvar = np.empty_like(kw)
     if not sites:
         return kw, kvar, count, None
     samples: list[Any] = []
+    finite = True
     for site in sites:
         assert site.mailbox is not None
         rows: Any = site.mailbox.stretch_rows(ticks)
@@ -110,17 +116,19 @@ def stretch_site_loads(
             except Exception as exc:
                 raise StretchStepFailed(ticks[0], exc) from exc
         j = site.slot
+        site_kw = kw[:, j : j + 3]
         if isinstance(rows, np.ndarray) and rows.dtype == np.float64:
-            kw[:, j : j + 3] = rows[:, :3] / 1e3  # the IEEE division phase_kw makes per sample
+            np.divide(rows[:, :3], 1e3, out=site_kw)  # the IEEE division phase_kw makes per sample
         else:
-            kw[:, j : j + 3] = [phase_kw(row) for row in rows]
-        kvar[:, j : j + 3] = kw[:, j : j + 3] * site.tan_phi
+            site_kw[:] = [phase_kw(row) for row in rows]
+        np.multiply(site_kw, site.tan_phi, out=kvar[:, j : j + 3])
         site.power_w = rows[-1]
         samples.append(rows)
-    finite = np.isfinite(kw.reshape(count, -1, 3).sum(axis=2)).all(axis=1)
-    if finite.all():
+        finite = finite and bool(np.isfinite(site_kw.sum(axis=1)).all())  # kw_a + kw_b + kw_c per step
+    if finite:
         return kw, kvar, count, None
-    good = int(np.argmin(finite))
+    sums = kw[:, : 3 * len(sites)].reshape(count, -1, 3).sum(axis=2)
+    good = int(np.argmin(np.isfinite(sums).all(axis=1)))
     for site, rows in zip(sites, samples, strict=True):
         j = site.slot
         if not math.isfinite(kw[good, j] + kw[good, j + 1] + kw[good, j + 2]):

@@ -110,7 +110,9 @@ class Component(ABC):
         """How many of its next `limit` steps, from `tick`, it can take in one
         :meth:`step_stretch` (0 or 1: one by one). A lockstep group asks this in a quiet
         stretch, where no kernel event falls before the last of those steps
-        (:mod:`g2gsim.kernel.lockstep`). Default: 0."""
+        (:mod:`g2gsim.kernel.lockstep`), right before its step of `tick` or the stretch: it may
+        do here what that step would do first (apply its commands), whatever the answer.
+        Default: 0."""
         return 0
 
     def step_stretch(self, tick: int, count: int) -> None:

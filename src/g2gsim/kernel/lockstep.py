@@ -20,14 +20,17 @@ event (the kernel's one timeout per tick becomes one per stretch of quiet ticks,
 nine ticks between two control steps). Only on SimPy's plain :class:`~simpy.Environment`: a
 real-time kernel paces every tick against the wall clock.
 
-Such a quiet stretch may also be stepped at once: when nothing is due before the last
-member's slot of its last tick, the group asks every member how many of those ticks it can
-take in one call (:meth:`Component.stretch_steps`; a datacenter inside its computed block, a
-grid whose loads come from it), and when all can take two or more, each member steps them in
-one :meth:`Component.step_stretch`, in the group's order: the members publish each stretch at
-once (:meth:`Mailbox.publish_stretch`) and a later member reads an earlier one's per-tick rows.
-Nothing else runs inside a stretch, so the results are those of the ticks one by one; a
-member's failure at one of its ticks (:class:`StretchStepFailed`) ends the run at that tick.
+Such a quiet stretch may also be stepped at once, from a skipped tick or from one the group
+was woken at: when nothing is due before the last member's slot of its last tick, the group
+asks every member how many of those ticks it can take in one call
+(:meth:`Component.stretch_steps`; a datacenter inside its computed block, having applied the
+commands its step of the first tick would apply; a grid whose loads come from it), and when
+all can take two or more, each member steps them in one :meth:`Component.step_stretch`, in
+the group's order: the members publish each stretch at once (:meth:`Mailbox.publish_stretch`)
+and a later member reads an earlier one's per-tick rows. An event a member scheduled while it
+prepared (a ramp's process) shortens the stretch to the ticks before it. Nothing else runs
+inside a stretch, so the results are those of the ticks one by one; a member's failure at one
+of its ticks (:class:`StretchStepFailed`), or while it prepares, ends the run at that tick.
 """
 
 from __future__ import annotations
@@ -116,25 +119,14 @@ def lockstep_process(
         tick = k * period
         head = _next_event(env)
         if may_skip and k and (head is None or head > (tick, first_slot)):
-            # nothing queued before the group's own timeout would run: do what it would do
-            env._now = tick
-            limit = min(n_steps - k, _quiet_ticks(head, tick, period, last_slot))
-            count = _stretch_count(members, tick, limit) if limit > 1 else 0
-            if count > 1:
-                member = first
-                try:
-                    for member in members:
-                        member.step_stretch(tick, count)
-                except StretchStepFailed as failure:
-                    env._now = failure.tick
-                    fail(member, failure.cause)
-                except Exception as exc:
-                    fail(member, exc)
-                env._now = tick + (count - 1) * period
-                k += count
-                continue
+            env._now = tick  # nothing queued before the group's own timeout would run: do what it would do
         else:
             yield PhasedTimeout(env, tick - cast(int, env.now), first_slot)
+        if may_skip:
+            count = _stretch(members, tick, period, n_steps - k, last_slot, fail)
+            if count:
+                k += count
+                continue
         try:
             member = first
             first.step(tick)
@@ -148,6 +140,42 @@ def lockstep_process(
         k += 1
 
 
+def _stretch(
+    members: Sequence[Component],
+    tick: int,
+    period: int,
+    left: int,
+    last_slot: int,
+    fail: Callable[[Component, Exception], NoReturn],
+) -> int:
+    """Step the quiet stretch from `tick` at once when every member can take two or more of
+    its ticks (:meth:`Component.stretch_steps`, which may apply what this tick's step applies
+    first); the ticks stepped (0: none, the tick is stepped on its own)."""
+    env = members[0].ctx.env
+    limit = min(left, _quiet_ticks(_next_event(env), tick, period, last_slot))
+    if limit < 2:
+        return 0
+    member = members[0]
+    try:
+        for member in members:
+            limit = min(limit, member.stretch_steps(tick, limit))
+            if limit < 2:
+                return 0
+        # what the members scheduled while they prepared (a ramp's process, say) ends it earlier
+        count = min(limit, _quiet_ticks(_next_event(env), tick, period, last_slot))
+        if count < 2:
+            return 0
+        for member in members:
+            member.step_stretch(tick, count)
+    except StretchStepFailed as failure:
+        env._now = failure.tick
+        fail(member, failure.cause)
+    except Exception as exc:
+        fail(member, exc)
+    env._now = tick + (count - 1) * period
+    return count
+
+
 def _quiet_ticks(head: tuple[int, int] | None, tick: int, period: int, last_slot: int) -> int:
     """How many of the group's ticks from `tick` end (its last member's slot) before `head`."""
     if head is None:
@@ -157,12 +185,3 @@ def _quiet_ticks(head: tuple[int, int] | None, tick: int, period: int, last_slot
     if (head_tick - tick) % period == 0 and last_slot < head_slot:
         count += 1  # the head's own tick, in a slot after the group's
     return count
-
-
-def _stretch_count(members: Sequence[Component], tick: int, limit: int) -> int:
-    """The ticks, at most `limit`, that every member can step at once from `tick`."""
-    for member in members:
-        limit = min(limit, member.stretch_steps(tick, limit))
-        if limit < 2:
-            return 0
-    return limit
