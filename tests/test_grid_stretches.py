@@ -26,10 +26,16 @@ pytestmark = pytest.mark.usefixtures("trusted_feeder_dirs")
 
 
 class StretchingSite(FakeSite):
-    """The fake site of the grid tests, stepping quiet stretches at once as a datacenter does."""
+    """The fake site of the grid tests, stepping quiet stretches at once as a datacenter does
+    (and offering the rows of a stretch while its group decides)."""
 
     def stretch_steps(self, tick: int, limit: int) -> int:
-        return limit if self._box.stretchable else 0
+        if not self._box.stretchable:
+            return 0
+        period = self.ctx.clock.ticks(self.period)
+        ticks = range(tick, tick + limit * period, period)
+        self._box.offer_stretch(ticks, np.array([np.asarray(self._power(self.ctx.seconds(t))) * 1e3 for t in ticks]))
+        return limit
 
     def step_stretch(self, tick: int, count: int) -> None:
         period = self.ctx.clock.ticks(self.period)
@@ -53,7 +59,7 @@ def _not_finite_at(when: float):
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, *, stretches: bool) -> list[int]:
-    """Stretch steps the grids take (or none: stretches off)."""
+    """Stretch steps the grids take (or none: stretches off, every tick stepped on its own)."""
     taken: list[int] = []
     original = OpenDSSGrid.step_stretch
 
@@ -63,7 +69,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch, *, stretches: bool) -> list[int]:
 
     monkeypatch.setattr(OpenDSSGrid, "step_stretch", counted)
     if not stretches:
-        monkeypatch.setattr(OpenDSSGrid, "stretch_steps", lambda self, tick, limit: 0)
+        _without_stretches(monkeypatch)
     return taken
 
 
@@ -157,10 +163,19 @@ def test_power_that_is_not_finite_inside_a_stretch_fails_at_its_step(monkeypatch
     assert len(stretched_grid["FakeSite"]["voltages"]) == 13  # steps at 0.0 .. 1.2 s
 
 
-@pytest.mark.parametrize("name", ["ieee13_ofo_tapchange", "ieee13_baseline_notap", "ieee123_storage_pv"])
-def test_presets_match_with_and_without_stretches(monkeypatch, name: str) -> None:
-    """Real datacenters (noise, blocks, commands), OFO, taps, batteries with a queued reader."""
-    scenario = load_scenario(name).with_overrides(horizon_s=30.0)
+@pytest.mark.parametrize(
+    ("name", "horizon_s"),
+    [
+        ("ieee13_ofo_tapchange", 30.0),
+        ("ieee13_baseline_notap", 30.0),
+        ("ieee123_storage_pv", 30.0),
+        ("ieee13_ofo_event", 150.0),
+    ],
+)
+def test_presets_match_with_and_without_stretches(monkeypatch, name: str, horizon_s: float) -> None:
+    """Real datacenters (noise, blocks, commands), OFO, taps, batteries with a queued reader,
+    a grid solving on change with an OFO woken by its solves."""
+    scenario = load_scenario(name).with_overrides(horizon_s=horizon_s)
     taken = _counting(monkeypatch, stretches=True)
     stretched = run_scenario(scenario, plots=False)
     assert taken
@@ -243,3 +258,26 @@ def test_a_bad_command_at_a_stretch_start_fails_as_its_step_would(monkeypatch) -
     _without_stretches(monkeypatch)
     assert stretched == failure(_preset_with_script(script))
     assert "'dc' failed at t = 1.6 s" in stretched[0] and "batch 100" in stretched[0]
+
+
+def test_a_grid_solving_on_change_holds_stretches_until_its_loads_move(monkeypatch) -> None:
+    """Solve-on-change: a stretch keeps the last solve up to the step whose loads moved past the
+    threshold (a PV profile moves them too); that step solves on its own, waking a reader."""
+    from g2gsim.grid.config import GeneratorAttachment, SolveOnChange
+
+    pv = GeneratorAttachment(name="pv", bus="675", profile={"kind": "synthetic_pv", "peak_kw": 300.0})
+
+    def run() -> Any:
+        grid = OpenDSSGrid("grid", ieee13(generators=[pv], solve=SolveOnChange(on_change_kw=30.0)))
+        components = [StretchingSite("dc", _wave), grid, Scripted("ops", {}, period=Fraction(1))]
+        return Simulation(components, horizon_s=8.0).run()
+
+    taken = _counting(monkeypatch, stretches=True)
+    stretched = run()
+    summary = stretched.meta["summary"]["grid"]
+    assert sum(taken) > 20 and 3 < summary["n_solves"] < 40 and summary["n_skipped_solves"] > 20
+    monkeypatch.undo()
+    _counting(monkeypatch, stretches=False)
+    stepped = run()
+    _assert_same_tables(stretched.tables, stepped.tables)
+    assert stretched.meta["summary"]["grid"] == {**stepped.meta["summary"]["grid"], "solve_s": summary["solve_s"]}

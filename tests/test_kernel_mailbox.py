@@ -348,3 +348,23 @@ def test_a_stretch_needs_a_mailbox_nobody_waits_on() -> None:
     other: Mailbox[float] = Mailbox(env, "other")
     other.add_listener(lambda tick, value: None)
     assert not other.stretchable
+
+
+def test_rows_offered_for_a_stretch_until_the_next_publish() -> None:
+    """An offer answers for the ticks it covers from its start (a shorter stretch gets the first
+    rows), for nothing else, and is withdrawn by the next publish of either kind."""
+    env = simpy.Environment()
+    box: Mailbox[float] = Mailbox(env, "site.state")
+    assert box.offered_rows(range(0, 4, 2)) is None
+    rows = [10.0, 11.0, 12.0, 13.0]
+    box.offer_stretch(range(0, 8, 2), rows)
+    assert box.offered_rows(range(0, 8, 2)) == rows
+    assert box.offered_rows(range(0, 4, 2)) == [10.0, 11.0]
+    assert box.offered_rows(range(2, 8, 2)) is None  # not from the offer's start
+    assert box.offered_rows(range(0, 10, 2)) is None  # beyond it
+    assert box.offered_rows(range(0, 4, 1)) is None  # another step
+    box.publish(0, 10.0)
+    assert box.offered_rows(range(0, 4, 2)) is None
+    box.offer_stretch(range(2, 6, 2), rows[1:3])
+    box.publish_stretch(range(2, 6, 2), 12.0, rows=rows[1:3])
+    assert box.offered_rows(range(2, 6, 2)) is None and box.stretch_rows(range(2, 6, 2)) == rows[1:3]

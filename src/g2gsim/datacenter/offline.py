@@ -384,7 +384,11 @@ class OfflineDatacenter(ConfiguredDatacenter):
             return 0
         if self._inbox or self._ramp_due or self._replicas_stale or k >= self._computed_until:
             self._prepare_step(tick, k)
-        return max(0, min(limit, self._computed_until - k))
+        count = max(0, min(limit, self._computed_until - k))
+        if count > 1:  # the rows it would publish, for a grid that decides after it
+            ticks = range(tick, tick + count * self._period_ticks, self._period_ticks)
+            self._box.offer_stretch(ticks, self._power_out[k : k + count, :PHASES])
+        return count
 
     def step_stretch(self, tick: int, count: int) -> None:
         """Publish `count` steps of the computed block at once: the last step's state, every

@@ -23,7 +23,6 @@ what the grid reads of its sites in :mod:`~g2gsim.grid.site_loads` and its regul
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -33,7 +32,7 @@ import pandas as pd
 
 from g2gsim.grid.base import Grid
 from g2gsim.grid.batteries import Batteries, Battery
-from g2gsim.grid.circuit import Attachments, Circuit, Regulator, compile_and_attach
+from g2gsim.grid.circuit import Circuit, Regulator
 from g2gsim.grid.commands import ResolveGrid, SetStoragePower, SetTaps
 from g2gsim.grid.config import GridConfig, StorageSpec, tan_phi
 from g2gsim.grid.engine import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DSSEngine
@@ -41,7 +40,7 @@ from g2gsim.grid.feeders import Feeder, load_feeder
 from g2gsim.grid.layout import voltage_layout
 from g2gsim.grid.loads import InjectionProfiles, LoadBatch
 from g2gsim.grid.recording import StepRecorder
-from g2gsim.grid.reuse import CircuitSnapshot, circuit_structure_key, keep_snapshot, restore_compiled_circuit
+from g2gsim.grid.reuse import CircuitSnapshot, PreparedCircuit, circuit_structure_key, prepare_circuit
 from g2gsim.grid.sensitivity import finite_difference
 from g2gsim.grid.site_loads import AttachedSite, stretch_site_loads, write_site_loads
 from g2gsim.grid.sites import LoadSite
@@ -58,18 +57,6 @@ from g2gsim.kernel.time import StepClock
 __all__ = ["OpenDSSGrid", "Regulator", "circuit_structure_key"]
 
 _NO_STORAGE: Mapping[str, Mapping[str, float]] = MappingProxyType({})
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A circuit compiled (or restored) and attached but not solved: where a reset continues."""
-
-    engine: DSSEngine
-    circuit: Circuit
-    attachments: Attachments
-    snapshot: CircuitSnapshot | None  # with circuit reuse on: the engine's snapshot
-    reused: bool
-    regulators: dict[str, Regulator]
 
 
 #: The voltage-vector layout: the index, its rows in ``AllBusMagPu``, the node names it was built from.
@@ -109,7 +96,7 @@ class OpenDSSGrid(Grid):
         self._engine: DSSEngine | None = None
         self._circuit: Circuit | None = None
         self._loads: LoadBatch | None = None
-        self._prepared: _Prepared | None = None  # set up before a run, not consumed yet
+        self._prepared: PreparedCircuit | None = None  # set up before a run, not consumed yet
         self._preview: _Layout | None = None  # the layout built before a run
         self._clear_run_state()
 
@@ -271,7 +258,7 @@ class OpenDSSGrid(Grid):
             self._engine = DSSEngine()
         return self._engine
 
-    def _take_prepared(self) -> _Prepared | None:
+    def _take_prepared(self) -> PreparedCircuit | None:
         """The circuit prepared before this run, if nothing touched it since (else None)."""
         prepared, self._prepared = self._prepared, None
         engine = self._engine
@@ -286,7 +273,7 @@ class OpenDSSGrid(Grid):
         engine.prepared_for = None
         return prepared if fresh else None
 
-    def _prepared_now(self) -> _Prepared:
+    def _prepared_now(self) -> PreparedCircuit:
         """The circuit set up for the next run, prepared now if needed (before a run)."""
         engine = self._engine_for_run()
         prepared = self._prepared
@@ -304,32 +291,11 @@ class OpenDSSGrid(Grid):
             self._preview = (index, rows, nodes)
         return self._preview
 
-    def _prepare(self, engine: DSSEngine) -> _Prepared:
-        """Compile and attach the circuit, or restore the engine's compiled one (circuit reuse on).
+    def _prepare(self, engine: DSSEngine) -> PreparedCircuit:
+        """Compile and attach the circuit, or restore the engine's (:func:`prepare_circuit`)."""
+        return prepare_circuit(engine, self.feeder, self.config, reuse=self.reuse_circuit)
 
-        The regulators, which depend on the structure only, come with it (kept in the
-        snapshot when circuit reuse is on).
-        """
-        key = circuit_structure_key(self.feeder, self.config) if self.reuse_circuit else None
-        restored = None if key is None else restore_compiled_circuit(engine, self.feeder.name, key, self.config)
-        if restored is not None:
-            circuit, snapshot = restored
-            attachments = snapshot.attachments
-        else:
-            circuit, attachments = compile_and_attach(engine, self.feeder, self.config, self.config.sites)
-            snapshot = None
-            if key is not None:  # before initial taps and the first solve
-                snapshot = CircuitSnapshot.take(key, circuit, attachments, self.config.storage)
-                keep_snapshot(engine, snapshot)
-        if snapshot is not None and snapshot.regulators is not None:
-            regulators = dict(snapshot.regulators)
-        else:
-            regulators = {r.control: r for r in circuit.regulators()}
-            if snapshot is not None:
-                snapshot.regulators = dict(regulators)
-        return _Prepared(engine, circuit, attachments, snapshot, restored is not None, regulators)
-
-    def _adopt(self, prepared: _Prepared) -> None:
+    def _adopt(self, prepared: PreparedCircuit) -> None:
         """Make a prepared circuit this run's circuit."""
         self._engine = prepared.engine
         self._circuit = prepared.circuit
@@ -375,11 +341,13 @@ class OpenDSSGrid(Grid):
             if self.config.coupling == "mean":
                 site.queue = ctx.subscribe(site.name, queue=True)
             site.mailbox = ctx.subscribe(site.name)
+            site.in_group = component.steps_periodically and component.period == self.period
         # Quiet stretches stepped at once (:meth:`step_stretch`) write loads, solve, read and record
-        # only: not with solve-on-change, OpenDSS's own regulator control, mean coupling, or a
-        # site publishing after the grid in a tick (its sample reaches the grid a step late).
+        # only, or with solve-on-change keep the last solve (no batteries): not with OpenDSS's own
+        # regulator control, mean coupling, or a site publishing after the grid in a tick (its
+        # sample reaches the grid a step late).
         self._stretches = (
-            self._gate is None
+            not (self._gate is not None and self.config.storage)
             and not self._self_control
             and self.config.coupling == "latest"
             and all(ctx.lookup(site.name).ctx.priority < ctx.priority for site in self._sites)
@@ -445,22 +413,55 @@ class OpenDSSGrid(Grid):
 
     def stretch_steps(self, tick: int, limit: int) -> int:
         """All `limit` steps when stretches suit this grid (see :meth:`start`), no command is
-        pending and nobody waits on each state."""
-        if self._stretches and not self._inbox and self._box.stretchable:  # type: ignore[union-attr]
-            return limit
-        return 0
+        pending and nobody waits on each state; solving on change, the steps before the first
+        whose loads (as its sites offer them) would need a solve."""
+        if not self._stretches or self._inbox:
+            return 0
+        if self._gate is None:
+            return limit if self._box.stretchable else 0  # type: ignore[union-attr]
+        ticks = range(tick, tick + limit * self._period_ticks, self._period_ticks)
+        kw, _, good, _ = self._stretch_loads(ticks, offered=True)
+        return self._gate.steps_held(kw[:good]) if good > 1 else 0
+
+    def _stretch_loads(self, ticks: range, *, offered: bool = False) -> tuple[np.ndarray, np.ndarray, int, Any]:
+        """Every load's kW and kvar at each step of a stretch (:func:`stretch_site_loads`, then
+        the injections' profiles), how many steps come before one whose power is not finite
+        and that step's error (None: all are finite)."""
+        assert self._loads is not None
+        kw, kvar, good, not_finite = stretch_site_loads(
+            self._sites, ticks, self.ctx.seconds, self._where, self._loads.kw.size, offered=offered
+        )
+        width, injections = 3 * len(self._sites), self._injections
+        if injections is not None and injections.width:
+            injections.rows_into(ticks[0] // self._period_ticks, kw[:good, width:], kvar[:good, width:])
+        return kw, kvar, good, not_finite
+
+    def _hold_stretch(self, ticks: range) -> None:
+        """Steps of a stretch that keep the last solve: recorded with its voltages and loads."""
+        assert self._gate is not None and self._loads is not None and self._recorder is not None
+        kw, _, good, _ = self._stretch_loads(ticks)
+        if good < len(ticks) or self._gate.steps_held(kw) < len(ticks):
+            raise AssertionError(f"grid {self.name!r}: a held stretch whose loads moved")  # pragma: no cover
+        self._gate.hold_stretch(self._loads, len(ticks))
+        times = [self.ctx.seconds(t) for t in ticks]
+        self._recorder.record_stretch(
+            ticks[0] // self._period_ticks, times, self._voltages, self._taps.row, self._site_kw
+        )
+        self._last_step_tick, self._step_index = ticks[-1], ticks[-1] // self._period_ticks
+        self._n_steps_done += len(ticks)
 
     def step_stretch(self, tick: int, count: int) -> None:
         """`count` steps from `tick` at once, each a load write from the stretch's rows (the
-        sites' published stretches, :func:`stretch_site_loads`), a solve and a voltage copy;
-        then the steps recorded and the last state published (queued readers get every one)."""
+        sites' published stretches, :func:`stretch_site_loads`), a solve and a voltage read;
+        then the steps recorded and the last state published (queued readers get every one).
+        Solving on change, the steps keep the last solve (:meth:`stretch_steps` counted them)."""
         ctx, period, loads, recorder = self.ctx, self._period_ticks, self._loads, self._recorder
         assert loads is not None and recorder is not None
         ticks = range(tick, tick + count * period, period)
-        kw, kvar, good, not_finite = stretch_site_loads(self._sites, ticks, ctx.seconds, self._where, loads.kw.size)
-        width, injections = 3 * len(self._sites), self._injections
-        if injections is not None and injections.width:
-            injections.rows_into(tick // period, kw[:good, width:], kvar[:good, width:])
+        if self._gate is not None:
+            self._hold_stretch(ticks)
+            return
+        kw, kvar, good, not_finite = self._stretch_loads(ticks)
         write_row, storage = loads.row_writer(kw, kvar, mirror=self._mirrors_loads), self._storage
         times: list[float] = []
         batteries: list[Mapping[str, Mapping[str, float]]] = []

@@ -10,7 +10,8 @@ result, is the same as on a freshly compiled circuit.
 
 Public API for code that shares engines between runs (a sweep worker):
 :func:`circuit_structure_key`, :func:`snapshot_of`, :func:`keep_snapshot` and
-:func:`forget_compiled_circuit`.
+:func:`forget_compiled_circuit`. :func:`prepare_circuit` is where a grid's reset gets its
+circuit: compiled and attached, or restored from the engine's snapshot.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from g2gsim.grid.circuit import Attachments, Circuit, Regulator
+from g2gsim.grid.circuit import Attachments, Circuit, Regulator, compile_and_attach
 from g2gsim.grid.config import GridConfig, GridOptions, StorageSpec
 from g2gsim.grid.engine import DSSEngine
 from g2gsim.grid.feeders import Feeder
@@ -29,9 +30,11 @@ from g2gsim.grid.state import VoltageIndex
 
 __all__ = [
     "CircuitSnapshot",
+    "PreparedCircuit",
     "circuit_structure_key",
     "forget_compiled_circuit",
     "keep_snapshot",
+    "prepare_circuit",
     "restore_compiled_circuit",
     "snapshot_of",
 ]
@@ -311,3 +314,42 @@ def _generator_powers(dss: Any) -> list[tuple[str, float, float]]:
         dss.Generators.Name(name)
         values.append((name, float(dss.Generators.kW()), float(dss.Generators.kvar())))
     return values
+
+
+@dataclass(slots=True)
+class PreparedCircuit:
+    """A circuit compiled (or restored) and attached but not solved: where a grid's reset continues."""
+
+    engine: DSSEngine
+    circuit: Circuit
+    attachments: Attachments
+    snapshot: CircuitSnapshot | None  # with circuit reuse on: the engine's snapshot
+    reused: bool
+    regulators: dict[str, Regulator]
+
+
+def prepare_circuit(engine: DSSEngine, feeder: Feeder, config: GridConfig, *, reuse: bool) -> PreparedCircuit:
+    """Compile and attach a grid's circuit on `engine`, or with `reuse` restore the engine's
+    compiled one when its structure is the same (else compile and leave a snapshot).
+
+    The regulators, which depend on the structure only, come with it (kept in the snapshot
+    when circuit reuse is on).
+    """
+    key = circuit_structure_key(feeder, config) if reuse else None
+    restored = None if key is None else restore_compiled_circuit(engine, feeder.name, key, config)
+    if restored is not None:
+        circuit, snapshot = restored
+        attachments = snapshot.attachments
+    else:
+        circuit, attachments = compile_and_attach(engine, feeder, config, config.sites)
+        snapshot = None
+        if key is not None:  # before initial taps and the first solve
+            snapshot = CircuitSnapshot.take(key, circuit, attachments, config.storage)
+            keep_snapshot(engine, snapshot)
+    if snapshot is not None and snapshot.regulators is not None:
+        regulators = dict(snapshot.regulators)
+    else:
+        regulators = {r.control: r for r in circuit.regulators()}
+        if snapshot is not None:
+            snapshot.regulators = dict(regulators)
+    return PreparedCircuit(engine, circuit, attachments, snapshot, restored is not None, regulators)

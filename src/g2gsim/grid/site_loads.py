@@ -41,6 +41,7 @@ class AttachedSite:
     queue: QueueMailbox[SitePower] | None = None
     power_w: np.ndarray | None = None  # per-phase power of the last solve, W
     slot: int = 0  # position of its phase-a load in the per-step load batch
+    in_group: bool = False  # steps in the grid's lockstep group (stretches with it)
 
     def sample_w(self, time_s: float, where: Callable[[float], Where]) -> np.ndarray:
         """Three-phase power (W) for the solve at `time_s`: the newest sample or the window
@@ -93,13 +94,17 @@ def stretch_site_loads(
     seconds: Callable[[int], float],
     where: Callable[[float], Where],
     width: int = 0,
+    *,
+    offered: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int, Exception | None]:
     """The sites' kW and kvar at each step of a stretch (one row per step, three columns per
     site first, as :func:`write_site_loads` writes them, newest-sample coupling; `width`
     columns in all, the others left for the caller), how many steps come before the first
     whose power is not finite, and the error that step raises (None if all are finite). A
     site stepping in the stretch gives its published rows; one that does not (another period)
-    keeps its newest sample."""
+    keeps its newest sample. With `offered`, the rows the sites offer for a stretch not yet
+    stepped (:meth:`Mailbox.offered_rows`); none known (0 steps) when a site of the group
+    offers none."""
     count = len(ticks)
     kw = np.empty((count, max(width, 3 * len(sites))))
     kvar = np.empty_like(kw)
@@ -109,7 +114,9 @@ def stretch_site_loads(
     finite = True
     for site in sites:
         assert site.mailbox is not None
-        rows: Any = site.mailbox.stretch_rows(ticks)
+        rows: Any = site.mailbox.offered_rows(ticks) if offered else site.mailbox.stretch_rows(ticks)
+        if rows is None and offered and site.in_group:
+            return kw, kvar, 0, None
         if rows is None:
             try:
                 rows = [site.sample_w(seconds(ticks[0]), where)] * count

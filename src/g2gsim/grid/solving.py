@@ -61,6 +61,19 @@ class SolveGate:
         self._kw = loads.kw.copy()
         self._kvar = loads.kvar.copy()
 
+    def steps_held(self, kw: np.ndarray) -> int:
+        """How many steps, from the first, would keep the last solve with these loads (one row
+        of every load's kW per step; no command pending): as :meth:`must_solve` step by step."""
+        if self._kw is None:
+            return 0
+        moved = np.max(np.abs(kw - self._kw), axis=1, initial=0.0) > self.threshold_kw
+        return int(np.argmax(moved)) if moved.any() else len(kw)
+
+    def hold_stretch(self, loads: LoadBatch, count: int) -> None:
+        """:meth:`hold` for `count` steps at once."""
+        self.hold(loads)
+        self.skipped += count - 1
+
     def hold(self, loads: LoadBatch) -> None:
         """Put the loads of the last solve back (in place: OpenDSS reads these buffers)."""
         assert self._kw is not None and self._kvar is not None

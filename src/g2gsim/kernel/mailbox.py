@@ -15,7 +15,7 @@ the same stretch takes the publisher's per-tick rows (:meth:`Mailbox.stretch_row
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import simpy
 from simpy.events import NORMAL, Event
@@ -90,7 +90,7 @@ class QueueMailbox(_Waitable, Generic[T]):
 class Mailbox(_Waitable, Generic[T]):
     """Latest-value mailbox: the newest value and the tick it was published at."""
 
-    __slots__ = ("_listeners", "_queues", "_stretch", "_tick", "_value", "name")
+    __slots__ = ("_listeners", "_offer", "_queues", "_stretch", "_tick", "_value", "name")
 
     def __init__(self, env: simpy.Environment, name: str) -> None:
         super().__init__(env)
@@ -100,6 +100,7 @@ class Mailbox(_Waitable, Generic[T]):
         self._queues: list[QueueMailbox[T]] = []
         self._listeners: list[Callable[[int, T], None]] = []
         self._stretch: tuple[range, object] | None = None  # ticks and rows of the last stretch
+        self._offer: tuple[range, Any] | None = None  # ticks and rows of a stretch not yet decided
 
     @property
     def has_value(self) -> bool:
@@ -126,7 +127,7 @@ class Mailbox(_Waitable, Generic[T]):
         """Store a new value, feed subscribed queues and listeners, wake waiters."""
         self._value = value
         self._tick = tick
-        self._stretch = None
+        self._stretch = self._offer = None
         for queue in self._queues:
             queue.put(tick, value)
         for listener in self._listeners:
@@ -162,7 +163,24 @@ class Mailbox(_Waitable, Generic[T]):
                 queue.extend(items)
         self._value = last
         self._tick = ticks[-1]
-        self._stretch = (ticks, rows)
+        self._stretch, self._offer = (ticks, rows), None
+
+    def offer_stretch(self, ticks: range, rows: Any) -> None:
+        """The per-tick rows (a sliceable sequence) this publisher would publish over `ticks` in
+        a stretch, offered while its group decides on one: a reader stepping after it may
+        look at them first (:meth:`offered_rows`), such as a grid counting the steps on which
+        it would keep its last solve. The next publish withdraws the offer."""
+        self._offer = (ticks, rows)
+
+    def offered_rows(self, ticks: range) -> Any | None:
+        """The first ``len(ticks)`` rows of an offer that covers `ticks` from its start, else None."""
+        offer = self._offer
+        if offer is None:
+            return None
+        offered, rows = offer
+        if offered.start != ticks.start or offered.step != ticks.step or len(offered) < len(ticks):
+            return None
+        return rows[: len(ticks)]
 
     def stretch_rows(self, ticks: range) -> object | None:
         """The rows of the stretch just published over exactly `ticks`, else None (the newest

@@ -193,7 +193,8 @@ class Simulation:
         is flushed before the :class:`ComponentError` propagates.
 
         With `timing` (for benchmarks; off by default and then free), each component's
-        :meth:`~Component.step`, :meth:`~Component.step_stretch` and :meth:`~Component.deliver` are timed with
+        :meth:`~Component.step`, its stretches (:meth:`~Component.stretch_steps`,
+        :meth:`~Component.step_stretch`) and :meth:`~Component.deliver` are timed with
         ``time.perf_counter``: ``result.meta["timing_s"]`` holds each component's own time in
         seconds by name (exclusive: a command delivered to the grid inside a controller's step
         counts for the grid, not the controller), and ``result.meta["timing_phases_s"]`` the
@@ -581,15 +582,15 @@ class _LagMonitor:
 
 
 class _StepTimer:
-    """Opt-in per-component timing: wraps `step`, `step_stretch` and `deliver` on the instances
-    for one run.
+    """Opt-in per-component timing: wraps `step`, `stretch_steps`, `step_stretch` and `deliver`
+    on the instances for one run.
 
     Time is exclusive: when one timed call runs inside another (a controller's command
     delivered at once to the grid, which re-solves), the inner call's time counts for its own
     component and is taken off the outer one. :meth:`restore` removes the wrappers.
     """
 
-    _METHODS = ("step", "step_stretch", "deliver")
+    _METHODS = ("step", "stretch_steps", "step_stretch", "deliver")
 
     def __init__(self, components: Sequence[Component]) -> None:
         self.totals: dict[str, float] = {c.name: 0.0 for c in components}
