@@ -129,7 +129,8 @@ def stretch_site_loads(
         else:
             site_kw[:] = [phase_kw(row) for row in rows]
         np.multiply(site_kw, site.tan_phi, out=kvar[:, j : j + 3])
-        site.power_w = rows[-1]
+        if not offered:  # an offer is not a sample yet
+            site.power_w = rows[-1]
         samples.append(rows)
         finite = finite and bool(np.isfinite(site_kw.sum(axis=1)).all())  # kw_a + kw_b + kw_c per step
     if finite:
