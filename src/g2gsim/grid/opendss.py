@@ -78,6 +78,8 @@ class OpenDSSGrid(Grid):
     #: Whether a stretch keeps the load batch's buffers at each step's loads (for a subclass
     #: whose voltage read uses them); else they hold the last step's after the stretch.
     _mirrors_loads: ClassVar[bool] = False
+    #: A stretch's kW and kvar rows of every load and their writer (:meth:`_stretch_rows`).
+    _rows: tuple[np.ndarray, np.ndarray, Callable[[int], None]] | None
 
     def __init__(self, name: str, config: GridConfig, *, seed: int | None = None, reuse_circuit: bool = False) -> None:
         super().__init__(name, config.period_s, seed=seed)
@@ -184,6 +186,7 @@ class OpenDSSGrid(Grid):
         if self._loads is not None:
             self._loads.close()
             self._loads = None
+        self._rows = None  # a stretch's rows: their writer pointed into the batch
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _clear_run_state(self) -> None:
@@ -208,6 +211,7 @@ class OpenDSSGrid(Grid):
         self._gate = None if self.config.solve is None else SolveGate(self.config.solve.on_change_kw)
         self._voltages = np.zeros(0)  # the voltage vector of the last solve
         self._stretches = False  # whether quiet stretches may be stepped at once (set at start)
+        self._rows = None
 
     def reset(self, ctx: RunContext) -> None:
         """Set up the circuit for a new run: compile and attach (or continue from the circuit
@@ -428,20 +432,30 @@ class OpenDSSGrid(Grid):
         the injections' profiles), how many steps come before one whose power is not finite
         and that step's error (None: all are finite)."""
         assert self._loads is not None
+        kw, kvar, _ = self._stretch_rows(len(ticks))
         kw, kvar, good, not_finite = stretch_site_loads(
-            self._sites, ticks, self.ctx.seconds, self._where, self._loads.kw.size, offered=offered
+            self._sites, ticks, self.ctx.seconds, self._where, out=(kw, kvar), offered=offered
         )
         width, injections = 3 * len(self._sites), self._injections
         if injections is not None and injections.width:
             injections.rows_into(ticks[0] // self._period_ticks, kw[:good, width:], kvar[:good, width:])
         return kw, kvar, good, not_finite
 
+    def _stretch_rows(self, count: int) -> tuple[np.ndarray, np.ndarray, Callable[[int], None]]:
+        """kW and kvar rows of every load for `count` steps and their writer, kept between stretches."""
+        rows = self._rows
+        if rows is None or len(rows[0]) < count:
+            assert self._loads is not None
+            kw = np.empty((max(count, 2 * len(rows[0]) if rows else 16), self._loads.kw.size))
+            kvar = np.empty_like(kw)
+            rows = self._rows = (kw, kvar, self._loads.row_writer(kw, kvar, mirror=self._mirrors_loads))
+        return rows[0][:count], rows[1][:count], rows[2]
+
     def _hold_stretch(self, ticks: range) -> None:
         """Steps of a stretch that keep the last solve: recorded with its voltages and loads."""
         assert self._gate is not None and self._loads is not None and self._recorder is not None
         kw, _, good, _ = self._stretch_loads(ticks)
-        if good < len(ticks) or self._gate.steps_held(kw) < len(ticks):
-            raise AssertionError(f"grid {self.name!r}: a held stretch whose loads moved")  # pragma: no cover
+        assert good == len(ticks) and self._gate.steps_held(kw) == len(ticks), "a held stretch whose loads moved"
         self._gate.hold_stretch(self._loads, len(ticks))
         times = [self.ctx.seconds(t) for t in ticks]
         self._recorder.record_stretch(
@@ -462,7 +476,7 @@ class OpenDSSGrid(Grid):
             self._hold_stretch(ticks)
             return
         kw, kvar, good, not_finite = self._stretch_loads(ticks)
-        write_row, storage = loads.row_writer(kw, kvar, mirror=self._mirrors_loads), self._storage
+        write_row, storage = self._stretch_rows(count)[2], self._storage
         times: list[float] = []
         batteries: list[Mapping[str, Mapping[str, float]]] = []
         voltages, written = np.empty((good, len(self._vmag_rows))), -1
@@ -502,7 +516,7 @@ class OpenDSSGrid(Grid):
         )
         name, index, taps, stored = self.name, self._index, self._taps.view, batteries or [_NO_STORAGE] * n
         self._voltages = voltages[-1]
-        state = GridState(name, times[-1], index, voltages[-1], taps, stored[-1])  # type: ignore[arg-type]
+        state = GridState(name, times[-1], index, self._voltages, taps, stored[-1])  # type: ignore[arg-type]
 
         def every() -> list[GridState]:  # built only for queued readers
             return [GridState(name, t, index, v, taps, b) for t, v, b in zip(times, voltages, stored)]  # type: ignore[arg-type]

@@ -93,21 +93,20 @@ def stretch_site_loads(
     ticks: range,
     seconds: Callable[[int], float],
     where: Callable[[float], Where],
-    width: int = 0,
     *,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
     offered: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int, Exception | None]:
     """The sites' kW and kvar at each step of a stretch (one row per step, three columns per
-    site first, as :func:`write_site_loads` writes them, newest-sample coupling; `width`
-    columns in all, the others left for the caller), how many steps come before the first
+    site first, as :func:`write_site_loads` writes them, newest-sample coupling; into `out`,
+    whose further columns are left for the caller), how many steps come before the first
     whose power is not finite, and the error that step raises (None if all are finite). A
     site stepping in the stretch gives its published rows; one that does not (another period)
     keeps its newest sample. With `offered`, the rows the sites offer for a stretch not yet
     stepped (:meth:`Mailbox.offered_rows`); none known (0 steps) when a site of the group
     offers none."""
     count = len(ticks)
-    kw = np.empty((count, max(width, 3 * len(sites))))
-    kvar = np.empty_like(kw)
+    kw, kvar = (np.empty((count, 3 * len(sites))), np.empty((count, 3 * len(sites)))) if out is None else out
     if not sites:
         return kw, kvar, count, None
     samples: list[Any] = []
