@@ -27,6 +27,7 @@ import numpy as np
 from mlenergy.data.modeling import ITLMixtureModel
 
 from g2gsim.datacenter.pool import OperatingPoint
+from g2gsim.datacenter.stream_replay import interleaved_draws
 
 __all__ = ["EXACT_THRESHOLD", "FleetLatency", "MeanLatency", "MixtureDraws", "blend_moments", "sample_fleet_itl"]
 
@@ -145,6 +146,67 @@ class _SmallFleet:
         return _mean([(hi if rng.random() < weight else lo).one(rng) for _ in range(self.n)])
 
 
+class _BulkSmallFleets:
+    """Several steps of every model's :meth:`_SmallFleet.sample` at once: the same draws, taken
+    from the stream in bulk (:func:`interleaved_draws`), and the same arithmetic elementwise
+    (``math.exp`` per value, as the scalar path; NumPy's own ``exp`` may differ in the last bit)."""
+
+    def __init__(self, n_models: int, fleets: list[tuple[int, _SmallFleet]]) -> None:
+        self.n_models = n_models
+        self.fleets = fleets
+        kinds: list[bool] = []
+        for _, fleet in fleets:
+            per_replica = [False, True] if fleet.hi is None else [False, False, True]
+            kinds += [True] if fleet.lo is None else per_replica * fleet.n
+        self.normal = np.array(kinds, dtype=bool)
+
+    def sample(self, rng: np.random.Generator, steps: int) -> np.ndarray | None:
+        """Observed ITL per model at `steps` steps (rows); None (stream untouched) when the
+        stream cannot be read in bulk."""
+        values = interleaved_draws(rng, np.tile(self.normal, steps))
+        if values is None:
+            return None
+        values = values.reshape(steps, self.normal.size)
+        out = np.full((steps, self.n_models), math.nan)
+        at = 0
+        for m, fleet in self.fleets:
+            lo, hi = fleet.lo, fleet.hi
+            if lo is None:
+                z = values[:, at] * fleet.sd
+                z += fleet.mean
+                out[:, m] = np.maximum(z, 0.0)
+                at += 1
+                continue
+            width = 2 if hi is None else 3
+            draws = values[:, at : at + width * fleet.n].reshape(steps, fleet.n, width)
+            at += width * fleet.n
+            out[:, m] = np.add.reduce(_replica_itl(draws, lo, hi, fleet.weight), axis=1) / fleet.n
+        return out
+
+
+def _replica_itl(draws: np.ndarray, lo: MixtureDraws, hi: MixtureDraws | None, weight: float) -> np.ndarray:
+    """Each replica's ITL (steps, replicas) from its draws: (uniform, normal) per replica, or
+    (uniform for hi against lo, uniform, normal) during a ramp, as :meth:`MixtureDraws.one`."""
+    z, uniform = draws[..., -1], draws[..., -2]
+    if hi is None:
+        steady = uniform < lo.p_steady
+        mu = np.where(steady, lo.mu_steady, lo.mu_stall)
+        sigma = np.where(steady, lo.sigma_steady, lo.sigma_stall)
+        loc: np.ndarray | float = float(lo.loc)
+    else:
+        upper = draws[..., 0] < weight
+        steady = uniform < np.where(upper, hi.p_steady, lo.p_steady)
+        mu = np.where(upper, np.where(steady, hi.mu_steady, hi.mu_stall), np.where(steady, lo.mu_steady, lo.mu_stall))
+        sigma = np.where(
+            upper, np.where(steady, hi.sigma_steady, hi.sigma_stall), np.where(steady, lo.sigma_steady, lo.sigma_stall)
+        )
+        loc = np.where(upper, float(hi.loc), float(lo.loc))
+    z = z * sigma
+    z += mu
+    y = np.fromiter(map(math.exp, z.ravel().tolist()), dtype=np.float64, count=z.size).reshape(z.shape)
+    return loc + y
+
+
 class FleetLatency:
     """Per-step observed ITL of every model of a site (sorted label order).
 
@@ -168,6 +230,7 @@ class FleetLatency:
         self._sd = np.zeros(0)
         self._mu_one = self._sd_one = math.nan  # the one valid model's, when there is one
         self._small: list[tuple[int, _SmallFleet | None]] = []  # per valid model, step-by-step path
+        self._bulk: _BulkSmallFleets | None = None  # the same, several steps at once
 
     def set_points(self, points: Sequence[OperatingPoint]) -> None:
         """Use these operating points (one per model) from now on."""
@@ -199,6 +262,8 @@ class FleetLatency:
         if self._mu.size == 1:
             self._mu_one, self._sd_one = float(self._mu[0]), float(self._sd[0])
         self._small = [] if self._vector else [(int(m), self._small_fleet(int(m))) for m in np.flatnonzero(valid)]
+        fleets = [(m, small) for m, small in self._small if small is not None]
+        self._bulk = _BulkSmallFleets(valid.size, fleets) if fleets and len(fleets) == len(self._small) else None
 
     def _small_fleet(self, m: int) -> _SmallFleet | None:
         """Model m's step-by-step sampler (None: call :func:`sample_fleet_itl` itself)."""
@@ -245,6 +310,12 @@ class FleetLatency:
         out = np.full((steps, self._valid.size), math.nan)
         out[:, self._valid] = draws
         return out
+
+    def sample_rows(self, rng: np.random.Generator, steps: int) -> np.ndarray:
+        """Observed ITL per model at `steps` successive steps (rows), s: what :meth:`sample`
+        gives step after step, small fleets' draws read from the stream in bulk when exact."""
+        rows = self._bulk.sample(rng, steps) if self._bulk is not None and steps > 1 else None
+        return rows if rows is not None else np.array([self.sample(rng) for _ in range(steps)])
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """Observed ITL per model, s (NaN for no replicas or no fit)."""

@@ -347,10 +347,10 @@ class OfflineDatacenter(ConfiguredDatacenter):
         if self._cap_log and self._cap_log[-1][1] is not self._caps_state:
             self._cap_log.append((k, self._caps_state))
 
-    def _sample_itl(self, k: int) -> None:
-        """A small fleet's ITL of step k, drawn at its step (not in its block)."""
-        itl = self._latency.sample(self._latency_rng)
-        self._rec_itl[k] = itl if self._slowdown is None else itl * self._slowdown
+    def _sample_itl(self, k: int, count: int = 1) -> None:
+        """A small fleet's ITL of steps k .. k + count - 1, drawn at their steps (not in the block)."""
+        itl = self._latency.sample_rows(self._latency_rng, count)
+        self._rec_itl[k : k + count] = itl if self._slowdown is None else itl * self._slowdown
 
     def _publish_row(self, tick: int, k: int, block: Block) -> None:
         """Publish step k's state from its block's rows (batch, replicas and caps as they are)."""
@@ -396,9 +396,8 @@ class OfflineDatacenter(ConfiguredDatacenter):
         block, k = self._block, tick // self._period_ticks
         assert block is not None
         first, self._rows = k - block.start, k + count
-        if block.latency is None:  # a small fleet: its ITL drawn step by step, as step() draws it
-            for row in range(k, k + count):
-                self._sample_itl(row)
+        if block.latency is None:  # a small fleet: its ITL drawn as step() would, step after step
+            self._sample_itl(k, count)
         self._box.publish_stretch(
             range(tick, tick + count * self._period_ticks, self._period_ticks),
             self._state_row(block, first + count - 1),
