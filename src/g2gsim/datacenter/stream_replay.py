@@ -76,7 +76,7 @@ def _decode(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def _read_widths(edges: list[float], chunks: int = 160, draws: int = 160) -> np.ndarray | None:
+def _read_widths(edges: list[float], chunks: int = 64, draws: int = 160) -> np.ndarray | None:
     """NumPy's layer widths, recovered exactly from a fixed stream: its normals and the raw
     outputs under them, paired where a normal is ``+-rabs * w`` for the computed w (to 1e-9;
     a slow draw shifts the normals after it against the outputs, so short chunks are read and
