@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mlenergy.data.modeling import ITLMixtureModel
 
+from g2gsim.datacenter.blocks import NormalStream
 from g2gsim.datacenter.latency import FleetLatency, MixtureDraws, blend_moments, sample_fleet_itl
 from g2gsim.datacenter.pool import OperatingPoint
 
@@ -147,4 +148,35 @@ def test_rows_of_small_fleets_are_the_steps_one_by_one(
     expected = np.array([latency.sample(reference) for _ in range(steps)])
     assert rows.shape == (steps, 3)
     assert np.array_equal(rows, expected, equal_nan=True)
+    assert rng.bit_generator.state == reference.bit_generator.state
+
+
+@given(
+    st.lists(st.integers(0, 45), min_size=3, max_size=3),
+    st.integers(0, 2**31),
+    st.floats(0.0, 0.95),
+    st.integers(1, 40),
+    st.data(),
+)
+def test_a_cut_block_gives_back_the_draws_of_its_unused_steps(
+    replicas: list[int], seed: int, weight: float, steps: int, data: st.DataObject
+) -> None:
+    """A block's ITL drawn ahead (normal regime or small fleets read in bulk) and cut after
+    `used` steps: its first rows are the steps' own, and the stream then goes on exactly
+    where those steps leave it."""
+    used = data.draw(st.integers(0, steps))
+    points = [OperatingPoint(8, 16, weight), OperatingPoint(8, 8, 0.0), OperatingPoint(8, 8, 0.0)]
+    latency = FleetLatency(FITS)
+    latency.set_points(points)
+    latency.set_replicas(np.array(replicas))
+    rng, reference = np.random.default_rng(seed), np.random.default_rng(seed)
+    block = latency.block(NormalStream(rng, rewind=True), steps)
+    expected = np.array([latency.sample(reference) for _ in range(used)]).reshape(used, 3)
+    if block.rows is not None:
+        assert np.array_equal(block.rows[:used], expected, equal_nan=True)
+        block.unused(used)
+    else:  # steps that draw their own
+        assert np.array_equal(
+            np.array([latency.sample(rng) for _ in range(used)]).reshape(used, 3), expected, equal_nan=True
+        )
     assert rng.bit_generator.state == reference.bit_generator.state

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -260,13 +260,27 @@ class BlockLength:
         self.value = min(max(value, self.shortest), self.longest)
 
 
+def _keep_all(used: int) -> None:
+    """Nothing to give back: a block that drew no latency normals ahead."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BlockLatency:
+    """A block's observed ITL, drawn when the block starts: `rows` (steps, models), s, or
+    None when each step draws its own; `unused(used)` gives back the draws of every step
+    after the first `used` (the block was cut), so the stream goes on as step by step."""
+
+    rows: np.ndarray | None
+    unused: Callable[[int], None] = _keep_all
+
+
 @dataclass(eq=False)
 class Block:
     """Steps start .. stop - 1 of a site, computed ahead.
 
-    `normals` and `latency` are the noise and latency normals the block took (per step:
-    `noise_draws`, `latency_draws`). The row lists hold, per step, its time and read-only
-    views of its recorded phase power, model power and ITL (what the step publishes).
+    `normals` are the noise normals the block took (`noise_draws` per step), `latency` its
+    observed ITL. The row lists hold, per step, its time and read-only views of its recorded
+    phase power, model power and ITL (what the step publishes).
     """
 
     start: int
@@ -274,8 +288,7 @@ class Block:
     servers: np.ndarray  # (steps, servers) power of every allocated server, W
     normals: np.ndarray
     noise_draws: int
-    latency: np.ndarray | None  # None: the ITL is sampled at each step
-    latency_draws: int
+    latency: BlockLatency
     times: list[float]
     phase_rows: list[np.ndarray]
     model_rows: list[np.ndarray]

@@ -26,8 +26,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from mlenergy.data.modeling import ITLMixtureModel
 
+from g2gsim.datacenter.blocks import BlockLatency, NormalStream
 from g2gsim.datacenter.pool import OperatingPoint
-from g2gsim.datacenter.stream_replay import interleaved_draws
+from g2gsim.datacenter.stream_replay import interleaved_block
 
 __all__ = ["EXACT_THRESHOLD", "FleetLatency", "MeanLatency", "MixtureDraws", "blend_moments", "sample_fleet_itl"]
 
@@ -160,13 +161,14 @@ class _BulkSmallFleets:
             kinds += [True] if fleet.lo is None else per_replica * fleet.n
         self.normal = np.array(kinds, dtype=bool)
 
-    def sample(self, rng: np.random.Generator, steps: int) -> np.ndarray | None:
-        """Observed ITL per model at `steps` steps (rows); None (stream untouched) when the
-        stream cannot be read in bulk."""
-        values = interleaved_draws(rng, np.tile(self.normal, steps))
-        if values is None:
+    def sample(self, rng: np.random.Generator, steps: int) -> BlockLatency | None:
+        """Observed ITL per model at `steps` steps (rows), and how to give back the draws of
+        steps not used; None (stream untouched) when the stream cannot be read in bulk."""
+        drawn = interleaved_block(rng, np.tile(self.normal, steps))
+        if drawn is None:
             return None
-        values = values.reshape(steps, self.normal.size)
+        per_step, rewind = self.normal.size, drawn[1]
+        values = drawn[0].reshape(steps, per_step)
         out = np.full((steps, self.n_models), math.nan)
         at = 0
         for m, fleet in self.fleets:
@@ -181,7 +183,7 @@ class _BulkSmallFleets:
             draws = values[:, at : at + width * fleet.n].reshape(steps, fleet.n, width)
             at += width * fleet.n
             out[:, m] = np.add.reduce(_replica_itl(draws, lo, hi, fleet.weight), axis=1) / fleet.n
-        return out
+        return BlockLatency(out, lambda used: rewind.to(used * per_step))
 
 
 def _replica_itl(draws: np.ndarray, lo: MixtureDraws, hi: MixtureDraws | None, weight: float) -> np.ndarray:
@@ -314,8 +316,24 @@ class FleetLatency:
     def sample_rows(self, rng: np.random.Generator, steps: int) -> np.ndarray:
         """Observed ITL per model at `steps` successive steps (rows), s: what :meth:`sample`
         gives step after step, small fleets' draws read from the stream in bulk when exact."""
-        rows = self._bulk.sample(rng, steps) if self._bulk is not None and steps > 1 else None
-        return rows if rows is not None else np.array([self.sample(rng) for _ in range(steps)])
+        bulk = self._bulk.sample(rng, steps) if self._bulk is not None and steps > 1 else None
+        if bulk is not None and bulk.rows is not None:
+            return bulk.rows
+        return np.array([self.sample(rng) for _ in range(steps)])
+
+    def block(self, stream: NormalStream, steps: int) -> BlockLatency:
+        """A block's observed ITL, drawn ahead from the latency stream: the normal regime from
+        :meth:`sample_block`, small fleets read in bulk; rows None when its steps must draw
+        their own (:meth:`sample`). Giving back a cut block's draws leaves the stream where
+        the steps it ran leave it."""
+        per_step = self.block_draws
+        if per_step is None:
+            bulk = self._bulk.sample(stream.rng, steps) if self._bulk is not None else None
+            return bulk if bulk is not None else BlockLatency(None)
+        if not per_step:
+            return BlockLatency(self.sample_block(np.zeros(0), steps))
+        normals = stream.take(steps * per_step)
+        return BlockLatency(self.sample_block(normals, steps), lambda used: stream.unused(normals[used * per_step :]))
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """Observed ITL per model, s (NaN for no replicas or no fit)."""

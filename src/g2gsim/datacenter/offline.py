@@ -312,7 +312,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
             k < self._computed_until
             and not (self._inbox or self._ramp_due or self._replicas_stale)
             and block is not None
-            and block.latency is not None
+            and block.latency.rows is not None
         ):
             self._publish_row(tick, k, block)
             return
@@ -323,7 +323,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._prepare_step(tick, k)
         block = self._block
         assert block is not None
-        if block.latency is None:
+        if block.latency.rows is None:
             self._sample_itl(k)
         self._publish_row(tick, k, block)
 
@@ -396,7 +396,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         block, k = self._block, tick // self._period_ticks
         assert block is not None
         first, self._rows = k - block.start, k + count
-        if block.latency is None:  # a small fleet: its ITL drawn as step() would, step after step
+        if block.latency.rows is None:  # its ITL drawn as step() would, step after step
             self._sample_itl(k, count)
         self._box.publish_stretch(
             range(tick, tick + count * self._period_ticks, self._period_ticks),
@@ -424,14 +424,9 @@ class OfflineDatacenter(ConfiguredDatacenter):
         overlay = self._base_overlay_w + self._training.power(times) / PHASES
         sums, servers = fleet.block(k, count, normals if noise_draws else None, overlay)
         self._rec_power[k:stop] = sums
-        latency_draws = self._latency.block_draws
-        latency = None
-        if latency_draws is not None:
-            latency = self._latency_normals.take(count * latency_draws) if latency_draws else _NO_DRAWS
-            itl = self._latency.sample_block(latency, count)
-            if self._slowdown is not None:
-                itl *= self._slowdown
-            self._rec_itl[k:stop] = itl
+        latency = self._latency.block(self._latency_normals, count)
+        if latency.rows is not None:
+            self._rec_itl[k:stop] = latency.rows if self._slowdown is None else latency.rows * self._slowdown
         # Row views are made here in C (iterating the block), not one by one in every step.
         self._block = Block(
             k,
@@ -440,7 +435,6 @@ class OfflineDatacenter(ConfiguredDatacenter):
             normals,
             noise_draws,
             latency,
-            latency_draws or 0,
             times=times.tolist(),
             phase_rows=list(self._power_out[k:stop, :PHASES]),
             model_rows=list(self._power_out[k:stop, PHASES:]),
@@ -462,8 +456,7 @@ class OfflineDatacenter(ConfiguredDatacenter):
         self._steps_recomputed += block.stop - k
         if self._noise is not None and block.noise_draws:
             self._noise.unused(block.normals[used * block.noise_draws :])
-        if block.latency is not None and block.latency_draws:
-            self._latency_normals.unused(block.latency[used * block.latency_draws :])
+        block.latency.unused(used)
         self._lengths.cut(used)
 
     def _block_stop(self, k: int) -> int:

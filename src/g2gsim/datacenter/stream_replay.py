@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ZigguratTables", "interleaved_draws", "ziggurat_tables"]
+__all__ = ["StreamRewind", "ZigguratTables", "interleaved_block", "interleaved_draws", "ziggurat_tables"]
 
 #: NumPy's ziggurat: the tail's start and the area of every layer (Marsaglia and Tsang, 256 layers).
 _R = 3.6541528853610088
@@ -138,6 +138,13 @@ def interleaved_draws(rng: np.random.Generator, normal: np.ndarray) -> np.ndarra
     """The values of ``[rng.standard_normal() if k else rng.random() for k in normal]``, with
     `rng` left exactly where those calls leave it; None (and `rng` untouched) when the bulk
     path does not apply (not a PCG64, tables not recovered, a slow draw out of range)."""
+    drawn = interleaved_block(rng, normal)
+    return None if drawn is None else drawn[0]
+
+
+def interleaved_block(rng: np.random.Generator, normal: np.ndarray) -> tuple[np.ndarray, StreamRewind] | None:
+    """:func:`interleaved_draws`, and a :class:`StreamRewind` that puts `rng` back to just
+    after any number of the first draws (for a block whose later steps are given back)."""
     tables = ziggurat_tables()
     bits = rng.bit_generator
     if tables is None or type(bits) is not np.random.PCG64:
@@ -152,11 +159,13 @@ def interleaved_draws(rng: np.random.Generator, normal: np.ndarray) -> np.ndarra
         return None
     values_at, extras, consumed = slow
     where: np.ndarray | slice = slice(0, count)
+    extra_before = None
     if extras:
-        steps = np.zeros(count + 1, dtype=np.intp)  # extra outputs read before each draw
+        steps = np.zeros(count + 1, dtype=np.intp)  # extra outputs read by the draw before
         for draw, extra in extras:
             steps[draw + 1] += extra
-        where = np.arange(count) + np.cumsum(steps[:count])
+        extra_before = np.cumsum(steps)
+        where = np.arange(count) + extra_before[:count]
     values = (raw[where] >> np.uint64(11)).astype(np.float64)
     values *= _TO_UNIT
     z = rabs[where].astype(np.float64)
@@ -167,7 +176,23 @@ def interleaved_draws(rng: np.random.Generator, normal: np.ndarray) -> np.ndarra
         values[draw] = value
     bits.state = start
     bits.advance(consumed)
-    return values
+    return values, StreamRewind(bits, start, extra_before)
+
+
+class StreamRewind:
+    """Where a generator stood after each draw of one bulk read: :meth:`to` puts it back
+    to just after the first `draws` of them (every output those draws read, none after)."""
+
+    __slots__ = ("_bits", "_extra_before", "_start")
+
+    def __init__(self, bits: np.random.PCG64, start: Any, extra_before: np.ndarray | None) -> None:
+        self._bits, self._start, self._extra_before = bits, start, extra_before
+
+    def to(self, draws: int) -> None:
+        """Put the generator just after the read's first `draws` draws."""
+        extra = 0 if self._extra_before is None else int(self._extra_before[draws])
+        self._bits.state = self._start
+        self._bits.advance(draws + extra)
 
 
 def _scratch() -> tuple[np.random.PCG64, np.random.Generator]:
