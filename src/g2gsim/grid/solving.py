@@ -54,7 +54,12 @@ class SolveGate:
         """True when the loads now in `loads` moved past the threshold, or something is pending."""
         if pending or self._kw is None:
             return True
-        return bool(np.max(np.abs(loads.kw - self._kw), initial=0.0) > self.threshold_kw)
+        return bool(self._moved(loads.kw))
+
+    def _moved(self, kw: np.ndarray) -> Any:
+        """Whether loads `kw` (one kW per load, or one row per step) moved past the threshold
+        from the last solve's: the largest change of any load, per row."""
+        return np.max(np.abs(kw - self._kw), axis=-1, initial=0.0) > self.threshold_kw
 
     def solved(self, loads: LoadBatch) -> None:
         """Remember the loads of the solve just made."""
@@ -66,7 +71,7 @@ class SolveGate:
         of every load's kW per step; no command pending): as :meth:`must_solve` step by step."""
         if self._kw is None:
             return 0
-        moved = np.max(np.abs(kw - self._kw), axis=1, initial=0.0) > self.threshold_kw
+        moved = self._moved(kw)
         return int(np.argmax(moved)) if moved.any() else len(kw)
 
     def hold_stretch(self, loads: LoadBatch, count: int) -> None:
