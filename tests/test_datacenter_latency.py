@@ -137,14 +137,17 @@ def test_mixture_draws_are_the_library_sample_one() -> None:
 def test_rows_of_small_fleets_are_the_steps_one_by_one(
     replicas: list[int], seed: int, weight: float, steps: int
 ) -> None:
-    """sample_rows (small fleets' draws read from the stream in bulk) gives sample's values
-    step after step, and leaves the stream where the steps leave it, blended or not."""
+    """A block's rows (small fleets' draws read from the stream in bulk, or the steps' own
+    when they cannot be) give sample's values step after step, and leave the stream where the
+    steps leave it, blended or not."""
     points = [OperatingPoint(8, 16, weight), OperatingPoint(8, 8, 0.0), OperatingPoint(8, 8, 0.0)]
     latency = FleetLatency(FITS)
     latency.set_points(points)
     latency.set_replicas(np.array(replicas))
     rng, reference = np.random.default_rng(seed), np.random.default_rng(seed)
-    rows = latency.sample_rows(rng, steps)
+    rows = latency.block(NormalStream(rng, rewind=True), steps).rows
+    if rows is None:
+        rows = latency.sample_rows(rng, steps)
     expected = np.array([latency.sample(reference) for _ in range(steps)])
     assert rows.shape == (steps, 3)
     assert np.array_equal(rows, expected, equal_nan=True)

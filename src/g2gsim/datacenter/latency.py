@@ -149,7 +149,7 @@ class _SmallFleet:
 
 class _BulkSmallFleets:
     """Several steps of every model's :meth:`_SmallFleet.sample` at once: the same draws, taken
-    from the stream in bulk (:func:`interleaved_draws`), and the same arithmetic elementwise
+    from the stream in bulk (:func:`interleaved_block`), and the same arithmetic elementwise
     (``math.exp`` per value, as the scalar path; NumPy's own ``exp`` may differ in the last bit)."""
 
     def __init__(self, n_models: int, fleets: list[tuple[int, _SmallFleet]]) -> None:
@@ -314,11 +314,8 @@ class FleetLatency:
         return out
 
     def sample_rows(self, rng: np.random.Generator, steps: int) -> np.ndarray:
-        """Observed ITL per model at `steps` successive steps (rows), s: what :meth:`sample`
-        gives step after step, small fleets' draws read from the stream in bulk when exact."""
-        bulk = self._bulk.sample(rng, steps) if self._bulk is not None and steps > 1 else None
-        if bulk is not None and bulk.rows is not None:
-            return bulk.rows
+        """Observed ITL per model at `steps` successive steps (rows), s: :meth:`sample` step
+        after step (for steps whose block could not draw them ahead, :meth:`block`)."""
         return np.array([self.sample(rng) for _ in range(steps)])
 
     def block(self, stream: NormalStream, steps: int) -> BlockLatency:
